@@ -1,0 +1,276 @@
+//! Acknowledgements from the worker holding a lease: complete, fail, renew, progress, and their
+//! batch forms. Each is fenced by the lease token handed out by `claim`: a worker whose lease
+//! expired and was taken over (or whose task was cancelled) changes nothing and learns why.
+
+use crate::claim::strategy::race_key;
+use crate::enqueue::read_wclock;
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::retry::{RetryOverrides, RetryPolicy};
+use crate::time::now_ms;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// What identifies one claim of a task: its id and the lease token that claim received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: i64,
+    pub token: i64,
+}
+
+/// What happened to a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOutcome {
+    /// Back to queued, claimable again at `run_after` (ms).
+    Retrying { run_after: i64 },
+    /// Attempts spent, or retry refused: the dead letter.
+    DeadLettered,
+}
+
+/// Explain why a fenced update matched no row.
+fn lease_lost(tx: &Transaction, lease: Lease) -> Error {
+    let row: Option<(String, Option<i64>, Option<String>)> = tx
+        .query_row(
+            "SELECT status, lease_token, locked_by FROM tasks WHERE id = ?1",
+            [lease.task_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .unwrap_or(None);
+    let id = lease.task_id;
+    match row {
+        None => Error::TaskNotFound(id),
+        Some((status, token, by)) => {
+            let why = match status.as_str() {
+                "running" if token.is_some() => format!(
+                    "its lease expired and it was claimed again by {}",
+                    by.unwrap_or_else(|| "another worker".into())
+                ),
+                "queued" => "its lease expired and it went back to the queue".to_string(),
+                "completed" => "it is already completed".to_string(),
+                "cancelled" => "it was cancelled".to_string(),
+                "failed" => "it already failed (dead letter)".to_string(),
+                other => format!("it is {other}"),
+            };
+            Error::LeaseLost(format!(
+                "task {id} is no longer held by this claim: {why}; drop the result, the task's current holder owns it"
+            ))
+        }
+    }
+}
+
+pub(crate) fn log_in(
+    tx: &Transaction,
+    task_id: i64,
+    at: i64,
+    level: &str,
+    message: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO task_logs (task_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![task_id, at, level, message])?;
+    Ok(())
+}
+
+impl Queue {
+    fn complete_in(
+        &self,
+        tx: &Transaction,
+        lease: Lease,
+        result: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let n = tx
+            .prepare_cached(
+                "UPDATE tasks SET status = 'completed', result = ?3, finished_at = ?4, updated_at = ?4,
+                        lease_until = NULL, lease_token = NULL, progress = 100.0
+                 WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+            )?
+            .execute(params![lease.task_id, lease.token, result.unwrap_or("null"), now])?;
+        Ok(n == 1)
+    }
+
+    /// Mark the task completed with `result` (JSON text). `LeaseLost` if this claim no longer holds it.
+    pub fn complete(&self, lease: Lease, result: Option<&str>) -> Result<()> {
+        self.db.write(|tx| {
+            if self.complete_in(tx, lease, result, now_ms())? {
+                Ok(())
+            } else {
+                Err(lease_lost(tx, lease))
+            }
+        })
+    }
+
+    /// Complete many tasks in one transaction. Returns, per task, whether this claim still held
+    /// it (false: lease lost, nothing changed for that task).
+    pub fn complete_many(&self, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
+        self.db.write(|tx| {
+            let now = now_ms();
+            items
+                .iter()
+                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                .collect()
+        })
+    }
+
+    fn policy_for(
+        &self,
+        tx: &Transaction,
+        queue: &str,
+        task_policy: Option<&str>,
+    ) -> Result<RetryPolicy> {
+        let mut policy = RetryPolicy::default();
+        let queue_policy: Option<String> = tx
+            .prepare_cached("SELECT retry_policy FROM queue_config WHERE queue = ?1")?
+            .query_row([queue], |r| r.get(0))
+            .optional()?;
+        for text in [queue_policy.as_deref(), task_policy].into_iter().flatten() {
+            let o: RetryOverrides = serde_json::from_str(text)?;
+            policy = o.apply(policy);
+        }
+        Ok(policy)
+    }
+
+    fn fail_in(
+        &self,
+        tx: &Transaction,
+        lease: Lease,
+        error: &str,
+        retry: bool,
+        now: i64,
+    ) -> Result<Option<FailOutcome>> {
+        let row: Option<(i64, i64, String, Option<String>, i64)> = tx
+            .prepare_cached(
+                "SELECT attempts, max_attempts, queue, retry_policy, priority FROM tasks
+                 WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+            )?
+            .query_row(params![lease.task_id, lease.token], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        let Some((attempts, max_attempts, queue, task_policy, priority)) = row else {
+            return Ok(None);
+        };
+        if retry && attempts < max_attempts {
+            let policy = self.policy_for(tx, &queue, task_policy.as_deref())?;
+            let run_after = now + policy.delay_ms(attempts, rand::random::<f64>());
+            let key = race_key(read_wclock(tx)?, priority);
+            tx.prepare_cached(
+                "UPDATE tasks SET status = 'queued', run_after = ?2, wkey = ?3, error = ?4, updated_at = ?5,
+                        lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![lease.task_id, run_after, key, error, now])?;
+            log_in(
+                tx,
+                lease.task_id,
+                now,
+                "warning",
+                &format!(
+                    "attempt {attempts} of {max_attempts} failed, retrying in {:.3}s: {error}",
+                    (run_after - now) as f64 / 1000.0
+                ),
+            )?;
+            Ok(Some(FailOutcome::Retrying { run_after }))
+        } else {
+            tx.prepare_cached(
+                "UPDATE tasks SET status = 'failed', error = ?2, finished_at = ?3, updated_at = ?3,
+                        lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![lease.task_id, error, now])?;
+            let why = if retry {
+                format!("attempt {attempts} of {max_attempts} failed, no attempts left: dead letter: {error}")
+            } else {
+                format!("failed without retry (attempt {attempts}): dead letter: {error}")
+            };
+            log_in(tx, lease.task_id, now, "error", &why)?;
+            Ok(Some(FailOutcome::DeadLettered))
+        }
+    }
+
+    /// Record a failed attempt: back to queued after the backoff, or the dead letter when
+    /// attempts are spent or `retry` is false.
+    pub fn fail(&self, lease: Lease, error: &str, retry: bool) -> Result<FailOutcome> {
+        self.db.write(
+            |tx| match self.fail_in(tx, lease, error, retry, now_ms())? {
+                Some(o) => Ok(o),
+                None => Err(lease_lost(tx, lease)),
+            },
+        )
+    }
+
+    /// Fail many in one transaction; `None` for a task whose lease was lost.
+    pub fn fail_many(&self, items: &[(Lease, String, bool)]) -> Result<Vec<Option<FailOutcome>>> {
+        self.db.write(|tx| {
+            let now = now_ms();
+            items
+                .iter()
+                .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
+                .collect()
+        })
+    }
+
+    /// Extend the lease to `lease_ms` from now; returns the new expiry.
+    pub fn renew(&self, lease: Lease, lease_ms: i64) -> Result<i64> {
+        if lease_ms <= 0 {
+            return Err(Error::invalid(format!(
+                "lease must be a positive number of seconds, got {}",
+                lease_ms as f64 / 1000.0
+            )));
+        }
+        self.db.write(|tx| {
+            let now = now_ms();
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET lease_until = ?3, updated_at = ?4
+                     WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                )?
+                .execute(params![lease.task_id, lease.token, now + lease_ms, now])?;
+            if n == 1 {
+                Ok(now + lease_ms)
+            } else {
+                Err(lease_lost(tx, lease))
+            }
+        })
+    }
+
+    /// Record progress on a running task (percent in 0..=100, a step name, a message). Only the
+    /// fields given change.
+    pub fn progress(
+        &self,
+        lease: Lease,
+        percent: Option<f64>,
+        step: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<()> {
+        if let Some(p) = percent {
+            if !(0.0..=100.0).contains(&p) {
+                return Err(Error::invalid(format!(
+                    "percent must be between 0 and 100, got {p}"
+                )));
+            }
+        }
+        self.db.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET progress = coalesce(?3, progress), step = coalesce(?4, step),
+                            message = coalesce(?5, message), updated_at = ?6
+                     WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                )?
+                .execute(params![
+                    lease.task_id,
+                    lease.token,
+                    percent,
+                    step,
+                    message,
+                    now_ms()
+                ])?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(lease_lost(tx, lease))
+            }
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Reading and steering tasks: get, list (keyset paging), stats, cancel, set_priority, retry,
+//! and per-queue retry policies.
+
+use crate::ack::log_in;
+use crate::claim::strategy::race_key;
+use crate::enqueue::{check_priority, read_wclock};
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::retry::RetryOverrides;
+use crate::task::{Status, TaskRow, COLUMNS};
+use crate::time::now_ms;
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use std::collections::BTreeMap;
+
+pub const MAX_LIST_LIMIT: i64 = 10_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub task_type: Option<String>,
+    pub queue: Option<String>,
+    pub limit: i64,
+    /// Keyset paging: rows after this id in the listing order.
+    pub after_id: Option<i64>,
+    /// Newest first (ids descending) instead of oldest first.
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub counts: BTreeMap<&'static str, i64>,
+    pub total: i64,
+    /// Seconds the longest-waiting due task has been claimable; None when nothing is due.
+    pub oldest_queued_age_s: Option<f64>,
+    /// Queued tasks whose run_after is still in the future.
+    pub scheduled: i64,
+}
+
+fn exists(tx: &rusqlite::Connection, id: i64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+impl Queue {
+    pub fn get(&self, id: i64) -> Result<TaskRow> {
+        self.db.read(|c| {
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+                .query_row([id], TaskRow::from_row)
+                .optional()?
+                .ok_or(Error::TaskNotFound(id))
+        })
+    }
+
+    pub fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskRow>> {
+        self.db.read(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE idempotency_key = ?1"
+            ))?
+            .query_row([key], TaskRow::from_row)
+            .optional()?)
+        })
+    }
+
+    pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
+        if !(1..=MAX_LIST_LIMIT).contains(&f.limit) {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}, got {}",
+                f.limit
+            )));
+        }
+        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(s) = f.status {
+            sql.push_str(" AND status = ?");
+            args.push(s.as_str().to_string().into());
+        }
+        if let Some(t) = &f.task_type {
+            sql.push_str(" AND type = ?");
+            args.push(t.clone().into());
+        }
+        if let Some(q) = &f.queue {
+            sql.push_str(" AND queue = ?");
+            args.push(q.clone().into());
+        }
+        if let Some(a) = f.after_id {
+            sql.push_str(if f.descending {
+                " AND id < ?"
+            } else {
+                " AND id > ?"
+            });
+            args.push(a.into());
+        }
+        sql.push_str(if f.descending {
+            " ORDER BY id DESC"
+        } else {
+            " ORDER BY id"
+        });
+        sql.push_str(" LIMIT ?");
+        args.push(f.limit.into());
+        self.db.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args.iter()), TaskRow::from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub fn stats(&self, queue: Option<&str>) -> Result<Stats> {
+        self.db.read(|c| {
+            let tx = c.unchecked_transaction()?; // one snapshot for all the numbers
+            let mut counts: BTreeMap<&'static str, i64> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+            let (sql, arg) = match queue {
+                Some(q) => ("SELECT status, count(*) FROM tasks WHERE queue = ?1 GROUP BY status", Some(q)),
+                None => ("SELECT status, count(*) FROM tasks WHERE ?1 IS NULL GROUP BY status", None),
+            };
+            {
+                let mut stmt = tx.prepare_cached(sql)?;
+                let mut rows = stmt.query([arg])?;
+                while let Some(r) = rows.next()? {
+                    let s: String = r.get(0)?;
+                    let n: i64 = r.get(1)?;
+                    if let Ok(st) = Status::parse(&s) {
+                        counts.insert(st.as_str(), n);
+                    }
+                }
+            }
+            let now = now_ms();
+            let (oldest, scheduled): (Option<i64>, i64) = tx
+                .prepare_cached(
+                    "SELECT min(CASE WHEN run_after <= ?1 THEN run_after END),
+                            count(CASE WHEN run_after > ?1 THEN 1 END)
+                     FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND (?2 IS NULL OR queue = ?2)",
+                )?
+                .query_row(params![now, queue], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            tx.finish()?;
+            Ok(Stats {
+                total: counts.values().sum(),
+                counts,
+                oldest_queued_age_s: oldest.map(|t| (now - t).max(0) as f64 / 1000.0),
+                scheduled,
+            })
+        })
+    }
+
+    /// Queued or running -> cancelled. False when the task had already finished.
+    pub fn cancel(&self, id: i64) -> Result<bool> {
+        self.db.write(|tx| {
+            let now = now_ms();
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = ?2, updated_at = ?2,
+                            lease_until = NULL, lease_token = NULL
+                     WHERE id = ?1 AND status IN ('queued', 'running')",
+                )?
+                .execute(params![id, now])?;
+            if n == 1 {
+                log_in(tx, id, now, "info", "cancelled")?;
+                Ok(true)
+            } else if exists(tx, id)? {
+                Ok(false)
+            } else {
+                Err(Error::TaskNotFound(id))
+            }
+        })
+    }
+
+    /// Change the priority of a task that has not finished. False when it has.
+    pub fn set_priority(&self, id: i64, priority: i64) -> Result<bool> {
+        check_priority(priority)?;
+        self.db.write(|tx| {
+            let key = race_key(read_wclock(tx)?, priority);
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET priority = ?2, wkey = ?3, updated_at = ?4
+                     WHERE id = ?1 AND status IN ('queued', 'running')",
+                )?
+                .execute(params![id, priority, key, now_ms()])?;
+            if n == 1 {
+                Ok(true)
+            } else if exists(tx, id)? {
+                Ok(false)
+            } else {
+                Err(Error::TaskNotFound(id))
+            }
+        })
+    }
+
+    /// A failed (dead-lettered) or cancelled task back to queued with fresh attempts.
+    pub fn retry(&self, id: i64) -> Result<bool> {
+        self.db.write(|tx| self.retry_in(tx, id))
+    }
+
+    fn retry_in(&self, tx: &Transaction, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let priority: Option<i64> = tx
+            .prepare_cached(
+                "SELECT priority FROM tasks WHERE id = ?1 AND status IN ('failed', 'cancelled')",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let Some(priority) = priority else {
+            return if exists(tx, id)? {
+                Ok(false)
+            } else {
+                Err(Error::TaskNotFound(id))
+            };
+        };
+        tx.prepare_cached(
+            "UPDATE tasks SET status = 'queued', attempts = 0, run_after = ?2, wkey = ?3, finished_at = NULL,
+                    lease_until = NULL, lease_token = NULL, updated_at = ?2
+             WHERE id = ?1",
+        )?
+        .execute(params![id, now, race_key(read_wclock(tx)?, priority)])?;
+        log_in(tx, id, now, "info", "re-queued by retry()")?;
+        Ok(true)
+    }
+
+    /// Set the retry policy of a queue for every process using this file. Keys not given keep
+    /// the built-in defaults (base 1 s, factor 2, cap 3600 s, jitter 0.1).
+    pub fn set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()> {
+        policy.validate()?;
+        if queue.trim().is_empty() {
+            return Err(Error::invalid("queue must be a non-empty string"));
+        }
+        let text = serde_json::to_string(&policy).map_err(|e| Error::invalid(e.to_string()))?;
+        self.db.write(|tx| {
+            tx.execute(
+                "INSERT INTO queue_config (queue, retry_policy) VALUES (?1, ?2)
+                 ON CONFLICT (queue) DO UPDATE SET retry_policy = excluded.retry_policy",
+                params![queue, text],
+            )?;
+            Ok(())
+        })
+    }
+}

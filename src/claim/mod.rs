@@ -1,0 +1,129 @@
+//! Claiming: one IMMEDIATE transaction per claim call (one task or a batch). The write lock is
+//! taken before anything is read, so two processes can never pick the same row; every claimed
+//! task gets a fresh random lease token that fences its later complete/fail/renew/progress.
+
+pub mod lanes;
+pub mod strategy;
+
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::task::{TaskRow, COLUMNS};
+use crate::time::now_ms;
+use lanes::LaneFilter;
+use rusqlite::params;
+use strategy::{Candidate, Strategy};
+
+pub const MAX_CLAIM_BATCH: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub worker_id: String,
+    pub strategy: Strategy,
+    pub filter: LaneFilter,
+    pub lease_ms: i64,
+    pub limit: usize,
+}
+
+impl ClaimRequest {
+    pub fn new(worker_id: impl Into<String>) -> ClaimRequest {
+        ClaimRequest {
+            worker_id: worker_id.into(),
+            strategy: Strategy::Priority,
+            filter: LaneFilter::default(),
+            lease_ms: 60_000,
+            limit: 1,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.worker_id.trim().is_empty() {
+            return Err(Error::invalid("worker_id must be a non-empty string"));
+        }
+        if self.lease_ms <= 0 {
+            return Err(Error::invalid(format!(
+                "lease must be a positive number of seconds, got {}",
+                self.lease_ms as f64 / 1000.0
+            )));
+        }
+        if self.limit == 0 || self.limit > MAX_CLAIM_BATCH {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {MAX_CLAIM_BATCH}, got {}",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn new_lease_token() -> i64 {
+    (rand::random::<u64>() >> 1) as i64
+}
+
+impl Queue {
+    pub fn claim(&self, req: &ClaimRequest) -> Result<Vec<TaskRow>> {
+        req.validate()?;
+        self.db.write(|tx| {
+            let now = now_ms();
+            // Crash recovery rides along: expired leases go back before we choose.
+            self.rescue_expired_in(tx, now)?;
+            let lanes = self.eligible_lanes(tx, &req.filter)?;
+            let mut cands: Vec<Candidate> = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(req.strategy.candidate_sql())?;
+                for lane in &lanes {
+                    let rows = stmt.query_map(params![lane, now, req.limit as i64], |r| {
+                        Ok(Candidate {
+                            id: r.get(0)?,
+                            priority: r.get(1)?,
+                            run_after: r.get(2)?,
+                            wkey: r.get(3)?,
+                        })
+                    })?;
+                    for c in rows {
+                        cands.push(c?);
+                    }
+                }
+            }
+            if cands.is_empty() {
+                return Ok(Vec::new());
+            }
+            if lanes.len() > 1 {
+                cands.sort_by(|a, b| req.strategy.compare(a, b));
+            }
+            cands.truncate(req.limit);
+
+            let mut take = tx.prepare_cached(&format!(
+                "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?2, lease_until = ?3,
+                        lease_token = ?4, started_at = ?5, updated_at = ?5
+                 WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
+            ))?;
+            let mut out = Vec::with_capacity(cands.len());
+            for c in &cands {
+                let row = take.query_row(
+                    params![c.id, req.worker_id, now + req.lease_ms, new_lease_token(), now],
+                    TaskRow::from_row,
+                )?;
+                out.push(row);
+            }
+            if req.strategy == Strategy::WeightedRandom {
+                let top = cands.iter().map(|c| c.wkey).fold(f64::MIN, f64::max);
+                tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'wclock'")?
+                    .execute([top])?;
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Queue {
+    /// `EXPLAIN QUERY PLAN` of the statement `claim` runs per lane for `strategy`: operators
+    /// (and the tests) can see that it walks an index in order, with no temporary B-tree.
+    pub fn explain_claim(&self, strategy: Strategy) -> Result<Vec<String>> {
+        self.db.read(|c| {
+            let mut stmt =
+                c.prepare(&format!("EXPLAIN QUERY PLAN {}", strategy.candidate_sql()))?;
+            let rows = stmt.query_map(params![1, 0, 1], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! Connections, pragmas and the transaction helpers that keep "database is locked" away from users.
+//!
+//! Every write runs in `BEGIN IMMEDIATE`: the write lock is taken up front, so two processes can
+//! never both read and then both try to upgrade (the case SQLite's busy handler cannot resolve).
+//! While the lock is held elsewhere a short-sleeping busy handler waits; if a whole transaction
+//! still reports busy it is retried from the start until `busy_timeout` has passed.
+
+use crate::error::{Error, Result};
+use crate::schema;
+use parking_lot::Mutex;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Process-wide lock-contention counters, reported by `metrics()`.
+pub static BUSY_RETRIES: AtomicU64 = AtomicU64::new(0);
+pub static BUSY_WAIT_US: AtomicU64 = AtomicU64::new(0);
+
+/// Sleep a little, a little longer each time, while another connection holds the lock. Short
+/// first sleeps matter: the typical write transaction here lasts tens of microseconds.
+fn busy_handler(count: i32) -> bool {
+    if count > 4000 {
+        return false; // hand control back to the transaction-level retry loop
+    }
+    let base_us: u64 = match count {
+        0..=9 => 20 << (count / 2),
+        10..=29 => 500,
+        _ => 2000,
+    };
+    let us = base_us / 2 + rand::random_range(0..=base_us);
+    BUSY_RETRIES.fetch_add(1, Ordering::Relaxed);
+    BUSY_WAIT_US.fetch_add(us, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_micros(us));
+    true
+}
+
+pub fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub busy_timeout: Duration,
+    /// "normal" (the default, durable at checkpoints, never corrupt) or "full" (fsync every commit).
+    pub synchronous: String,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            busy_timeout: Duration::from_secs(60),
+            synchronous: "normal".into(),
+        }
+    }
+}
+
+pub struct Db {
+    writer: Mutex<Connection>,
+    /// A second connection for reads, so `get`/`list`/`stats` never wait behind this process's
+    /// writes. `None` for `:memory:`, where a second connection would see another database.
+    reader: Option<Mutex<Connection>>,
+    busy_timeout: Duration,
+    pub path: String,
+}
+
+fn check_path(path: &str) -> Result<()> {
+    if path.is_empty() {
+        return Err(Error::invalid(
+            "path must not be empty: give a file name such as 'prismq_queue.db'",
+        ));
+    }
+    if path == ":memory:" {
+        return Ok(());
+    }
+    let p = Path::new(path);
+    if p.is_dir() {
+        return Err(Error::invalid(format!(
+            "path {path:?} is a directory: give a file path inside it, such as {:?}",
+            p.join("prismq_queue.db")
+        )));
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if !parent.exists() {
+        return Err(Error::invalid(format!(
+            "cannot create the database {path:?}: directory {parent:?} does not exist; create it first or choose another path"
+        )));
+    }
+    if !parent.is_dir() {
+        return Err(Error::invalid(format!(
+            "cannot create the database {path:?}: {parent:?} is a file, not a directory"
+        )));
+    }
+    Ok(())
+}
+
+fn open_one(path: &str) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        Error::Database(format!(
+            "cannot open the database {path:?}: {e} (check that the location is writable by this user)"
+        ))
+    })?;
+    conn.busy_handler(Some(busy_handler))?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
+    let sync = match opts.synchronous.to_ascii_lowercase().as_str() {
+        "normal" => "NORMAL",
+        "full" => "FULL",
+        "off" => "OFF",
+        other => {
+            return Err(Error::invalid(format!(
+                "synchronous must be 'normal', 'full' or 'off', not {other:?}"
+            )))
+        }
+    };
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| describe_open_error(e, path))?;
+    if path != ":memory:" && !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Database(format!(
+            "could not switch {path:?} to WAL mode (SQLite reports journal_mode={mode}); \
+             WAL needs a local file system that supports shared memory"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;"
+    ))?;
+    Ok(())
+}
+
+fn describe_open_error(e: rusqlite::Error, path: &str) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => Error::Database(format!(
+            "{path:?} is not a SQLite database (or it is encrypted or damaged): point the queue at a new path \
+             or at a prismq_queue database file"
+        )),
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
+            Error::Database(format!(
+                "cannot write the database {path:?}: {e}; check that this user may write the file and its directory"
+            ))
+        }
+        _ => Error::from(e),
+    }
+}
+
+impl Db {
+    pub fn open(path: &str, opts: &DbOptions) -> Result<Db> {
+        check_path(path)?;
+        let deadline = Instant::now() + opts.busy_timeout;
+        // Opening a new file from many processes at once: the switch to WAL and the migration
+        // both need the write lock, so they go through the same retry-until-deadline loop.
+        let mut writer = retry_busy(deadline, || {
+            let c = open_one(path)?;
+            configure(&c, opts, path)?;
+            Ok(c)
+        })?;
+        retry_busy(deadline, || schema::migrate(&mut writer))?;
+        let reader = if path == ":memory:" || path.starts_with("file::memory:") {
+            None
+        } else {
+            let r = retry_busy(deadline, || {
+                let c = open_one(path)?;
+                configure(&c, opts, path)?;
+                Ok(c)
+            })?;
+            Some(Mutex::new(r))
+        };
+        Ok(Db {
+            writer: Mutex::new(writer),
+            reader,
+            busy_timeout: opts.busy_timeout,
+            path: path.to_string(),
+        })
+    }
+
+    /// Run `f` in an IMMEDIATE transaction and commit it, retrying the whole transaction while
+    /// the database stays busy. `f` may run more than once, so it must only touch `tx`.
+    pub fn write<T>(&self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock();
+        let deadline = Instant::now() + self.busy_timeout;
+        retry_busy(deadline, || {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Run `f` on the read connection (a consistent snapshot for the duration of `f` when it
+    /// opens a transaction; single statements are consistent on their own).
+    pub fn read<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + self.busy_timeout;
+        match &self.reader {
+            Some(r) => {
+                let conn = r.lock();
+                retry_busy(deadline, || f(&conn))
+            }
+            None => {
+                let conn = self.writer.lock();
+                retry_busy(deadline, || f(&conn))
+            }
+        }
+    }
+
+    /// Run `f` on the writer connection outside any transaction (VACUUM, checkpoints, backups).
+    pub fn with_writer<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock();
+        let deadline = Instant::now() + self.busy_timeout;
+        retry_busy(deadline, || f(&mut conn))
+    }
+}
+
+fn retry_busy<T>(deadline: Instant, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut sleep_us = 100u64;
+    loop {
+        match f() {
+            Err(Error::Busy(msg)) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Database(format!(
+                        "the database stayed locked by another process for longer than busy_timeout ({msg}); \
+                         look for a process holding a long write transaction, or raise busy_timeout"
+                    )));
+                }
+                BUSY_RETRIES.fetch_add(1, Ordering::Relaxed);
+                BUSY_WAIT_US.fetch_add(sleep_us, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(sleep_us));
+                sleep_us = (sleep_us * 2).min(20_000);
+            }
+            other => return other,
+        }
+    }
+}

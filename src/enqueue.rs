@@ -1,0 +1,248 @@
+//! Enqueue one task or many in one transaction, with idempotency keys and delays.
+
+use crate::claim::strategy::race_key;
+use crate::error::{Error, Result};
+use crate::queue::Queue;
+use crate::retry::RetryOverrides;
+use crate::time::now_ms;
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::{Map, Value};
+
+pub const MIN_PRIORITY: i64 = 1;
+pub const MAX_PRIORITY: i64 = 1000;
+pub const DEFAULT_PRIORITY: i64 = 100;
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
+const MAX_NAME_LEN: usize = 200;
+const MAX_KEY_LEN: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task_type: String,
+    /// Serialised JSON.
+    pub payload: String,
+    pub queue: String,
+    pub priority: i64,
+    pub delay_ms: Option<i64>,
+    /// Absolute ms since epoch; exclusive with `delay_ms`.
+    pub run_after: Option<i64>,
+    pub max_attempts: i64,
+    pub idempotency_key: Option<String>,
+    pub requires: Option<Map<String, Value>>,
+    pub timeout_ms: Option<i64>,
+    pub retry: Option<RetryOverrides>,
+}
+
+impl NewTask {
+    pub fn new(task_type: impl Into<String>, payload: impl Into<String>) -> NewTask {
+        NewTask {
+            task_type: task_type.into(),
+            payload: payload.into(),
+            queue: "default".into(),
+            priority: DEFAULT_PRIORITY,
+            delay_ms: None,
+            run_after: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            idempotency_key: None,
+            requires: None,
+            timeout_ms: None,
+            retry: None,
+        }
+    }
+
+    pub fn validate(&self, max_payload_bytes: usize) -> Result<()> {
+        check_name("type", &self.task_type)?;
+        check_name("queue", &self.queue)?;
+        if self.payload.len() > max_payload_bytes {
+            return Err(Error::invalid(format!(
+                "payload is {} bytes as JSON, above the limit of {max_payload_bytes} bytes: store large data elsewhere \
+                 and pass a reference, or raise max_payload_bytes when opening the Queue",
+                self.payload.len()
+            )));
+        }
+        check_priority(self.priority)?;
+        if let Some(d) = self.delay_ms {
+            if d < 0 {
+                return Err(Error::invalid(format!(
+                    "delay must be zero or positive, got {} seconds",
+                    d as f64 / 1000.0
+                )));
+            }
+        }
+        if self.delay_ms.is_some() && self.run_after.is_some() {
+            return Err(Error::invalid("give either delay or run_after, not both"));
+        }
+        if self.max_attempts < 1 {
+            return Err(Error::invalid(format!(
+                "max_attempts must be at least 1, got {}",
+                self.max_attempts
+            )));
+        }
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN {
+                return Err(Error::invalid(format!(
+                    "idempotency_key must be a non-empty string of at most {MAX_KEY_LEN} characters"
+                )));
+            }
+        }
+        if let Some(t) = self.timeout_ms {
+            if t <= 0 {
+                return Err(Error::invalid(format!(
+                    "timeout must be a positive number of seconds, got {}",
+                    t as f64 / 1000.0
+                )));
+            }
+        }
+        if let Some(r) = &self.retry {
+            r.validate()?;
+        }
+        Ok(())
+    }
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.trim().is_empty() {
+        return Err(Error::invalid(format!("{what} must be a non-empty string")));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "{what} must be at most {MAX_NAME_LEN} characters, got {}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_priority(p: i64) -> Result<()> {
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&p) {
+        return Err(Error::invalid(format!(
+            "priority must be between {MIN_PRIORITY} (most urgent) and {MAX_PRIORITY}, got {p}"
+        )));
+    }
+    Ok(())
+}
+
+/// The canonical text of a `requires` object: keys sorted (serde_json's map is ordered), so two
+/// tasks with the same requirements share a lane.
+pub fn requires_text(r: &Option<Map<String, Value>>) -> String {
+    match r {
+        Some(m) if !m.is_empty() => Value::Object(m.clone()).to_string(),
+        _ => String::new(),
+    }
+}
+
+pub(crate) fn read_wclock(tx: &Transaction) -> Result<f64> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'wclock'")?
+        .query_row([], |r| r.get::<_, f64>(0))
+        .optional()?
+        .unwrap_or(0.0))
+}
+
+impl Queue {
+    pub fn enqueue(&self, task: &NewTask) -> Result<i64> {
+        Ok(self.enqueue_many(std::slice::from_ref(task))?[0])
+    }
+
+    /// Insert all tasks in one transaction: either every task is queued or none is. An existing
+    /// idempotency key yields the existing task's id (also within the batch itself).
+    pub fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<i64>> {
+        for (i, t) in tasks.iter().enumerate() {
+            t.validate(self.opts.max_payload_bytes)
+                .map_err(|e| match e {
+                    Error::InvalidArgument(m) if tasks.len() > 1 => {
+                        Error::InvalidArgument(format!("item {i}: {m}"))
+                    }
+                    other => other,
+                })?;
+        }
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lane_keys: Vec<(String, String, String)> = tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.queue.clone(),
+                    t.task_type.clone(),
+                    requires_text(&t.requires),
+                )
+            })
+            .collect();
+        let retry_texts: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| {
+                t.retry
+                    .filter(|r| !r.is_empty())
+                    .map(|r| serde_json::to_string(&r).unwrap())
+            })
+            .collect();
+        let requires_json: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| {
+                t.requires
+                    .as_ref()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| Value::Object(m.clone()).to_string())
+            })
+            .collect();
+
+        let mut new_lanes = Vec::new();
+        let ids = self.db.write(|tx| {
+            new_lanes.clear();
+            let now = now_ms();
+            let clock = read_wclock(tx)?;
+            let mut ids = Vec::with_capacity(tasks.len());
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
+                                    created_at, updated_at, idempotency_key, requires, timeout_ms, retry_policy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING id",
+            )?;
+            for (i, t) in tasks.iter().enumerate() {
+                let lane_id = self.lane_id_in(tx, &lane_keys[i], &mut new_lanes)?;
+                let run_after = match (t.run_after, t.delay_ms) {
+                    (Some(at), _) => at,
+                    (None, Some(d)) => now + d,
+                    (None, None) => now,
+                };
+                let id: Option<i64> = insert
+                    .query_row(
+                        params![
+                            lane_id,
+                            t.task_type,
+                            t.queue,
+                            t.payload,
+                            t.priority,
+                            t.max_attempts,
+                            run_after,
+                            race_key(clock, t.priority),
+                            now,
+                            t.idempotency_key,
+                            requires_json[i],
+                            t.timeout_ms,
+                            retry_texts[i],
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let id = match id {
+                    Some(id) => id,
+                    None => tx
+                        .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                        .query_row([&t.idempotency_key], |r| r.get(0))?,
+                };
+                ids.push(id);
+            }
+            Ok(ids)
+        })?;
+        // Only lanes whose creating transaction committed enter the cache.
+        if !new_lanes.is_empty() {
+            let mut cache = self.lanes.lock();
+            for (key, id) in new_lanes.drain(..) {
+                cache.remember(key, id);
+            }
+        }
+        Ok(ids)
+    }
+}

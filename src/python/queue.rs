@@ -1,0 +1,789 @@
+//! `prismq_queue.Queue`: argument checking and conversion, then the core call with the GIL
+//! released. No queue logic lives here.
+
+use super::convert::*;
+use super::errors::{invalid, raise, ToPy};
+use super::task::{PyTask, PyTaskLog, PyWorkerInfo};
+use crate::ack::{FailOutcome, Lease};
+use crate::admin::ListFilter;
+use crate::claim::lanes::LaneFilter;
+use crate::claim::strategy::Strategy;
+use crate::claim::ClaimRequest;
+use crate::db::DbOptions;
+use crate::enqueue::NewTask;
+use crate::queue::{Queue, QueueOptions, DEFAULT_MAX_PAYLOAD_BYTES};
+use crate::retry::RetryOverrides;
+use crate::task::Status;
+use crate::workers::Heartbeat;
+use parking_lot::RwLock;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[pyclass(name = "Queue", module = "prismq_queue", frozen)]
+pub struct PyQueue {
+    inner: RwLock<Option<Arc<Queue>>>,
+    path: String,
+}
+
+/// Keyword options shared by `enqueue` and the dicts of `enqueue_many`.
+#[derive(Default)]
+struct TaskArgs<'py> {
+    queue: Option<Bound<'py, PyAny>>,
+    priority: Option<Bound<'py, PyAny>>,
+    delay: Option<Bound<'py, PyAny>>,
+    run_after: Option<Bound<'py, PyAny>>,
+    max_attempts: Option<Bound<'py, PyAny>>,
+    idempotency_key: Option<Bound<'py, PyAny>>,
+    requires: Option<Bound<'py, PyAny>>,
+    timeout: Option<Bound<'py, PyAny>>,
+    retry: Option<Bound<'py, PyAny>>,
+}
+
+fn some<'a, 'py>(o: &'a Option<Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+    o.as_ref().filter(|v| !v.is_none())
+}
+
+fn build_task(
+    task_type: &Bound<PyAny>,
+    payload: Option<&Bound<PyAny>>,
+    a: &TaskArgs,
+) -> PyResult<NewTask> {
+    let task_type = str_arg(task_type, "type")?;
+    let payload = match payload {
+        Some(p) => to_json(p, "payload")?,
+        None => "null".to_string(),
+    };
+    let mut t = NewTask::new(task_type, payload);
+    if let Some(q) = some(&a.queue) {
+        t.queue = str_arg(q, "queue")?;
+    }
+    if let Some(p) = some(&a.priority) {
+        t.priority = int_arg(p, "priority")?;
+    }
+    if let Some(d) = some(&a.delay) {
+        t.delay_ms = Some(seconds_ms(d, "delay")?);
+    }
+    if let Some(r) = some(&a.run_after) {
+        t.run_after = Some(instant_ms(r, "run_after")?);
+    }
+    if let Some(m) = some(&a.max_attempts) {
+        t.max_attempts = int_arg(m, "max_attempts")?;
+    }
+    if let Some(k) = some(&a.idempotency_key) {
+        t.idempotency_key = Some(str_arg(k, "idempotency_key")?);
+    }
+    if let Some(r) = some(&a.requires) {
+        t.requires = Some(to_object(r, "requires")?);
+    }
+    if let Some(s) = some(&a.timeout) {
+        t.timeout_ms = Some(seconds_ms(s, "timeout")?);
+    }
+    if let Some(r) = some(&a.retry) {
+        t.retry = Some(retry_overrides(r)?);
+    }
+    Ok(t)
+}
+
+fn retry_overrides(obj: &Bound<PyAny>) -> PyResult<RetryOverrides> {
+    let v = to_object(obj, "retry")?;
+    serde_json::from_value::<RetryOverrides>(serde_json::Value::Object(v)).map_err(|e| {
+        invalid(format!(
+            "retry must be a dict with any of the keys base, factor, cap, jitter (numbers): {e}"
+        ))
+    })
+}
+
+fn task_ref(task: &Bound<PyAny>, what: &str) -> PyResult<(Py<PyTask>, Lease)> {
+    let t = task.cast::<PyTask>().map_err(|_| {
+        invalid(format!(
+            "{what} must be a Task returned by claim(), got {}",
+            task.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let lease = t.get().lease().ok_or_else(|| {
+        Python::attach(|py| {
+            raise(
+                py,
+                "LeaseLost",
+                format!(
+                    "task {} carries no lease token: only a Task returned by claim() can be completed, failed, renewed or reported on",
+                    t.get().row.id
+                ),
+            )
+        })
+    })?;
+    Ok((t.clone().unbind(), lease))
+}
+
+fn error_text(err: &Bound<PyAny>) -> PyResult<String> {
+    if err.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        let name = err.get_type().name()?.to_string();
+        let msg = err.str()?.to_string();
+        return Ok(if msg.is_empty() {
+            name
+        } else {
+            format!("{name}: {msg}")
+        });
+    }
+    Ok(err.str()?.to_string())
+}
+
+fn tasks_to_py(py: Python<'_>, rows: Vec<crate::task::TaskRow>) -> PyResult<Bound<'_, PyList>> {
+    PyList::new(py, rows.into_iter().map(PyTask::new))
+}
+
+fn status_arg(obj: &Bound<PyAny>) -> PyResult<Status> {
+    let s: String = obj.extract().map_err(|_| {
+        invalid("status must be one of 'queued', 'running', 'completed', 'failed', 'cancelled'")
+    })?;
+    Status::parse(&s).py()
+}
+
+impl PyQueue {
+    fn q(&self) -> PyResult<Arc<Queue>> {
+        self.inner.read().clone().ok_or_else(|| {
+            Python::attach(|py| {
+                raise(
+                    py,
+                    "QueueError",
+                    format!("the Queue for {:?} is closed: open a new one", self.path),
+                )
+            })
+        })
+    }
+}
+
+#[pymethods]
+impl PyQueue {
+    #[new]
+    #[pyo3(signature = (path=None, *, busy_timeout=60.0, synchronous="normal",
+                        max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES, stale_worker_after=30.0))]
+    fn new(
+        py: Python<'_>,
+        path: Option<&Bound<PyAny>>,
+        busy_timeout: f64,
+        synchronous: &str,
+        max_payload_bytes: usize,
+        stale_worker_after: f64,
+    ) -> PyResult<Self> {
+        let path: String = match path.filter(|p| !p.is_none()) {
+            None => "prismq_queue.db".to_string(),
+            Some(p) => match p.extract::<std::path::PathBuf>() {
+                Ok(p) => p.to_string_lossy().into_owned(),
+                Err(_) => return Err(invalid("path must be a str or os.PathLike")),
+            },
+        };
+        if !(busy_timeout.is_finite() && busy_timeout >= 0.0) {
+            return Err(invalid(format!(
+                "busy_timeout must be a number of seconds >= 0, got {busy_timeout}"
+            )));
+        }
+        if !(stale_worker_after.is_finite() && stale_worker_after > 0.0) {
+            return Err(invalid(
+                "stale_worker_after must be a positive number of seconds",
+            ));
+        }
+        let opts = QueueOptions {
+            db: DbOptions {
+                busy_timeout: Duration::from_secs_f64(busy_timeout),
+                synchronous: synchronous.to_string(),
+            },
+            max_payload_bytes,
+            stale_worker_after_ms: crate::time::secs_to_ms(stale_worker_after),
+        };
+        let p = path.clone();
+        let q = py.detach(move || Queue::open(&p, opts)).py()?;
+        Ok(PyQueue {
+            inner: RwLock::new(Some(Arc::new(q))),
+            path,
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Close the database connections. Further calls raise QueueError.
+    fn close(&self, py: Python<'_>) {
+        let q = self.inner.write().take();
+        py.detach(move || drop(q));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.read().is_none()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Queue({:?}{})",
+            self.path,
+            if self.closed() { ", closed" } else { "" }
+        )
+    }
+
+    #[pyo3(signature = (r#type, payload=None, *, queue=None, priority=None, delay=None, run_after=None,
+                        max_attempts=None, idempotency_key=None, requires=None, timeout=None, retry=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue<'py>(
+        &self,
+        py: Python<'py>,
+        r#type: &Bound<'py, PyAny>,
+        payload: Option<&Bound<'py, PyAny>>,
+        queue: Option<Bound<'py, PyAny>>,
+        priority: Option<Bound<'py, PyAny>>,
+        delay: Option<Bound<'py, PyAny>>,
+        run_after: Option<Bound<'py, PyAny>>,
+        max_attempts: Option<Bound<'py, PyAny>>,
+        idempotency_key: Option<Bound<'py, PyAny>>,
+        requires: Option<Bound<'py, PyAny>>,
+        timeout: Option<Bound<'py, PyAny>>,
+        retry: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<i64> {
+        let args = TaskArgs {
+            queue,
+            priority,
+            delay,
+            run_after,
+            max_attempts,
+            idempotency_key,
+            requires,
+            timeout,
+            retry,
+        };
+        let task = build_task(r#type, payload, &args)?;
+        let q = self.q()?;
+        py.detach(move || q.enqueue(&task)).py()
+    }
+
+    /// Enqueue every item (dicts with enqueue's keywords) in one transaction: all or nothing.
+    fn enqueue_many(&self, py: Python<'_>, items: &Bound<PyAny>) -> PyResult<Vec<i64>> {
+        let iter = items
+            .try_iter()
+            .map_err(|_| invalid("items must be an iterable of dicts with enqueue's keywords"))?;
+        let mut tasks = Vec::new();
+        for (i, item) in iter.enumerate() {
+            let item = item?;
+            let d = item
+                .cast::<PyDict>()
+                .map_err(|_| invalid(format!("item {i} must be a dict with enqueue's keywords")))?;
+            let mut args = TaskArgs::default();
+            let mut task_type = None;
+            let mut payload = None;
+            for (k, v) in d.iter() {
+                let key: String = k
+                    .extract()
+                    .map_err(|_| invalid(format!("item {i}: keys must be strings")))?;
+                match key.as_str() {
+                    "type" => task_type = Some(v),
+                    "payload" => payload = Some(v),
+                    "queue" => args.queue = Some(v),
+                    "priority" => args.priority = Some(v),
+                    "delay" => args.delay = Some(v),
+                    "run_after" => args.run_after = Some(v),
+                    "max_attempts" => args.max_attempts = Some(v),
+                    "idempotency_key" => args.idempotency_key = Some(v),
+                    "requires" => args.requires = Some(v),
+                    "timeout" => args.timeout = Some(v),
+                    "retry" => args.retry = Some(v),
+                    other => {
+                        return Err(invalid(format!(
+                            "item {i}: unknown key {other:?}; the keys are enqueue's: type, payload, queue, priority, delay, \
+                             run_after, max_attempts, idempotency_key, requires, timeout, retry"
+                        )))
+                    }
+                }
+            }
+            let task_type =
+                task_type.ok_or_else(|| invalid(format!("item {i}: 'type' is required")))?;
+            let t = build_task(&task_type, payload.as_ref(), &args).map_err(|e| {
+                Python::attach(|py| {
+                    if e.is_instance(
+                        py,
+                        &super::errors::error_class(py, "InvalidArgument")
+                            .unwrap()
+                            .cast_into()
+                            .unwrap(),
+                    ) {
+                        invalid(format!("item {i}: {}", e.value(py)))
+                    } else {
+                        e
+                    }
+                })
+            })?;
+            tasks.push(t);
+        }
+        let q = self.q()?;
+        py.detach(move || q.enqueue_many(&tasks)).py()
+    }
+
+    fn get(&self, py: Python<'_>, task_id: i64) -> PyResult<PyTask> {
+        let q = self.q()?;
+        Ok(PyTask::new(py.detach(move || q.get(task_id)).py()?))
+    }
+
+    /// The task holding `idempotency_key`, or None.
+    fn find(&self, py: Python<'_>, idempotency_key: String) -> PyResult<Option<PyTask>> {
+        let q = self.q()?;
+        Ok(py
+            .detach(move || q.find_by_idempotency_key(&idempotency_key))
+            .py()?
+            .map(PyTask::new))
+    }
+
+    #[pyo3(signature = (*, status=None, r#type=None, queue=None, limit=100, after_id=None, order="asc"))]
+    #[allow(clippy::too_many_arguments)]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<Bound<'py, PyAny>>,
+        r#type: Option<String>,
+        queue: Option<String>,
+        limit: i64,
+        after_id: Option<i64>,
+        order: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let descending = match order {
+            "asc" => false,
+            "desc" => true,
+            other => {
+                return Err(invalid(format!(
+                    "order must be 'asc' or 'desc', not {other:?}"
+                )))
+            }
+        };
+        let f = ListFilter {
+            status: status
+                .as_ref()
+                .filter(|s| !s.is_none())
+                .map(status_arg)
+                .transpose()?,
+            task_type: r#type,
+            queue,
+            limit,
+            after_id,
+            descending,
+        };
+        let q = self.q()?;
+        let rows = py.detach(move || q.list(&f)).py()?;
+        tasks_to_py(py, rows)
+    }
+
+    #[pyo3(signature = (*, queue=None))]
+    fn stats<'py>(&self, py: Python<'py>, queue: Option<String>) -> PyResult<Bound<'py, PyDict>> {
+        let q = self.q()?;
+        let s = py.detach(move || q.stats(queue.as_deref())).py()?;
+        let d = PyDict::new(py);
+        for (k, v) in &s.counts {
+            d.set_item(*k, v)?;
+        }
+        d.set_item("total", s.total)?;
+        d.set_item("scheduled", s.scheduled)?;
+        d.set_item("oldest_queued_age_seconds", s.oldest_queued_age_s)?;
+        Ok(d)
+    }
+
+    fn cancel(&self, py: Python<'_>, task_id: i64) -> PyResult<bool> {
+        let q = self.q()?;
+        py.detach(move || q.cancel(task_id)).py()
+    }
+
+    fn set_priority(
+        &self,
+        py: Python<'_>,
+        task_id: i64,
+        priority: &Bound<PyAny>,
+    ) -> PyResult<bool> {
+        let p = int_arg(priority, "priority")?;
+        let q = self.q()?;
+        py.detach(move || q.set_priority(task_id, p)).py()
+    }
+
+    fn retry(&self, py: Python<'_>, task_id: i64) -> PyResult<bool> {
+        let q = self.q()?;
+        py.detach(move || q.retry(task_id)).py()
+    }
+
+    /// Backoff for a queue, shared by every process on this file. Keys left out keep the defaults.
+    #[pyo3(signature = (queue, *, base=None, factor=None, cap=None, jitter=None))]
+    fn set_retry_policy(
+        &self,
+        py: Python<'_>,
+        queue: &Bound<PyAny>,
+        base: Option<f64>,
+        factor: Option<f64>,
+        cap: Option<f64>,
+        jitter: Option<f64>,
+    ) -> PyResult<()> {
+        let queue = str_arg(queue, "queue")?;
+        let o = RetryOverrides {
+            base,
+            factor,
+            cap,
+            jitter,
+        };
+        let q = self.q()?;
+        py.detach(move || q.set_retry_policy(&queue, o)).py()
+    }
+
+    #[pyo3(signature = (worker_id, *, strategy=None, queues=None, types=None, capabilities=None, lease=None, limit=1))]
+    #[allow(clippy::too_many_arguments)]
+    fn claim<'py>(
+        &self,
+        py: Python<'py>,
+        worker_id: &Bound<'py, PyAny>,
+        strategy: Option<Bound<'py, PyAny>>,
+        queues: Option<Bound<'py, PyAny>>,
+        types: Option<Bound<'py, PyAny>>,
+        capabilities: Option<Bound<'py, PyAny>>,
+        lease: Option<Bound<'py, PyAny>>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut req = ClaimRequest::new(str_arg(worker_id, "worker_id")?);
+        if let Some(s) = strategy.as_ref().filter(|s| !s.is_none()) {
+            let name: String = s.extract().map_err(|_| {
+                invalid("strategy must be 'fifo', 'lifo', 'priority' or 'weighted_random'")
+            })?;
+            req.strategy = Strategy::parse(&name).py()?;
+        }
+        req.filter = LaneFilter {
+            queues: queues
+                .as_ref()
+                .filter(|v| !v.is_none())
+                .map(|v| names_arg(v, "queues"))
+                .transpose()?,
+            types: types
+                .as_ref()
+                .filter(|v| !v.is_none())
+                .map(|v| names_arg(v, "types"))
+                .transpose()?,
+            capabilities: capabilities
+                .as_ref()
+                .filter(|v| !v.is_none())
+                .map(|v| to_object(v, "capabilities"))
+                .transpose()?,
+        };
+        if let Some(l) = lease.as_ref().filter(|v| !v.is_none()) {
+            req.lease_ms = seconds_ms(l, "lease")?;
+            if req.lease_ms <= 0 {
+                return Err(invalid(format!(
+                    "lease must be a positive number of seconds, got {l}"
+                )));
+            }
+        }
+        if limit < 1 {
+            return Err(invalid(format!("limit must be at least 1, got {limit}")));
+        }
+        req.limit = limit as usize;
+        let q = self.q()?;
+        let rows = py.detach(move || q.claim(&req)).py()?;
+        tasks_to_py(py, rows)
+    }
+
+    #[pyo3(signature = (task, result=None))]
+    fn complete(
+        &self,
+        py: Python<'_>,
+        task: &Bound<PyAny>,
+        result: Option<&Bound<PyAny>>,
+    ) -> PyResult<()> {
+        let (_, lease) = task_ref(task, "task")?;
+        let result = result.map(|r| to_json(r, "result")).transpose()?;
+        let q = self.q()?;
+        py.detach(move || q.complete(lease, result.as_deref())).py()
+    }
+
+    /// Items are Tasks or (Task, result) pairs. Returns, per item, whether it was completed
+    /// (False: its lease was lost and nothing changed for it).
+    fn complete_many(&self, py: Python<'_>, items: &Bound<PyAny>) -> PyResult<Vec<bool>> {
+        let mut batch = Vec::new();
+        for item in items
+            .try_iter()
+            .map_err(|_| invalid("items must be an iterable of Tasks or (Task, result) pairs"))?
+        {
+            let item = item?;
+            if let Ok(t) = item.cast::<PyTuple>() {
+                if t.len() != 2 {
+                    return Err(invalid("each pair must be (task, result)"));
+                }
+                let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
+                batch.push((lease, Some(to_json(&t.get_item(1)?, "result")?)));
+            } else {
+                let (_, lease) = task_ref(&item, "task")?;
+                batch.push((lease, None));
+            }
+        }
+        let q = self.q()?;
+        py.detach(move || q.complete_many(&batch)).py()
+    }
+
+    #[pyo3(signature = (task, error, *, retry=true))]
+    fn fail(
+        &self,
+        py: Python<'_>,
+        task: &Bound<PyAny>,
+        error: &Bound<PyAny>,
+        retry: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let (_, lease) = task_ref(task, "task")?;
+        let err = error_text(error)?;
+        let q = self.q()?;
+        let outcome = py.detach(move || q.fail(lease, &err, retry)).py()?;
+        // The time of the next attempt, or None for the dead letter.
+        match outcome {
+            FailOutcome::Retrying { run_after } => Ok(Some(datetime(py, run_after)?)),
+            FailOutcome::DeadLettered => Ok(None),
+        }
+    }
+
+    /// Items are (Task, error) or (Task, error, retry). Returns, per item, whether it was recorded.
+    fn fail_many(&self, py: Python<'_>, items: &Bound<PyAny>) -> PyResult<Vec<bool>> {
+        let mut batch = Vec::new();
+        for item in items
+            .try_iter()
+            .map_err(|_| invalid("items must be an iterable of (task, error[, retry]) tuples"))?
+        {
+            let item = item?;
+            let t = item.cast::<PyTuple>().map_err(|_| {
+                invalid("each item must be a (task, error) or (task, error, retry) tuple")
+            })?;
+            if !(2..=3).contains(&t.len()) {
+                return Err(invalid(
+                    "each item must be a (task, error) or (task, error, retry) tuple",
+                ));
+            }
+            let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
+            let err = error_text(&t.get_item(1)?)?;
+            let retry = if t.len() == 3 {
+                t.get_item(2)?.is_truthy()?
+            } else {
+                true
+            };
+            batch.push((lease, err, retry));
+        }
+        let q = self.q()?;
+        Ok(py
+            .detach(move || q.fail_many(&batch))
+            .py()?
+            .into_iter()
+            .map(|o| o.is_some())
+            .collect())
+    }
+
+    /// Extend the lease; returns the new expiry (also visible as task.lease_until).
+    #[pyo3(signature = (task, lease=None))]
+    fn renew(
+        &self,
+        py: Python<'_>,
+        task: &Bound<PyAny>,
+        lease: Option<&Bound<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let (t, l) = task_ref(task, "task")?;
+        let ms = match lease.filter(|v| !v.is_none()) {
+            Some(v) => seconds_ms(v, "lease")?,
+            None => 60_000,
+        };
+        let q = self.q()?;
+        let until = py.detach(move || q.renew(l, ms)).py()?;
+        *t.get().lease_until.lock() = Some(until);
+        datetime(py, until)
+    }
+
+    /// Hand the task back to the queue without counting the attempt (used on shutdown).
+    fn release(&self, py: Python<'_>, task: &Bound<PyAny>) -> PyResult<bool> {
+        let (_, l) = task_ref(task, "task")?;
+        let q = self.q()?;
+        py.detach(move || q.release(l)).py()
+    }
+
+    #[pyo3(signature = (task, percent=None, *, step=None, message=None))]
+    fn progress(
+        &self,
+        py: Python<'_>,
+        task: &Bound<PyAny>,
+        percent: Option<f64>,
+        step: Option<String>,
+        message: Option<String>,
+    ) -> PyResult<()> {
+        let (_, l) = task_ref(task, "task")?;
+        let q = self.q()?;
+        py.detach(move || q.progress(l, percent, step.as_deref(), message.as_deref()))
+            .py()
+    }
+
+    #[pyo3(signature = (worker_id, capabilities=None, *, queues=None, host=None, pid=None, tasks_done=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn heartbeat(
+        &self,
+        py: Python<'_>,
+        worker_id: &Bound<PyAny>,
+        capabilities: Option<&Bound<PyAny>>,
+        queues: Option<&Bound<PyAny>>,
+        host: Option<String>,
+        pid: Option<i64>,
+        tasks_done: Option<i64>,
+    ) -> PyResult<()> {
+        let host = match host {
+            Some(h) => Some(h),
+            None => py
+                .import("socket")?
+                .call_method0("gethostname")?
+                .extract()
+                .ok(),
+        };
+        let hb = Heartbeat {
+            worker_id: str_arg(worker_id, "worker_id")?,
+            host,
+            pid: Some(pid.unwrap_or(std::process::id() as i64)),
+            capabilities: capabilities
+                .filter(|v| !v.is_none())
+                .map(|c| {
+                    to_object(c, "capabilities").map(|m| serde_json::Value::Object(m).to_string())
+                })
+                .transpose()?,
+            queues: queues
+                .filter(|v| !v.is_none())
+                .map(|v| names_arg(v, "queues").map(|n| serde_json::to_string(&n).unwrap()))
+                .transpose()?,
+            tasks_done,
+        };
+        let q = self.q()?;
+        py.detach(move || q.heartbeat(&hb)).py()
+    }
+
+    fn workers(&self, py: Python<'_>) -> PyResult<Vec<PyWorkerInfo>> {
+        let q = self.q()?;
+        Ok(py
+            .detach(move || q.workers())
+            .py()?
+            .into_iter()
+            .map(|row| PyWorkerInfo { row })
+            .collect())
+    }
+
+    fn remove_worker(&self, py: Python<'_>, worker_id: String) -> PyResult<bool> {
+        let q = self.q()?;
+        py.detach(move || q.remove_worker(&worker_id)).py()
+    }
+
+    /// Expired leases back to queued (or to the dead letter when attempts are spent).
+    fn sweep(&self, py: Python<'_>) -> PyResult<usize> {
+        let q = self.q()?;
+        py.detach(move || q.sweep()).py()
+    }
+
+    #[pyo3(signature = (task_id, *, limit=100))]
+    fn logs(&self, py: Python<'_>, task_id: i64, limit: i64) -> PyResult<Vec<PyTaskLog>> {
+        let q = self.q()?;
+        Ok(py
+            .detach(move || q.logs(task_id, limit))
+            .py()?
+            .into_iter()
+            .map(|row| PyTaskLog { row })
+            .collect())
+    }
+
+    #[pyo3(signature = (task_id, level, message, details=None))]
+    fn log(
+        &self,
+        py: Python<'_>,
+        task_id: i64,
+        level: String,
+        message: String,
+        details: Option<&Bound<PyAny>>,
+    ) -> PyResult<i64> {
+        let details = details
+            .filter(|d| !d.is_none())
+            .map(|d| to_json(d, "details"))
+            .transpose()?;
+        let q = self.q()?;
+        py.detach(move || q.log(task_id, &level, &message, details.as_deref()))
+            .py()
+    }
+
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let q = self.q()?;
+        let v = py.detach(move || q.metrics()).py()?;
+        pythonize::pythonize(py, &v).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The query plan of the claim statement for `strategy` (one line per plan step).
+    #[pyo3(signature = (strategy="priority"))]
+    fn explain_claim(&self, py: Python<'_>, strategy: &str) -> PyResult<Vec<String>> {
+        let s = Strategy::parse(strategy).py()?;
+        let q = self.q()?;
+        py.detach(move || q.explain_claim(s)).py()
+    }
+
+    fn backup(&self, py: Python<'_>, dest_path: std::path::PathBuf) -> PyResult<()> {
+        let dest = dest_path.to_string_lossy().into_owned();
+        let q = self.q()?;
+        py.detach(move || q.backup(&dest)).py()
+    }
+
+    #[pyo3(signature = (mode="passive"))]
+    fn checkpoint<'py>(&self, py: Python<'py>, mode: &str) -> PyResult<Bound<'py, PyDict>> {
+        let q = self.q()?;
+        let mode = mode.to_string();
+        let r = py.detach(move || q.checkpoint(&mode)).py()?;
+        let d = PyDict::new(py);
+        d.set_item("busy", r.busy != 0)?;
+        d.set_item("wal_frames", r.wal_frames)?;
+        d.set_item("checkpointed_frames", r.checkpointed_frames)?;
+        Ok(d)
+    }
+
+    fn vacuum(&self, py: Python<'_>) -> PyResult<()> {
+        let q = self.q()?;
+        py.detach(move || q.vacuum()).py()
+    }
+
+    fn analyze(&self, py: Python<'_>) -> PyResult<()> {
+        let q = self.q()?;
+        py.detach(move || q.analyze()).py()
+    }
+
+    fn integrity_check(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let q = self.q()?;
+        py.detach(move || q.integrity_check()).py()
+    }
+
+    /// Delete finished tasks (and their logs) older than `older_than` (seconds or timedelta).
+    #[pyo3(signature = (*, older_than, statuses=None))]
+    fn purge(
+        &self,
+        py: Python<'_>,
+        older_than: &Bound<PyAny>,
+        statuses: Option<&Bound<PyAny>>,
+    ) -> PyResult<usize> {
+        let ms = seconds_ms(older_than, "older_than")?;
+        if ms < 0 {
+            return Err(invalid("older_than must be zero or positive"));
+        }
+        let statuses: Vec<Status> = match statuses.filter(|s| !s.is_none()) {
+            None => vec![Status::Completed],
+            Some(s) => names_arg(s, "statuses")?
+                .iter()
+                .map(|n| Status::parse(n).py())
+                .collect::<PyResult<_>>()?,
+        };
+        let q = self.q()?;
+        py.detach(move || q.purge(ms, &statuses)).py()
+    }
+}

@@ -1,0 +1,166 @@
+//! The database schema, owned by the core and versioned with `PRAGMA user_version`.
+//!
+//! Each entry of `MIGRATIONS` moves the file from version `i` to `i + 1` and runs inside one
+//! `BEGIN IMMEDIATE` transaction, so concurrent openers serialise on the write lock and the
+//! second one finds the work already done.
+
+use crate::error::{Error, Result};
+use rusqlite::{Connection, TransactionBehavior};
+
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The newest schema version this build understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1: &str = r#"
+-- A lane is one (queue, type, requires) combination. Claim indexes lead with lane_id, so a worker
+-- restricted to some queues, types or capabilities probes only its lanes: O(lanes * log n), never a
+-- scan past tasks it may not take.
+CREATE TABLE lanes (
+    id       INTEGER PRIMARY KEY,
+    queue    TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    requires TEXT NOT NULL DEFAULT '',   -- canonical JSON object, '' when the task requires nothing
+    UNIQUE (queue, type, requires)
+);
+
+CREATE TABLE tasks (
+    id              INTEGER PRIMARY KEY,
+    lane_id         INTEGER NOT NULL REFERENCES lanes(id),
+    type            TEXT NOT NULL,
+    queue           TEXT NOT NULL,
+    payload         TEXT NOT NULL,              -- JSON
+    priority        INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 1000),
+    status          TEXT NOT NULL CHECK (status IN ('queued','running','completed','failed','cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL CHECK (max_attempts >= 1),
+    run_after       INTEGER NOT NULL,           -- ms since epoch, UTC: not claimable before
+    wkey            REAL NOT NULL,              -- weighted-random race key (see claim::strategy)
+    created_at      INTEGER NOT NULL,
+    started_at      INTEGER,
+    finished_at     INTEGER,
+    updated_at      INTEGER NOT NULL,
+    locked_by       TEXT,
+    lease_until     INTEGER,
+    lease_token     INTEGER,
+    error           TEXT,
+    result          TEXT,                       -- JSON
+    progress        REAL,
+    step            TEXT,
+    message         TEXT,
+    idempotency_key TEXT,
+    requires        TEXT,                       -- JSON object or NULL
+    timeout_ms      INTEGER,
+    retry_policy    TEXT                        -- JSON object or NULL: per-task backoff overrides
+);
+
+-- Claim indexes: partial on queued rows so they stay as small as the backlog, and each matches the
+-- ORDER BY of its strategy exactly (checked by EXPLAIN QUERY PLAN in the tests).
+CREATE INDEX tasks_claim_priority ON tasks (lane_id, priority, run_after, id) WHERE status = 'queued';
+CREATE INDEX tasks_claim_time     ON tasks (lane_id, run_after, id)           WHERE status = 'queued';
+CREATE INDEX tasks_claim_weighted ON tasks (lane_id, wkey)                    WHERE status = 'queued';
+-- Lease expiry (the rescuer) only ever looks at running rows.
+CREATE INDEX tasks_lease          ON tasks (lease_until)                      WHERE status = 'running';
+-- Listing and counting by status, newest first.
+CREATE INDEX tasks_status         ON tasks (status, id);
+-- Purge of finished tasks by age.
+CREATE INDEX tasks_finished       ON tasks (finished_at)                      WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key)              WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE task_logs (
+    id      INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    at      INTEGER NOT NULL,
+    level   TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT                               -- JSON or NULL
+);
+CREATE INDEX task_logs_task ON task_logs (task_id, id);
+
+CREATE TABLE workers (
+    id             TEXT PRIMARY KEY,
+    host           TEXT,
+    pid            INTEGER,
+    capabilities   TEXT,                       -- JSON object
+    queues         TEXT,                       -- JSON array or NULL for all
+    started_at     INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL,
+    tasks_done     INTEGER NOT NULL DEFAULT 0
+);
+
+-- Per-queue settings shared by every process on the file (retry policy for now).
+CREATE TABLE queue_config (
+    queue        TEXT PRIMARY KEY,
+    retry_policy TEXT NOT NULL
+);
+
+-- Small shared state: the weighted-random clock.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value
+);
+INSERT INTO meta (key, value) VALUES ('wclock', 0.0);
+
+-- Rows already brought over by `import-legacy`, so a second run imports nothing twice.
+CREATE TABLE legacy_imports (
+    source    TEXT NOT NULL,
+    legacy_id INTEGER NOT NULL,
+    task_id   INTEGER NOT NULL,
+    PRIMARY KEY (source, legacy_id)
+);
+"#;
+
+/// Bring the file up to `SCHEMA_VERSION`, or refuse a file from a newer library.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated while we waited for it.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        refuse_foreign_tables(&tx)?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A version-0 file that already has tables is someone else's database (or the legacy queue):
+/// creating our schema inside it would mix the two, so say what to do instead.
+fn refuse_foreign_tables(tx: &rusqlite::Transaction) -> Result<()> {
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let hint = if tables.iter().any(|t| t == "task_queue") {
+        "it looks like a database of the older Python queue: import it with `prismq-queue import-legacy OLD.db --db NEW.db`"
+    } else {
+        "open a new path for the queue"
+    };
+    Err(Error::Database(format!(
+        "the file is a SQLite database that is not a prismq_queue database (it has tables {}); {hint}",
+        tables.join(", ")
+    )))
+}
