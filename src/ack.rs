@@ -274,3 +274,141 @@ impl Queue {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claim::ClaimRequest;
+    use crate::enqueue::NewTask;
+    use crate::queue::testutil::file_queue;
+    use crate::task::{Status, TaskRow};
+
+    fn claim_one(q: &Queue, lease_ms: i64) -> TaskRow {
+        let mut req = ClaimRequest::new("w1");
+        req.lease_ms = lease_ms;
+        q.claim(&req).unwrap().pop().expect("a task")
+    }
+
+    fn lease(t: &TaskRow) -> Lease {
+        Lease {
+            task_id: t.id,
+            token: t.lease_token.unwrap(),
+        }
+    }
+
+    #[test]
+    fn complete_is_fenced_by_the_lease_token() {
+        let (_d, q) = file_queue();
+        let id = q.enqueue(&NewTask::new("x", "1")).unwrap();
+        let t = claim_one(&q, 60_000);
+        let forged = Lease {
+            task_id: id,
+            token: t.lease_token.unwrap() ^ 1,
+        };
+        assert!(matches!(q.complete(forged, None), Err(Error::LeaseLost(_))));
+        q.complete(lease(&t), Some("{\"ok\":true}")).unwrap();
+        assert_eq!(q.get(id).unwrap().status, Status::Completed);
+        // A second completion is refused and changes nothing.
+        assert!(matches!(
+            q.complete(lease(&t), Some("2")),
+            Err(Error::LeaseLost(_))
+        ));
+        assert_eq!(q.get(id).unwrap().result.as_deref(), Some("{\"ok\":true}"));
+    }
+
+    #[test]
+    fn expired_lease_is_taken_over_and_old_holder_is_fenced() {
+        let (_d, q) = file_queue();
+        let id = q.enqueue(&NewTask::new("x", "null")).unwrap();
+        let first = claim_one(&q, 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = claim_one(&q, 60_000);
+        assert_eq!(second.id, id);
+        assert_eq!(second.attempts, 2, "the expired attempt counts");
+        let err = q.complete(lease(&first), None).unwrap_err().to_string();
+        assert!(err.contains("claimed again by w1"), "{err}");
+        assert!(matches!(
+            q.renew(lease(&first), 1000),
+            Err(Error::LeaseLost(_))
+        ));
+        q.complete(lease(&second), None).unwrap();
+    }
+
+    #[test]
+    fn failures_back_off_then_dead_letter() {
+        let (_d, q) = file_queue();
+        let mut t = NewTask::new("x", "null");
+        t.max_attempts = 2;
+        t.retry = Some(crate::retry::RetryOverrides {
+            base: Some(0.0),
+            jitter: Some(0.0),
+            ..Default::default()
+        });
+        let id = q.enqueue(&t).unwrap();
+        let a = claim_one(&q, 60_000);
+        assert!(matches!(
+            q.fail(lease(&a), "boom", true).unwrap(),
+            FailOutcome::Retrying { .. }
+        ));
+        let row = q.get(id).unwrap();
+        assert_eq!(
+            (row.status, row.error.as_deref()),
+            (Status::Queued, Some("boom"))
+        );
+        let b = claim_one(&q, 60_000);
+        assert_eq!(
+            q.fail(lease(&b), "boom again", true).unwrap(),
+            FailOutcome::DeadLettered
+        );
+        assert_eq!(q.get(id).unwrap().status, Status::Failed);
+        assert!(q.retry(id).unwrap());
+        let row = q.get(id).unwrap();
+        assert_eq!((row.status, row.attempts), (Status::Queued, 0));
+    }
+
+    #[test]
+    fn backoff_uses_the_queue_policy_under_the_task_policy() {
+        let (_d, q) = file_queue();
+        q.set_retry_policy(
+            "default",
+            crate::retry::RetryOverrides {
+                base: Some(30.0),
+                jitter: Some(0.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        q.enqueue(&NewTask::new("x", "null")).unwrap();
+        let a = claim_one(&q, 60_000);
+        let before = crate::time::now_ms();
+        let FailOutcome::Retrying { run_after } = q.fail(lease(&a), "e", true).unwrap() else {
+            panic!("should retry")
+        };
+        let delay = run_after - before;
+        assert!((29_900..=30_500).contains(&delay), "delay {delay}");
+    }
+
+    #[test]
+    fn release_hands_back_without_counting() {
+        let (_d, q) = file_queue();
+        let id = q.enqueue(&NewTask::new("x", "null")).unwrap();
+        let a = claim_one(&q, 60_000);
+        assert!(q.release(lease(&a)).unwrap());
+        let row = q.get(id).unwrap();
+        assert_eq!((row.status, row.attempts), (Status::Queued, 0));
+    }
+
+    #[test]
+    fn batch_acks_report_lost_leases_per_item() {
+        let (_d, q) = file_queue();
+        for _ in 0..3 {
+            q.enqueue(&NewTask::new("x", "null")).unwrap();
+        }
+        let mut req = ClaimRequest::new("w");
+        req.limit = 3;
+        let ts = q.claim(&req).unwrap();
+        q.cancel(ts[1].id).unwrap();
+        let items: Vec<(Lease, Option<String>)> = ts.iter().map(|t| (lease(t), None)).collect();
+        assert_eq!(q.complete_many(&items).unwrap(), vec![true, false, true]);
+    }
+}

@@ -246,3 +246,70 @@ impl Queue {
         Ok(ids)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::testutil::file_queue;
+
+    #[test]
+    fn idempotency_key_returns_the_existing_task() {
+        let (_d, q) = file_queue();
+        let mut t = NewTask::new("x", "1");
+        t.idempotency_key = Some("k".into());
+        let a = q.enqueue(&t).unwrap();
+        let ids = q.enqueue_many(&[t.clone(), t.clone()]).unwrap();
+        assert_eq!(ids, vec![a, a]);
+        assert_eq!(q.stats(None).unwrap().total, 1);
+    }
+
+    #[test]
+    fn a_bad_item_writes_nothing() {
+        let (_d, q) = file_queue();
+        let good = NewTask::new("x", "1");
+        let mut bad = NewTask::new("x", "1");
+        bad.priority = 0;
+        let e = q.enqueue_many(&[good, bad]).unwrap_err().to_string();
+        assert!(e.starts_with("item 1: priority must be between 1"), "{e}");
+        assert_eq!(q.stats(None).unwrap().total, 0);
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let cases: Vec<(NewTask, &str)> = vec![
+            (NewTask::new("", "1"), "type must be a non-empty string"),
+            (
+                {
+                    let mut t = NewTask::new("x", "1");
+                    t.priority = 1001;
+                    t
+                },
+                "priority must be between 1",
+            ),
+            (
+                {
+                    let mut t = NewTask::new("x", "1");
+                    t.delay_ms = Some(-1);
+                    t
+                },
+                "delay must be zero or positive",
+            ),
+            (
+                {
+                    let mut t = NewTask::new("x", "1");
+                    t.max_attempts = 0;
+                    t
+                },
+                "max_attempts must be at least 1",
+            ),
+            (
+                NewTask::new("x", "x".repeat(100)),
+                "above the limit of 10 bytes",
+            ),
+        ];
+        for (t, want) in cases {
+            let e = t.validate(10).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+    }
+}

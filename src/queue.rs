@@ -55,3 +55,16 @@ impl Queue {
         &self.opts
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// A queue on a fresh file in a temporary directory (kept alive by the returned guard).
+    pub fn file_queue() -> (tempfile::TempDir, Queue) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let q = Queue::open(path.to_str().unwrap(), QueueOptions::default()).unwrap();
+        (dir, q)
+    }
+}

@@ -164,3 +164,58 @@ fn refuse_foreign_tables(tx: &rusqlite::Transaction) -> Result<()> {
         tables.join(", ")
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Queue, QueueOptions};
+
+    #[test]
+    fn new_file_is_migrated_and_future_version_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let p = path.to_str().unwrap();
+        drop(Queue::open(p, QueueOptions::default()).unwrap());
+        let c = Connection::open(p).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(c);
+        match Queue::open(p, QueueOptions::default()) {
+            Err(Error::SchemaVersion { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+            }
+            other => panic!("expected SchemaVersion, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn foreign_database_and_non_database_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE task_queue (id INTEGER)")
+            .unwrap();
+        let e = Queue::open(other.to_str().unwrap(), QueueOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("import-legacy"), "{e}");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(
+            &text,
+            "this is not a database, just some text that is long enough",
+        )
+        .unwrap();
+        let e = Queue::open(text.to_str().unwrap(), QueueOptions::default())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::Database(_)) && e.to_string().contains("not a SQLite database"),
+            "{e}"
+        );
+    }
+}

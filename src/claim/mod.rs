@@ -127,3 +127,132 @@ impl Queue {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enqueue::NewTask;
+    use crate::queue::testutil::file_queue;
+    use serde_json::json;
+
+    fn enqueue(q: &Queue, t: &str, priority: i64) -> i64 {
+        let mut task = NewTask::new(t, "null");
+        task.priority = priority;
+        q.enqueue(&task).unwrap()
+    }
+
+    fn claim_ids(q: &Queue, s: Strategy, n: usize) -> Vec<i64> {
+        let mut req = ClaimRequest::new("w");
+        req.strategy = s;
+        req.limit = n;
+        q.claim(&req).unwrap().into_iter().map(|t| t.id).collect()
+    }
+
+    #[test]
+    fn each_strategy_orders_across_lanes() {
+        let (_d, q) = file_queue();
+        let a = enqueue(&q, "a", 50);
+        let b = enqueue(&q, "b", 10);
+        let c = enqueue(&q, "a", 10);
+        // Lanes "a" and "b" are merged: most urgent first, FIFO among equals.
+        assert_eq!(claim_ids(&q, Strategy::Priority, 3), vec![b, c, a]);
+    }
+
+    #[test]
+    fn fifo_and_lifo_follow_due_time_then_id() {
+        let (_d, q) = file_queue();
+        let ids: Vec<i64> = (0..4)
+            .map(|i| enqueue(&q, if i % 2 == 0 { "x" } else { "y" }, 100))
+            .collect();
+        assert_eq!(claim_ids(&q, Strategy::Fifo, 2), vec![ids[0], ids[1]]);
+        assert_eq!(claim_ids(&q, Strategy::Lifo, 2), vec![ids[3], ids[2]]);
+    }
+
+    #[test]
+    fn delayed_tasks_wait_until_due() {
+        let (_d, q) = file_queue();
+        let mut t = NewTask::new("x", "null");
+        t.delay_ms = Some(60_000);
+        q.enqueue(&t).unwrap();
+        assert!(claim_ids(&q, Strategy::Fifo, 1).is_empty());
+    }
+
+    #[test]
+    fn requirements_route_to_capable_workers_only() {
+        let (_d, q) = file_queue();
+        let mut t = NewTask::new("render", "null");
+        t.requires = json!({"gpu": true}).as_object().cloned();
+        let id = q.enqueue(&t).unwrap();
+        let mut req = ClaimRequest::new("cpu-worker");
+        assert!(q.claim(&req).unwrap().is_empty());
+        req.filter.capabilities = json!({"gpu": true, "mem": 64}).as_object().cloned();
+        assert_eq!(q.claim(&req).unwrap()[0].id, id);
+    }
+
+    #[test]
+    fn type_and_queue_filters() {
+        let (_d, q) = file_queue();
+        let a = enqueue(&q, "a", 100);
+        let mut t = NewTask::new("b", "null");
+        t.queue = "other".into();
+        let b = q.enqueue(&t).unwrap();
+        let mut req = ClaimRequest::new("w");
+        req.filter.types = Some(vec!["zzz".into()]);
+        assert!(q.claim(&req).unwrap().is_empty());
+        req.filter.types = None;
+        req.filter.queues = Some(vec!["other".into()]);
+        assert_eq!(q.claim(&req).unwrap()[0].id, b);
+        req.filter.queues = None;
+        req.filter.types = Some(vec!["a".into()]);
+        assert_eq!(q.claim(&req).unwrap()[0].id, a);
+    }
+
+    #[test]
+    fn every_claim_plan_walks_an_index_without_sorting() {
+        let (_d, q) = file_queue();
+        let tasks: Vec<NewTask> = (0..2000)
+            .map(|i| {
+                let mut t = NewTask::new(format!("t{}", i % 3), "null");
+                t.priority = 1 + (i % 1000);
+                t
+            })
+            .collect();
+        q.enqueue_many(&tasks).unwrap();
+        q.analyze().unwrap();
+        for s in [
+            Strategy::Fifo,
+            Strategy::Lifo,
+            Strategy::Priority,
+            Strategy::WeightedRandom,
+        ] {
+            let plan = q.explain_claim(s).unwrap().join("\n");
+            assert!(plan.contains("USING INDEX tasks_claim_"), "{s:?}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{s:?}: {plan}");
+        }
+    }
+
+    #[test]
+    fn claimed_tasks_get_distinct_fresh_tokens() {
+        let (_d, q) = file_queue();
+        enqueue(&q, "a", 1);
+        enqueue(&q, "a", 1);
+        let mut req = ClaimRequest::new("w");
+        req.limit = 2;
+        let got = q.claim(&req).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got
+            .iter()
+            .all(|t| t.status == crate::Status::Running && t.attempts == 1));
+        assert_ne!(got[0].lease_token, got[1].lease_token);
+    }
+
+    #[test]
+    fn bad_claim_arguments_are_refused() {
+        let (_d, q) = file_queue();
+        let mut req = ClaimRequest::new("w");
+        req.lease_ms = 0;
+        assert!(matches!(q.claim(&req), Err(Error::InvalidArgument(_))));
+        let req = ClaimRequest::new(" ");
+        assert!(matches!(q.claim(&req), Err(Error::InvalidArgument(_))));
+    }
+}

@@ -51,9 +51,11 @@ impl Queue {
             "full" => "FULL",
             "restart" => "RESTART",
             "truncate" => "TRUNCATE",
-            other => return Err(Error::invalid(format!(
+            other => {
+                return Err(Error::invalid(format!(
                 "unknown checkpoint mode {other:?}: use 'passive', 'full', 'restart' or 'truncate'"
-            ))),
+            )))
+            }
         };
         self.db.with_writer(|c| {
             Ok(
