@@ -65,6 +65,8 @@ pub struct Db {
     reader: Option<Mutex<Connection>>,
     busy_timeout: Duration,
     pub path: String,
+    /// Signalled after every commit of this process (see `notify`).
+    pub notifier: crate::notify::Notifier,
 }
 
 fn check_path(path: &str) -> Result<()> {
@@ -186,6 +188,7 @@ impl Db {
             reader,
             busy_timeout: opts.busy_timeout,
             path: path.to_string(),
+            notifier: Default::default(),
         })
     }
 
@@ -194,12 +197,21 @@ impl Db {
     pub fn write<T>(&self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
         let deadline = Instant::now() + self.busy_timeout;
-        retry_busy(deadline, || {
+        let out = retry_busy(deadline, || {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
-        })
+        })?;
+        drop(conn);
+        self.notifier.notify();
+        Ok(out)
+    }
+
+    /// `PRAGMA data_version` of the read connection: it changes whenever another connection
+    /// (this process's writer included) has committed since the last call.
+    pub fn data_version(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
     }
 
     /// Run `f` on the read connection (a consistent snapshot for the duration of `f` when it

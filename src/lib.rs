@@ -11,6 +11,7 @@ pub mod error;
 pub mod logs;
 pub mod maintenance;
 pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod retry;
 pub mod schema;

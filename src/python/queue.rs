@@ -682,6 +682,27 @@ impl PyQueue {
         py.detach(move || q.remove_worker(&worker_id)).py()
     }
 
+    /// Block until the database may have changed (a commit by any process) or `timeout` seconds
+    /// pass; True on a change. The GIL is released while waiting. Idle workers sleep here.
+    #[pyo3(signature = (timeout=1.0))]
+    fn wait_for_change(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        if !(timeout.is_finite() && timeout >= 0.0) {
+            return Err(invalid(format!(
+                "timeout must be a number of seconds >= 0, got {timeout}"
+            )));
+        }
+        let q = self.q()?;
+        py.detach(move || q.wait_for_change(Duration::from_secs_f64(timeout)))
+            .py()
+    }
+
+    /// Wake every thread of this process blocked in wait_for_change (e.g. to stop a worker).
+    fn wake(&self, py: Python<'_>) -> PyResult<()> {
+        let q = self.q()?;
+        py.detach(move || q.notify_local());
+        Ok(())
+    }
+
     /// Expired leases back to queued (or to the dead letter when attempts are spent).
     fn sweep(&self, py: Python<'_>) -> PyResult<usize> {
         let q = self.q()?;
