@@ -67,6 +67,8 @@ pub struct Db {
     pub path: String,
     /// Signalled after every commit of this process (see `notify`).
     pub notifier: crate::notify::Notifier,
+    /// Dropped (and joined) before the connections: declared last.
+    _checkpointer: Option<crate::maintenance::checkpointer::Checkpointer>,
 }
 
 fn check_path(path: &str) -> Result<()> {
@@ -141,7 +143,8 @@ fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
         "PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16000;"
+         PRAGMA cache_size = -16000;
+         PRAGMA wal_autocheckpoint = 50000;"
     ))?;
     Ok(())
 }
@@ -183,12 +186,25 @@ impl Db {
             })?;
             Some(Mutex::new(r))
         };
+        let checkpointer = if reader.is_some() {
+            let c = retry_busy(deadline, || {
+                let c = open_one(path)?;
+                configure(&c, opts, path)?;
+                Ok(c)
+            })?;
+            Some(crate::maintenance::checkpointer::Checkpointer::start(
+                c, path,
+            )?)
+        } else {
+            None
+        };
         Ok(Db {
             writer: Mutex::new(writer),
             reader,
             busy_timeout: opts.busy_timeout,
             path: path.to_string(),
             notifier: Default::default(),
+            _checkpointer: checkpointer,
         })
     }
 

@@ -192,12 +192,18 @@ impl Queue {
             let now = now_ms();
             let clock = read_wclock(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
+            // Two statements: the plain insert (no RETURNING, no conflict clause, so no statement
+            // journal) for the common case, the conflict-aware one only when a key is given.
             let mut insert = tx.prepare_cached(
                 "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
                                     created_at, updated_at, idempotency_key, requires, timeout_ms, retry_policy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut insert_keyed = tx.prepare_cached(
+                "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
+                                    created_at, updated_at, idempotency_key, requires, timeout_ms, retry_policy)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                 RETURNING id",
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )?;
             for (i, t) in tasks.iter().enumerate() {
                 let lane_id = self.lane_id_in(tx, &lane_keys[i], &mut new_lanes)?;
@@ -206,31 +212,34 @@ impl Queue {
                     (None, Some(d)) => now + d,
                     (None, None) => now,
                 };
-                let id: Option<i64> = insert
-                    .query_row(
-                        params![
-                            lane_id,
-                            t.task_type,
-                            t.queue,
-                            t.payload,
-                            t.priority,
-                            t.max_attempts,
-                            run_after,
-                            race_key(clock, t.priority),
-                            now,
-                            t.idempotency_key,
-                            requires_json[i],
-                            t.timeout_ms,
-                            retry_texts[i],
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let id = match id {
-                    Some(id) => id,
-                    None => tx
-                        .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
-                        .query_row([&t.idempotency_key], |r| r.get(0))?,
+                let args = params![
+                    lane_id,
+                    t.task_type,
+                    t.queue,
+                    t.payload,
+                    t.priority,
+                    t.max_attempts,
+                    run_after,
+                    race_key(clock, t.priority),
+                    now,
+                    t.idempotency_key,
+                    requires_json[i],
+                    t.timeout_ms,
+                    retry_texts[i],
+                ];
+                let id = match &t.idempotency_key {
+                    None => {
+                        insert.execute(args)?;
+                        tx.last_insert_rowid()
+                    }
+                    Some(key) => {
+                        if insert_keyed.execute(args)? == 1 {
+                            tx.last_insert_rowid()
+                        } else {
+                            tx.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                                .query_row([key], |r| r.get(0))?
+                        }
+                    }
                 };
                 ids.push(id);
             }

@@ -26,7 +26,7 @@ CREATE TABLE lanes (
 
 CREATE TABLE tasks (
     id              INTEGER PRIMARY KEY,
-    lane_id         INTEGER NOT NULL REFERENCES lanes(id),
+    lane_id         INTEGER NOT NULL,           -- lanes.id; lanes are never deleted (no FK: one less lookup per insert)
     type            TEXT NOT NULL,
     queue           TEXT NOT NULL,
     payload         TEXT NOT NULL,              -- JSON
@@ -61,10 +61,12 @@ CREATE INDEX tasks_claim_time     ON tasks (lane_id, run_after, id)           WH
 CREATE INDEX tasks_claim_weighted ON tasks (lane_id, wkey)                    WHERE status = 'queued';
 -- Lease expiry (the rescuer) only ever looks at running rows.
 CREATE INDEX tasks_lease          ON tasks (lease_until)                      WHERE status = 'running';
--- Listing and counting by status, newest first.
-CREATE INDEX tasks_status         ON tasks (status, id);
--- Purge of finished tasks by age.
-CREATE INDEX tasks_finished       ON tasks (finished_at)                      WHERE finished_at IS NOT NULL;
+-- Dead letters and cancellations: rare, listed by operators. (There is deliberately no index on
+-- status for every row: each index costs every insert and every state change, and the queued
+-- and running rows are already covered by the partial indexes above.)
+CREATE INDEX tasks_dead           ON tasks (status, id)                       WHERE status IN ('failed', 'cancelled');
+-- Purge of finished tasks by age; also counts finished tasks for stats.
+CREATE INDEX tasks_finished       ON tasks (finished_at, status)              WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key)              WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE task_logs (

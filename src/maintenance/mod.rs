@@ -1,6 +1,7 @@
 //! Maintenance: online backup, checkpoints, vacuum, analyze, integrity check, purge of old
 //! finished tasks, and the rescuer of expired leases.
 
+pub mod checkpointer;
 pub mod rescuer;
 
 use crate::error::{Error, Result};
