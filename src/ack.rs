@@ -3,6 +3,7 @@
 //! expired and was taken over (or whose task was cancelled) changes nothing and learns why.
 
 use crate::claim::strategy::race_key;
+use crate::claim::ClaimRequest;
 use crate::enqueue::read_wclock;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
@@ -15,6 +16,15 @@ use rusqlite::{params, OptionalExtension, Transaction};
 pub struct Lease {
     pub task_id: i64,
     pub token: i64,
+}
+
+/// The outcome of `settle`: per acknowledgement whether this claim still held the task, and the
+/// newly claimed tasks.
+#[derive(Debug)]
+pub struct Settled {
+    pub completed: Vec<bool>,
+    pub failed: Vec<Option<FailOutcome>>,
+    pub claimed: Vec<crate::task::TaskRow>,
 }
 
 /// What happened to a failed attempt.
@@ -208,6 +218,40 @@ impl Queue {
                 .iter()
                 .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
                 .collect()
+        })
+    }
+
+    /// One transaction for a worker's whole exchange with the queue: acknowledge finished tasks
+    /// (completions and failures) and claim the next ones. A worker runtime calls this once per
+    /// loop, so many handlers' results share one commit with the next claim.
+    pub fn settle(
+        &self,
+        completes: &[(Lease, Option<String>)],
+        fails: &[(Lease, String, bool)],
+        claim: Option<&ClaimRequest>,
+    ) -> Result<Settled> {
+        if let Some(req) = claim {
+            req.validate()?;
+        }
+        self.db.write(|tx| {
+            let now = now_ms();
+            let completed = completes
+                .iter()
+                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                .collect::<Result<Vec<_>>>()?;
+            let failed = fails
+                .iter()
+                .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
+                .collect::<Result<Vec<_>>>()?;
+            let claimed = match claim {
+                Some(req) => self.claim_in(tx, req, now)?,
+                None => Vec::new(),
+            };
+            Ok(Settled {
+                completed,
+                failed,
+                claimed,
+            })
         })
     }
 
@@ -410,5 +454,42 @@ mod tests {
         q.cancel(ts[1].id).unwrap();
         let items: Vec<(Lease, Option<String>)> = ts.iter().map(|t| (lease(t), None)).collect();
         assert_eq!(q.complete_many(&items).unwrap(), vec![true, false, true]);
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+    use crate::claim::ClaimRequest;
+    use crate::enqueue::NewTask;
+    use crate::queue::testutil::file_queue;
+    use crate::task::Status;
+
+    #[test]
+    fn settle_acknowledges_and_claims_in_one_go() {
+        let (_d, q) = file_queue();
+        for _ in 0..4 {
+            q.enqueue(&NewTask::new("x", "null")).unwrap();
+        }
+        let mut req = ClaimRequest::new("w");
+        req.limit = 2;
+        let first = q.settle(&[], &[], Some(&req)).unwrap().claimed;
+        assert_eq!(first.len(), 2);
+        let l = |t: &crate::task::TaskRow| Lease {
+            task_id: t.id,
+            token: t.lease_token.unwrap(),
+        };
+        let out = q
+            .settle(
+                &[(l(&first[0]), Some("1".into()))],
+                &[(l(&first[1]), "boom".into(), false)],
+                Some(&req),
+            )
+            .unwrap();
+        assert_eq!(out.completed, vec![true]);
+        assert_eq!(out.failed, vec![Some(FailOutcome::DeadLettered)]);
+        assert_eq!(out.claimed.len(), 2);
+        assert_eq!(q.get(first[0].id).unwrap().status, Status::Completed);
+        assert_eq!(q.get(first[1].id).unwrap().status, Status::Failed);
     }
 }

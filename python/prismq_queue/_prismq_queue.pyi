@@ -190,6 +190,19 @@ class Queue:
     def complete_many(self, items: Iterable[Task | tuple[Task, JSON]]) -> list[bool]: ...
     def fail(self, task: Task, error: str | BaseException, *, retry: bool = True) -> datetime | None: ...
     def fail_many(self, items: Iterable[tuple[Task, str | BaseException] | tuple[Task, str | BaseException, bool]]) -> list[bool]: ...
+    def settle(
+        self,
+        complete: Iterable[Task | tuple[Task, JSON]] | None = None,
+        fail: Iterable[tuple[Task, str | BaseException] | tuple[Task, str | BaseException, bool]] | None = None,
+        *,
+        worker_id: str | None = None,
+        strategy: StrategyName = "priority",
+        queues: str | Sequence[str] | None = None,
+        types: str | Sequence[str] | None = None,
+        capabilities: Mapping[str, JSON] | None = None,
+        lease: Seconds = 60.0,
+        limit: int = 1,
+    ) -> tuple[list[bool], list[bool], list[Task]]: ...
     def renew(self, task: Task, lease: Seconds = 60.0) -> datetime: ...
     def release(self, task: Task) -> bool: ...
     def progress(

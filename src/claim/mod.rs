@@ -10,7 +10,7 @@ use crate::queue::Queue;
 use crate::task::{TaskRow, COLUMNS};
 use crate::time::now_ms;
 use lanes::LaneFilter;
-use rusqlite::params;
+use rusqlite::{params, Transaction};
 use strategy::{Candidate, Strategy};
 
 pub const MAX_CLAIM_BATCH: usize = 10_000;
@@ -62,56 +62,69 @@ pub(crate) fn new_lease_token() -> i64 {
 impl Queue {
     pub fn claim(&self, req: &ClaimRequest) -> Result<Vec<TaskRow>> {
         req.validate()?;
-        self.db.write(|tx| {
-            let now = now_ms();
-            // Crash recovery rides along: expired leases go back before we choose.
-            self.rescue_expired_in(tx, now)?;
-            let lanes = self.eligible_lanes(tx, &req.filter)?;
-            let mut cands: Vec<Candidate> = Vec::new();
-            {
-                let mut stmt = tx.prepare_cached(req.strategy.candidate_sql())?;
-                for lane in &lanes {
-                    let rows = stmt.query_map(params![lane, now, req.limit as i64], |r| {
-                        Ok(Candidate {
-                            id: r.get(0)?,
-                            priority: r.get(1)?,
-                            run_after: r.get(2)?,
-                            wkey: r.get(3)?,
-                        })
-                    })?;
-                    for c in rows {
-                        cands.push(c?);
-                    }
+        self.db.write(|tx| self.claim_in(tx, req, now_ms()))
+    }
+
+    /// The claim itself, inside a write transaction the caller owns (see `ack::settle`).
+    pub(crate) fn claim_in(
+        &self,
+        tx: &Transaction,
+        req: &ClaimRequest,
+        now: i64,
+    ) -> Result<Vec<TaskRow>> {
+        // Crash recovery rides along: expired leases go back before we choose.
+        self.rescue_expired_in(tx, now)?;
+        let lanes = self.eligible_lanes(tx, &req.filter)?;
+        let mut cands: Vec<Candidate> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(req.strategy.candidate_sql())?;
+            for lane in &lanes {
+                let rows = stmt.query_map(params![lane, now, req.limit as i64], |r| {
+                    Ok(Candidate {
+                        id: r.get(0)?,
+                        priority: r.get(1)?,
+                        run_after: r.get(2)?,
+                        wkey: r.get(3)?,
+                    })
+                })?;
+                for c in rows {
+                    cands.push(c?);
                 }
             }
-            if cands.is_empty() {
-                return Ok(Vec::new());
-            }
-            if lanes.len() > 1 {
-                cands.sort_by(|a, b| req.strategy.compare(a, b));
-            }
-            cands.truncate(req.limit);
+        }
+        if cands.is_empty() {
+            return Ok(Vec::new());
+        }
+        if lanes.len() > 1 {
+            cands.sort_by(|a, b| req.strategy.compare(a, b));
+        }
+        cands.truncate(req.limit);
 
-            let mut take = tx.prepare_cached(&format!(
-                "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?2, lease_until = ?3,
-                        lease_token = ?4, started_at = ?5, updated_at = ?5
-                 WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
-            ))?;
-            let mut out = Vec::with_capacity(cands.len());
-            for c in &cands {
-                let row = take.query_row(
-                    params![c.id, req.worker_id, now + req.lease_ms, new_lease_token(), now],
-                    TaskRow::from_row,
-                )?;
-                out.push(row);
-            }
-            if req.strategy == Strategy::WeightedRandom {
-                let top = cands.iter().map(|c| c.wkey).fold(f64::MIN, f64::max);
-                tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'wclock'")?
-                    .execute([top])?;
-            }
-            Ok(out)
-        })
+        let mut take = tx.prepare_cached(&format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?2, lease_until = ?3,
+                    lease_token = ?4, started_at = ?5, updated_at = ?5
+             WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
+        ))?;
+        let mut out = Vec::with_capacity(cands.len());
+        for c in &cands {
+            let row = take.query_row(
+                params![
+                    c.id,
+                    req.worker_id,
+                    now + req.lease_ms,
+                    new_lease_token(),
+                    now
+                ],
+                TaskRow::from_row,
+            )?;
+            out.push(row);
+        }
+        if req.strategy == Strategy::WeightedRandom {
+            let top = cands.iter().map(|c| c.wkey).fold(f64::MIN, f64::max);
+            tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'wclock'")?
+                .execute([top])?;
+        }
+        Ok(out)
     }
 }
 

@@ -120,6 +120,105 @@ fn task_ref(task: &Bound<PyAny>, what: &str) -> PyResult<(Py<PyTask>, Lease)> {
     Ok((t.clone().unbind(), lease))
 }
 
+#[allow(clippy::too_many_arguments)]
+fn claim_request(
+    worker_id: &Bound<PyAny>,
+    strategy: Option<Bound<PyAny>>,
+    queues: Option<Bound<PyAny>>,
+    types: Option<Bound<PyAny>>,
+    capabilities: Option<Bound<PyAny>>,
+    lease: Option<Bound<PyAny>>,
+    limit: i64,
+) -> PyResult<ClaimRequest> {
+    let mut req = ClaimRequest::new(str_arg(worker_id, "worker_id")?);
+    if let Some(s) = strategy.as_ref().filter(|s| !s.is_none()) {
+        let name: String = s.extract().map_err(|_| {
+            invalid("strategy must be 'fifo', 'lifo', 'priority' or 'weighted_random'")
+        })?;
+        req.strategy = Strategy::parse(&name).py()?;
+    }
+    req.filter = LaneFilter {
+        queues: queues
+            .as_ref()
+            .filter(|v| !v.is_none())
+            .map(|v| names_arg(v, "queues"))
+            .transpose()?,
+        types: types
+            .as_ref()
+            .filter(|v| !v.is_none())
+            .map(|v| names_arg(v, "types"))
+            .transpose()?,
+        capabilities: capabilities
+            .as_ref()
+            .filter(|v| !v.is_none())
+            .map(|v| to_object(v, "capabilities"))
+            .transpose()?,
+    };
+    if let Some(l) = lease.as_ref().filter(|v| !v.is_none()) {
+        req.lease_ms = seconds_ms(l, "lease")?;
+        if req.lease_ms <= 0 {
+            return Err(invalid(format!(
+                "lease must be a positive number of seconds, got {l}"
+            )));
+        }
+    }
+    if limit < 1 {
+        return Err(invalid(format!("limit must be at least 1, got {limit}")));
+    }
+    req.limit = limit as usize;
+    Ok(req)
+}
+
+/// Items of complete_many: Tasks or (Task, result) pairs.
+fn completions(items: &Bound<PyAny>) -> PyResult<Vec<(Lease, Option<String>)>> {
+    let mut batch = Vec::new();
+    for item in items
+        .try_iter()
+        .map_err(|_| invalid("items must be an iterable of Tasks or (Task, result) pairs"))?
+    {
+        let item = item?;
+        if let Ok(t) = item.cast::<PyTuple>() {
+            if t.len() != 2 {
+                return Err(invalid("each pair must be (task, result)"));
+            }
+            let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
+            batch.push((lease, Some(to_json(&t.get_item(1)?, "result")?)));
+        } else {
+            let (_, lease) = task_ref(&item, "task")?;
+            batch.push((lease, None));
+        }
+    }
+    Ok(batch)
+}
+
+/// Items of fail_many: (Task, error) or (Task, error, retry).
+fn failures(items: &Bound<PyAny>) -> PyResult<Vec<(Lease, String, bool)>> {
+    let mut batch = Vec::new();
+    for item in items
+        .try_iter()
+        .map_err(|_| invalid("items must be an iterable of (task, error[, retry]) tuples"))?
+    {
+        let item = item?;
+        let t = item.cast::<PyTuple>().map_err(|_| {
+            invalid("each item must be a (task, error) or (task, error, retry) tuple")
+        })?;
+        if !(2..=3).contains(&t.len()) {
+            return Err(invalid(
+                "each item must be a (task, error) or (task, error, retry) tuple",
+            ));
+        }
+        let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
+        let err = error_text(&t.get_item(1)?)?;
+        let retry = if t.len() == 3 {
+            t.get_item(2)?.is_truthy()?
+        } else {
+            true
+        };
+        batch.push((lease, err, retry));
+    }
+    Ok(batch)
+}
+
 fn error_text(err: &Bound<PyAny>) -> PyResult<String> {
     if err.is_instance_of::<pyo3::exceptions::PyBaseException>() {
         let name = err.get_type().name()?.to_string();
@@ -455,42 +554,15 @@ impl PyQueue {
         lease: Option<Bound<'py, PyAny>>,
         limit: i64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut req = ClaimRequest::new(str_arg(worker_id, "worker_id")?);
-        if let Some(s) = strategy.as_ref().filter(|s| !s.is_none()) {
-            let name: String = s.extract().map_err(|_| {
-                invalid("strategy must be 'fifo', 'lifo', 'priority' or 'weighted_random'")
-            })?;
-            req.strategy = Strategy::parse(&name).py()?;
-        }
-        req.filter = LaneFilter {
-            queues: queues
-                .as_ref()
-                .filter(|v| !v.is_none())
-                .map(|v| names_arg(v, "queues"))
-                .transpose()?,
-            types: types
-                .as_ref()
-                .filter(|v| !v.is_none())
-                .map(|v| names_arg(v, "types"))
-                .transpose()?,
-            capabilities: capabilities
-                .as_ref()
-                .filter(|v| !v.is_none())
-                .map(|v| to_object(v, "capabilities"))
-                .transpose()?,
-        };
-        if let Some(l) = lease.as_ref().filter(|v| !v.is_none()) {
-            req.lease_ms = seconds_ms(l, "lease")?;
-            if req.lease_ms <= 0 {
-                return Err(invalid(format!(
-                    "lease must be a positive number of seconds, got {l}"
-                )));
-            }
-        }
-        if limit < 1 {
-            return Err(invalid(format!("limit must be at least 1, got {limit}")));
-        }
-        req.limit = limit as usize;
+        let req = claim_request(
+            worker_id,
+            strategy,
+            queues,
+            types,
+            capabilities,
+            lease,
+            limit,
+        )?;
         let q = self.q()?;
         let rows = py.detach(move || q.claim(&req)).py()?;
         tasks_to_py(py, rows)
@@ -512,23 +584,7 @@ impl PyQueue {
     /// Items are Tasks or (Task, result) pairs. Returns, per item, whether it was completed
     /// (False: its lease was lost and nothing changed for it).
     fn complete_many(&self, py: Python<'_>, items: &Bound<PyAny>) -> PyResult<Vec<bool>> {
-        let mut batch = Vec::new();
-        for item in items
-            .try_iter()
-            .map_err(|_| invalid("items must be an iterable of Tasks or (Task, result) pairs"))?
-        {
-            let item = item?;
-            if let Ok(t) = item.cast::<PyTuple>() {
-                if t.len() != 2 {
-                    return Err(invalid("each pair must be (task, result)"));
-                }
-                let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
-                batch.push((lease, Some(to_json(&t.get_item(1)?, "result")?)));
-            } else {
-                let (_, lease) = task_ref(&item, "task")?;
-                batch.push((lease, None));
-            }
-        }
+        let batch = completions(items)?;
         let q = self.q()?;
         py.detach(move || q.complete_many(&batch)).py()
     }
@@ -554,29 +610,7 @@ impl PyQueue {
 
     /// Items are (Task, error) or (Task, error, retry). Returns, per item, whether it was recorded.
     fn fail_many(&self, py: Python<'_>, items: &Bound<PyAny>) -> PyResult<Vec<bool>> {
-        let mut batch = Vec::new();
-        for item in items
-            .try_iter()
-            .map_err(|_| invalid("items must be an iterable of (task, error[, retry]) tuples"))?
-        {
-            let item = item?;
-            let t = item.cast::<PyTuple>().map_err(|_| {
-                invalid("each item must be a (task, error) or (task, error, retry) tuple")
-            })?;
-            if !(2..=3).contains(&t.len()) {
-                return Err(invalid(
-                    "each item must be a (task, error) or (task, error, retry) tuple",
-                ));
-            }
-            let (_, lease) = task_ref(&t.get_item(0)?, "task")?;
-            let err = error_text(&t.get_item(1)?)?;
-            let retry = if t.len() == 3 {
-                t.get_item(2)?.is_truthy()?
-            } else {
-                true
-            };
-            batch.push((lease, err, retry));
-        }
+        let batch = failures(items)?;
         let q = self.q()?;
         Ok(py
             .detach(move || q.fail_many(&batch))
@@ -584,6 +618,56 @@ impl PyQueue {
             .into_iter()
             .map(|o| o.is_some())
             .collect())
+    }
+
+    /// A worker's whole exchange in one transaction: complete and fail finished tasks, then claim
+    /// (when `worker_id` is given) with claim()'s options. Returns (completed flags, failed flags,
+    /// claimed tasks); a False flag means that claim no longer held the task.
+    #[pyo3(signature = (complete=None, fail=None, *, worker_id=None, strategy=None, queues=None, types=None,
+                        capabilities=None, lease=None, limit=1))]
+    #[allow(clippy::too_many_arguments)]
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        complete: Option<&Bound<'py, PyAny>>,
+        fail: Option<&Bound<'py, PyAny>>,
+        worker_id: Option<Bound<'py, PyAny>>,
+        strategy: Option<Bound<'py, PyAny>>,
+        queues: Option<Bound<'py, PyAny>>,
+        types: Option<Bound<'py, PyAny>>,
+        capabilities: Option<Bound<'py, PyAny>>,
+        lease: Option<Bound<'py, PyAny>>,
+        limit: i64,
+    ) -> PyResult<(Vec<bool>, Vec<bool>, Bound<'py, PyList>)> {
+        let completes = match complete {
+            Some(c) if !c.is_none() => completions(c)?,
+            _ => Vec::new(),
+        };
+        let fails = match fail {
+            Some(f) if !f.is_none() => failures(f)?,
+            _ => Vec::new(),
+        };
+        let req = match worker_id.as_ref().filter(|w| !w.is_none()) {
+            Some(w) => Some(claim_request(
+                w,
+                strategy,
+                queues,
+                types,
+                capabilities,
+                lease,
+                limit,
+            )?),
+            None => None,
+        };
+        let q = self.q()?;
+        let out = py
+            .detach(move || q.settle(&completes, &fails, req.as_ref()))
+            .py()?;
+        Ok((
+            out.completed,
+            out.failed.into_iter().map(|o| o.is_some()).collect(),
+            tasks_to_py(py, out.claimed)?,
+        ))
     }
 
     /// Extend the lease; returns the new expiry (also visible as task.lease_until).
