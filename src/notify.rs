@@ -40,7 +40,7 @@ impl Notifier {
 }
 
 /// How often other processes' commits are checked for while waiting.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(3);
 
 impl Queue {
     /// Block (call it with the GIL released) until the database may have changed, or `timeout`

@@ -89,6 +89,8 @@ def run_worker(db_path, types=None, concurrency=5, lease=60.0, capabilities=None
     w = Worker(q, Registry(handlers), concurrency=concurrency, lease=lease, capabilities=capabilities,
                worker_id=worker_id, poll_interval=0.2, heartbeat_interval=0.5)
     if run_seconds is not None:
-        threading.Timer(run_seconds, w.stop).start()
+        timer = threading.Timer(run_seconds, w.stop)
+        timer.daemon = True
+        timer.start()
     w.run()
     q.close()
