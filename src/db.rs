@@ -227,7 +227,10 @@ impl Db {
     /// `PRAGMA data_version` of the read connection: it changes whenever another connection
     /// (this process's writer included) has committed since the last call.
     pub fn data_version(&self) -> Result<i64> {
-        self.read(|c| Ok(c.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?))
+        self.read(|c| {
+            Ok(c.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     /// Run `f` on the read connection (a consistent snapshot for the duration of `f` when it

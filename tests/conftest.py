@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+# Spawned processes import helper modules from this directory by name.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from prismq_queue import Queue  # noqa: E402
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "queue.db")
+
+
+@pytest.fixture
+def queue(db_path):
+    with Queue(db_path) as q:
+        yield q
+
+
+def snapshot(q):
+    """Everything observable about a queue's contents, to prove an operation wrote nothing."""
+    rows = []
+    after = None
+    while True:
+        page = q.list(limit=1000, after_id=after)
+        if not page:
+            break
+        rows += [t.as_dict() for t in page]
+        after = page[-1].id
+    return q.stats(), rows
