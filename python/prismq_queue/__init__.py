@@ -25,12 +25,31 @@ from ._prismq_queue import (
 from .enums import Status, Strategy
 from .errors import (
     DatabaseError,
+    HandlerAlreadyRegistered,
+    HandlerNotFound,
     InvalidArgument,
     LeaseLost,
     QueueError,
     SchemaVersionError,
     TaskNotFound,
 )
+from .registry import HandlerInfo, TaskHandlerRegistry
+from .worker import TaskCancelled, TaskContext, Worker
+
+# Loaded on first use: they pull in pydantic, which plain queue users need not pay for.
+_LAZY = {"WorkerSettings": "config"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prismq_queue' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Queue",
@@ -45,6 +64,14 @@ __all__ = [
     "LeaseLost",
     "SchemaVersionError",
     "DatabaseError",
+    "HandlerAlreadyRegistered",
+    "HandlerNotFound",
+    "TaskHandlerRegistry",
+    "HandlerInfo",
+    "Worker",
+    "TaskContext",
+    "TaskCancelled",
+    "WorkerSettings",
     "SCHEMA_VERSION",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MIN_PRIORITY",

@@ -39,6 +39,17 @@ class DatabaseError(QueueError):
     a full disk, or a lock held past ``busy_timeout``."""
 
 
+class HandlerAlreadyRegistered(QueueError, ValueError):
+    """The task type already has a handler; pass ``allow_override=True`` to replace it."""
+
+
+class HandlerNotFound(QueueError, KeyError):
+    """No handler is registered for this task type."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 __all__ = [
     "QueueError",
     "InvalidArgument",
@@ -46,4 +57,6 @@ __all__ = [
     "LeaseLost",
     "SchemaVersionError",
     "DatabaseError",
+    "HandlerAlreadyRegistered",
+    "HandlerNotFound",
 ]

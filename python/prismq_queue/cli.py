@@ -1,0 +1,357 @@
+"""The ``prismq-queue`` command line (also ``python -m prismq_queue``), built on click.
+
+Every command takes ``--db`` (default: ``prismq_queue.db`` here, or ``$PRISMQ_DB``) and most take
+``--json`` for scripts. Exit codes: 0 done; 1 the operation could not be done (the task had already
+finished, a database error); 2 bad usage or an invalid value; 3 no such task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+
+from . import Queue
+from .errors import InvalidArgument, QueueError, TaskNotFound
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
+STRATEGIES = ["fifo", "lifo", "priority", "weighted_random"]
+
+
+def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db",
+        "db",
+        default="prismq_queue.db",
+        envvar="PRISMQ_DB",
+        show_default=True,
+        help="The queue database file (env PRISMQ_DB).",
+    )(fn)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+class _Group(click.Group):
+    """Turns queue errors into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TaskNotFound as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_NOT_FOUND)
+        except InvalidArgument as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except QueueError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n")[1])
+@click.version_option(package_name="prismq_queue")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """prismq-queue: a persistent task queue in one SQLite file."""
+    logging.basicConfig(
+        level=max(logging.DEBUG, logging.WARNING - 10 * verbose),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# ------------------------------------------------------------------ helpers
+def _when(dt: datetime | None) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(_jsonable(value), indent=2, sort_keys=True))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    rows = [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _open(db: str) -> Queue:
+    return Queue(db)
+
+
+# ------------------------------------------------------------------ producing and inspecting
+@main.command()
+@db_option
+@click.argument("task_type")
+@click.argument("payload", required=False, default="null")
+@click.option("--priority", type=click.IntRange(1, 1000), default=100, show_default=True, help="1 is most urgent.")
+@click.option("--queue", "queue_name", default="default", show_default=True)
+@click.option("--delay", type=float, default=None, help="Seconds before the task may run.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
+@json_option
+def enqueue(db: str, task_type: str, payload: str, priority: int, queue_name: str, delay: float | None,
+            max_attempts: int, idempotency_key: str | None, as_json: bool) -> None:
+    """Enqueue one task; PAYLOAD is JSON (default null). Prints the task id."""
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON: {e}", param_hint="PAYLOAD") from None
+    with _open(db) as q:
+        tid = q.enqueue(task_type, value, priority=priority, queue=queue_name, delay=delay,
+                        max_attempts=max_attempts, idempotency_key=idempotency_key)
+    _print_json({"id": tid}) if as_json else click.echo(tid)
+
+
+@main.command()
+@db_option
+@click.option("--queue", "queue_name", default=None, help="Only this queue.")
+@json_option
+def stats(db: str, queue_name: str | None, as_json: bool) -> None:
+    """Task counts by status and the age of the oldest due task."""
+    with _open(db) as q:
+        s = q.stats(queue=queue_name)
+    if as_json:
+        return _print_json(s)
+    _table(["status", "tasks"], [(k, s[k]) for k in STATUSES])
+    age = s.get("oldest_queued_age_seconds")
+    click.echo(f"\ntotal {s['total']}; oldest due task waiting {'-' if age is None else f'{age:.1f}s'}")
+
+
+@main.command(name="list")
+@db_option
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--type", "task_type", default=None)
+@click.option("--queue", "queue_name", default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--after-id", type=int, default=None, help="Keyset paging: rows after this id.")
+@json_option
+def list_(db: str, status: str | None, task_type: str | None, queue_name: str | None, limit: int,
+          after_id: int | None, as_json: bool) -> None:
+    """List tasks, oldest first."""
+    with _open(db) as q:
+        tasks = q.list(status=status, type=task_type, queue=queue_name, limit=limit, after_id=after_id)
+    if as_json:
+        return _print_json([t.as_dict() for t in tasks])
+    _table(
+        ["id", "type", "queue", "status", "prio", "attempts", "created", "error"],
+        [(t.id, t.type, t.queue, t.status, t.priority, f"{t.attempts}/{t.max_attempts}", _when(t.created_at),
+          (t.error or "")[:60]) for t in tasks],
+    )
+
+
+@main.command()
+@db_option
+@click.argument("task_id", type=int)
+@click.option("--logs/--no-logs", default=True, show_default=True)
+@json_option
+def show(db: str, task_id: int, logs: bool, as_json: bool) -> None:
+    """Everything about one task, and its log."""
+    with _open(db) as q:
+        t = q.get(task_id)
+        lines = q.logs(task_id, limit=1000) if logs else []
+    d = t.as_dict()
+    d.pop("lease_token", None)
+    if as_json:
+        d["logs"] = [{"at": e.at, "level": e.level, "message": e.message, "details": e.details} for e in lines]
+        return _print_json(d)
+    for k, v in d.items():
+        click.echo(f"{k:>16}: {_when(v) if isinstance(v, datetime) else json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    if lines:
+        click.echo("\nlog:")
+        for e in lines:
+            click.echo(f"  {_when(e.at)} {e.level:<8} {e.message}")
+
+
+def _steer(verb: str, op: Callable[[Queue, int], bool], db: str, task_id: int, as_json: bool) -> None:
+    with _open(db) as q:
+        ok = op(q, task_id)
+        status = q.get(task_id).status
+    if as_json:
+        _print_json({"id": task_id, verb: ok, "status": status})
+    else:
+        click.echo(f"task {task_id} {verb}" if ok else f"task {task_id} not {verb}: it is {status}")
+    if not ok:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@db_option
+@click.argument("task_id", type=int)
+@json_option
+def cancel(db: str, task_id: int, as_json: bool) -> None:
+    """Cancel a queued or running task (exit 1 if it had already finished)."""
+    _steer("cancelled", lambda q, i: q.cancel(i), db, task_id, as_json)
+
+
+@main.command()
+@db_option
+@click.argument("task_id", type=int)
+@json_option
+def retry(db: str, task_id: int, as_json: bool) -> None:
+    """Send a failed (dead-lettered) or cancelled task back to the queue."""
+    _steer("requeued", lambda q, i: q.retry(i), db, task_id, as_json)
+
+
+@main.command()
+@db_option
+@json_option
+def workers(db: str, as_json: bool) -> None:
+    """Workers with their last heartbeat."""
+    with _open(db) as q:
+        ws = q.workers()
+    if as_json:
+        return _print_json([
+            {"id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues, "capabilities": w.capabilities,
+             "started_at": w.started_at, "last_heartbeat": w.last_heartbeat, "tasks_done": w.tasks_done,
+             "stale": w.stale} for w in ws
+        ])
+    _table(["id", "host", "pid", "heartbeat age", "done", "state"],
+           [(w.id, w.host, w.pid, f"{w.heartbeat_age:.1f}s", w.tasks_done, "stale" if w.stale else "alive")
+            for w in ws])
+
+
+# ------------------------------------------------------------------ maintenance
+@main.command()
+@db_option
+@click.argument("dest")
+def backup(db: str, dest: str) -> None:
+    """Write a consistent copy of the database to DEST while others keep working."""
+    with _open(db) as q:
+        q.backup(dest)
+    click.echo(f"backed up {db} to {dest}")
+
+
+@main.command()
+@db_option
+@click.option("--mode", type=click.Choice(["passive", "full", "restart", "truncate"]), default="passive",
+              show_default=True)
+@json_option
+def checkpoint(db: str, mode: str, as_json: bool) -> None:
+    """Copy the write-ahead log back into the database file."""
+    with _open(db) as q:
+        r = q.checkpoint(mode)
+    _print_json(r) if as_json else click.echo(", ".join(f"{k}={v}" for k, v in r.items()))
+
+
+@main.command()
+@db_option
+def vacuum(db: str) -> None:
+    """Rebuild the file to reclaim free pages (takes the write lock while it runs)."""
+    with _open(db) as q:
+        q.vacuum()
+    click.echo("vacuumed")
+
+
+@main.command()
+@db_option
+@click.option("--older-than", type=float, required=True, help="Seconds since the task finished.")
+@click.option("--status", "statuses", type=click.Choice(["completed", "failed", "cancelled"]), multiple=True,
+              help="Repeatable; default: completed.")
+@json_option
+def purge(db: str, older_than: float, statuses: tuple[str, ...], as_json: bool) -> None:
+    """Delete finished tasks (and their logs) that finished more than --older-than seconds ago."""
+    with _open(db) as q:
+        n = q.purge(older_than=older_than, statuses=list(statuses) or ["completed"])
+    _print_json({"deleted": n}) if as_json else click.echo(f"deleted {n} tasks")
+
+
+# ------------------------------------------------------------------ running
+@main.command()
+@click.option("--db", default=None, envvar="PRISMQ_DB", help="The queue database file (overrides the settings).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Worker settings file (.toml, .json, .yaml).")
+@click.option("--handlers", multiple=True,
+              help="module:registry, or a handlers file; repeatable.")
+@click.option("--queues", default=None, help="Comma-separated queue names (default: every queue).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None)
+@click.option("--concurrency", type=int, default=None, help="Handlers running at once (default 5).")
+@click.option("--lease", type=float, default=None, help="Lease seconds, renewed while a handler runs.")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between fallback polls when idle.")
+@click.option("--capabilities", default=None, help="key=value,... or a JSON object.")
+@click.option("--worker-id", default=None)
+@click.option("--shutdown-grace", type=float, default=None, help="Seconds running tasks get to finish on stop.")
+def worker(db: str | None, config_path: str | None, handlers: tuple[str, ...], **options: Any) -> None:
+    """Run a worker until SIGTERM/SIGINT (Ctrl-C), then drain gracefully.
+
+    Settings come from defaults, then --config, then PRISMQ_WORKER_* variables, then these flags.
+    """
+    from .config import WorkerSettings
+    from .worker import Worker
+
+    settings = WorkerSettings.load(config_path, db=db, handlers=list(handlers) or None, **options)
+    registry = settings.make_registry()
+    with Queue(settings.db) as q:
+        w = Worker(q, registry, **settings.worker_kwargs())
+        click.echo(f"worker {w.worker_id} on {settings.db}: types {', '.join(sorted(registry.get_registered_types()))}",
+                   err=True)
+        w.run()
+
+
+@main.command()
+@db_option
+@click.option("--tasks", type=click.IntRange(1, 100_000), default=24, show_default=True)
+def demo(db: str, tasks: int) -> None:
+    """Enqueue demo tasks, run a worker until they are done, print the stats."""
+    from .demo import registry
+    from .worker import Worker
+
+    with Queue(db) as q:
+        types = ["demo.resize", "demo.email", "demo.flaky"]
+        ids = q.enqueue_many([
+            {"type": types[i % 3], "payload": {"n": i, "image": f"img-{i}.png", "to": f"user{i}@example.com",
+                                                 "fail_chance": 0.4},
+             "priority": 1 + (i * 37) % 200, "max_attempts": 2, "retry": {"base": 0.05, "jitter": 0.0}}
+            for i in range(tasks)
+        ])
+        click.echo(f"enqueued {len(ids)} tasks into {db}")
+        w = Worker(q, registry, concurrency=5, worker_id="demo-worker", poll_interval=0.1)
+        runner = threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                pending = sum(1 for t in (q.get(i) for i in ids) if t.status in ("queued", "running"))
+                if not pending:
+                    break
+                time.sleep(0.05)
+        finally:
+            w.stop()
+            runner.join(30)
+        done = [q.get(i) for i in ids]
+        for status in ("completed", "failed"):
+            n = sum(t.status == status for t in done)
+            click.echo(f"{status:>10}: {n}")
+        dead = next((t for t in done if t.status == "failed"), None)
+        if dead is not None:
+            click.echo(f"a dead letter: task {dead.id} ({dead.type}) after {dead.attempts} attempts: {dead.error}")
+        click.echo("\nqueue stats:")
+        s = q.stats()
+        _table(["status", "tasks"], [(k, s[k]) for k in STATUSES])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
