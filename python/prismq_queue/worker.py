@@ -22,8 +22,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ._prismq_queue import Queue, Task
 from .errors import InvalidArgument, LeaseLost, QueueError, TaskNotFound
@@ -40,13 +39,15 @@ class TaskCancelled(Exception):
 class TaskContext:
     """What a handler receives: the task, its payload, progress/log reporting and cancellation."""
 
-    __slots__ = ("task", "worker_id", "_queue", "_cancel", "_loop_task")
+    __slots__ = ("task", "worker_id", "_queue", "_cancelled", "_loop_task")
 
     def __init__(self, task: Task, queue: Queue, worker_id: str) -> None:
         self.task = task
         self.worker_id = worker_id
         self._queue = queue
-        self._cancel = threading.Event()
+        # A plain flag, not a threading.Event: one is made per task, and an Event (a Condition and
+        # a lock) cost more than a no-op handler. Handlers poll it; nobody waits on it.
+        self._cancelled = False
         self._loop_task: asyncio.Future[Any] | None = None
 
     @property
@@ -56,14 +57,14 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once the task was cancelled, timed out, or this worker lost its lease: stop soon."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def progress(self, percent: float | None = None, step: str | None = None, message: str | None = None) -> None:
         """Persist progress on the task (percent in 0..100, a step name, a message)."""
         try:
             self._queue.progress(self.task, percent, step=step, message=message)
         except LeaseLost:
-            self._cancel.set()
+            self._cancelled = True
 
     def log(self, message: str, level: str = "info", details: Any = None) -> None:
         """Append a line to the task's log (also sent to the ``prismq_queue.task`` logger)."""
@@ -79,23 +80,25 @@ class TaskContext:
             pass
 
     def _set_cancelled(self) -> None:
-        self._cancel.set()
+        self._cancelled = True
         fut = self._loop_task
         if fut is not None and not fut.done():
             fut.get_loop().call_soon_threadsafe(fut.cancel)
 
 
-@dataclass(eq=False)
 class _Running:
-    ctx: TaskContext
-    started: float
-    deadline: float | None  # monotonic time after which the attempt has timed out
-    lease_renew_at: float
-    finished: bool = False  # acknowledged (or handed back): late results are ignored
+    """One task this worker holds. (Plain class with slots: one is made per task.)"""
+
+    __slots__ = ("ctx", "deadline", "lease_renew_at", "finished")
+
+    def __init__(self, ctx: TaskContext, deadline: float | None, lease_renew_at: float) -> None:
+        self.ctx = ctx
+        self.deadline = deadline  # monotonic time after which the attempt has timed out
+        self.lease_renew_at = lease_renew_at
+        self.finished = False  # acknowledged (or handed back): late results are ignored
 
 
-@dataclass(eq=False)
-class _Done:
+class _Done(NamedTuple):
     running: _Running
     ok: bool
     value: Any  # result, or the exception
@@ -302,12 +305,7 @@ class Worker:
         ctx = TaskContext(task, self.queue, self.worker_id)
         now = time.monotonic()
         timeout = task.timeout
-        run = _Running(
-            ctx=ctx,
-            started=now,
-            deadline=now + timeout if timeout else None,
-            lease_renew_at=now + self.lease / 2,
-        )
+        run = _Running(ctx, now + timeout if timeout else None, now + self.lease / 2)
         self._running[task.id] = run
         try:
             handler = self.registry.get_handler(task.type)
