@@ -3,7 +3,10 @@
 
 use super::errors::invalid;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDateTime, PyDelta, PyDeltaAccess, PyFloat, PyInt, PyString, PyTzInfo};
+use pyo3::types::{
+    PyBool, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+    PyTzInfo,
+};
 use serde_json::{Map, Value};
 
 fn type_name(obj: &Bound<PyAny>) -> String {
@@ -20,34 +23,115 @@ pub fn to_json(obj: &Bound<PyAny>, what: &str) -> PyResult<String> {
 }
 
 pub fn to_value(obj: &Bound<PyAny>, what: &str) -> PyResult<Value> {
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        if !f.value().is_finite() {
-            return Err(invalid(format!(
-                "{what} is not JSON-serialisable: {} is not a finite number",
-                f.value()
-            )));
+    json_value(obj, 0).map_err(|e| {
+        let mut at: String = e.path.iter().rev().take(10).map(String::as_str).collect();
+        if e.path.len() > 10 {
+            at.push_str("[...]");
         }
-    }
-    pythonize::depythonize::<Value>(obj).map_err(|e| {
         invalid(format!(
-            "{what} is not JSON-serialisable ({e}); pass dicts, lists, strings, numbers, booleans and None only"
+            "{what}{at} is not JSON-serialisable: {}; pass dicts, lists, strings, numbers, booleans and None only",
+            e.why
         ))
-    })
-    .and_then(|v| {
-        if has_non_finite(&v) {
-            Err(invalid(format!("{what} is not JSON-serialisable: it holds NaN or infinity")))
-        } else {
-            Ok(v)
-        }
     })
 }
 
-fn has_non_finite(v: &Value) -> bool {
-    match v {
-        Value::Array(a) => a.iter().any(has_non_finite),
-        Value::Object(o) => o.values().any(has_non_finite),
-        _ => false,
+/// Nesting deeper than this is refused (it also stops a list that contains itself).
+const MAX_JSON_DEPTH: usize = 200;
+
+/// Why a value is not JSON, and where: `path` holds `[1]`, `['a']` from the innermost out.
+struct NotJson {
+    path: Vec<String>,
+    why: String,
+}
+
+impl From<PyErr> for NotJson {
+    fn from(e: PyErr) -> Self {
+        NotJson {
+            path: Vec::new(),
+            why: e.to_string(),
+        }
     }
+}
+
+fn not_json(why: String) -> NotJson {
+    NotJson {
+        path: Vec::new(),
+        why,
+    }
+}
+
+/// What `json.dumps` accepts, minus its lossy corners: None, bool, int, finite float, str, list,
+/// tuple and dict with string keys. Sets, NaN/infinity, bytes and other objects are refused
+/// (never stored changed), and the error says where they were found.
+fn json_value(obj: &Bound<PyAny>, depth: usize) -> Result<Value, NotJson> {
+    if depth > MAX_JSON_DEPTH {
+        return Err(not_json(format!(
+            "it is nested more than {MAX_JSON_DEPTH} levels deep (or contains itself)"
+        )));
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Err(not_json(format!(
+            "the integer {obj} does not fit in 64 bits"
+        )));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        let v = f.value();
+        return serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| not_json(format!("{v} is not a finite number")));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::String(s.to_str()?.to_string()));
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut out = Vec::with_capacity(obj.len()?);
+        for (i, item) in obj.try_iter()?.enumerate() {
+            out.push(json_value(&item?, depth + 1).map_err(|mut e| {
+                e.path.push(format!("[{i}]"));
+                e
+            })?);
+        }
+        return Ok(Value::Array(out));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut out = Map::new();
+        for (k, v) in d.iter() {
+            let key = match k.cast::<PyString>() {
+                Ok(s) => s.to_str()?.to_string(),
+                Err(_) => {
+                    return Err(not_json(format!(
+                        "its keys must be strings, got the {} key {k}",
+                        type_name(&k)
+                    )))
+                }
+            };
+            let v = json_value(&v, depth + 1).map_err(|mut e| {
+                e.path.push(format!(
+                    "[{}]",
+                    k.repr().map(|r| r.to_string()).unwrap_or_default()
+                ));
+                e
+            })?;
+            out.insert(key, v);
+        }
+        return Ok(Value::Object(out));
+    }
+    Err(not_json(format!(
+        "type {} is not supported",
+        type_name(obj)
+    )))
 }
 
 pub fn to_object(obj: &Bound<PyAny>, what: &str) -> PyResult<Map<String, Value>> {

@@ -261,13 +261,13 @@ impl PyQueue {
 impl PyQueue {
     #[new]
     #[pyo3(signature = (path=None, *, busy_timeout=60.0, synchronous="normal",
-                        max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES, stale_worker_after=30.0))]
+                        max_payload_bytes=None, stale_worker_after=30.0))]
     fn new(
         py: Python<'_>,
         path: Option<&Bound<PyAny>>,
         busy_timeout: f64,
         synchronous: &str,
-        max_payload_bytes: usize,
+        max_payload_bytes: Option<&Bound<PyAny>>,
         stale_worker_after: f64,
     ) -> PyResult<Self> {
         let path: String = match path.filter(|p| !p.is_none()) {
@@ -282,6 +282,17 @@ impl PyQueue {
                 "busy_timeout must be a number of seconds >= 0, got {busy_timeout}"
             )));
         }
+        let max_payload_bytes = match max_payload_bytes.filter(|m| !m.is_none()) {
+            None => DEFAULT_MAX_PAYLOAD_BYTES,
+            Some(m) => match int_arg(m, "max_payload_bytes")? {
+                n if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+                n => {
+                    return Err(invalid(format!(
+                        "max_payload_bytes must be a positive number of bytes, got {n}"
+                    )))
+                }
+            },
+        };
         if !(stale_worker_after.is_finite() && stale_worker_after > 0.0) {
             return Err(invalid(
                 "stale_worker_after must be a positive number of seconds",
@@ -434,7 +445,7 @@ impl PyQueue {
 
     fn get(&self, py: Python<'_>, task_id: i64) -> PyResult<PyTask> {
         let q = self.q()?;
-        Ok(PyTask::new(py.detach(move || q.get(task_id)).py()?))
+        Ok(PyTask::snapshot(py.detach(move || q.get(task_id)).py()?))
     }
 
     /// The task holding `idempotency_key`, or None.
@@ -443,7 +454,7 @@ impl PyQueue {
         Ok(py
             .detach(move || q.find_by_idempotency_key(&idempotency_key))
             .py()?
-            .map(PyTask::new))
+            .map(PyTask::snapshot))
     }
 
     #[pyo3(signature = (*, status=None, r#type=None, queue=None, limit=100, after_id=None, order="asc"))]
@@ -481,7 +492,7 @@ impl PyQueue {
         };
         let q = self.q()?;
         let rows = py.detach(move || q.list(&f)).py()?;
-        tasks_to_py(py, rows)
+        PyList::new(py, rows.into_iter().map(PyTask::snapshot))
     }
 
     #[pyo3(signature = (*, queue=None))]

@@ -28,6 +28,13 @@ impl PyTask {
         }
     }
 
+    /// A task read with `get`, `find` or `list`: the lease token stays with the claim that holds
+    /// it, so a reader can never complete, fail or renew a task it did not claim.
+    pub fn snapshot(mut row: TaskRow) -> PyTask {
+        row.lease_token = None;
+        PyTask::new(row)
+    }
+
     pub fn lease(&self) -> Option<crate::ack::Lease> {
         self.row.lease_token.map(|token| crate::ack::Lease {
             task_id: self.row.id,
