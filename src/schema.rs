@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use rusqlite::{Connection, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -110,6 +110,28 @@ CREATE TABLE legacy_imports (
     task_id   INTEGER NOT NULL,
     PRIMARY KEY (source, legacy_id)
 );
+"#;
+
+/// V2: runs of the task manager adapter (`RunRegistry`, `QueuedTaskManager`).
+const V2: &str = r#"
+-- One row per run id. `data` holds the whole run as JSON (the registry's model); the other
+-- columns copy what the registry's queries filter and sort on. A run started by the manager is
+-- also a task (idempotency_key = run_id); this table is the run's own record.
+CREATE TABLE runs (
+    run_id       TEXT PRIMARY KEY,
+    module_id    TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,             -- ms since epoch, UTC
+    completed_at INTEGER,                      -- ms since epoch, UTC; NULL until the run finished
+    updated_at   INTEGER NOT NULL,
+    data         TEXT NOT NULL                 -- JSON object
+);
+-- Each registry query walks one index in its ORDER BY order (rowid breaks ties: insertion order).
+CREATE INDEX runs_created   ON runs (created_at);                                              -- recent runs
+CREATE INDEX runs_active    ON runs (created_at) WHERE status IN ('queued', 'running');        -- active runs
+CREATE INDEX runs_status    ON runs (status, created_at);                                      -- runs by status
+CREATE INDEX runs_module    ON runs (module_id, created_at);                                   -- runs by module
+CREATE INDEX runs_completed ON runs (completed_at) WHERE completed_at IS NOT NULL;             -- cleanup by age
 "#;
 
 /// Bring the file up to `SCHEMA_VERSION`, or refuse a file from a newer library.

@@ -37,7 +37,15 @@ from .registry import HandlerInfo, TaskHandlerRegistry
 from .worker import TaskCancelled, TaskContext, Worker
 
 # Loaded on first use: they pull in pydantic, which plain queue users need not pay for.
-_LAZY = {"WorkerSettings": "config"}
+_LAZY = {
+    "WorkerSettings": "config",
+    "Run": "runs",
+    "RunStatus": "runs",
+    "RunRegistry": "runs",
+    "QueuedTaskManager": "manager",
+    "BackgroundTaskManager": "manager",
+    "create_task_manager": "manager",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -72,6 +80,12 @@ __all__ = [
     "TaskContext",
     "TaskCancelled",
     "WorkerSettings",
+    "Run",
+    "RunStatus",
+    "RunRegistry",
+    "QueuedTaskManager",
+    "BackgroundTaskManager",
+    "create_task_manager",
     "SCHEMA_VERSION",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MIN_PRIORITY",

@@ -237,3 +237,60 @@ class Queue:
     def analyze(self) -> None: ...
     def integrity_check(self) -> list[str]: ...
     def purge(self, *, older_than: Seconds, statuses: Sequence[StatusName] | None = ("completed",)) -> int: ...
+
+    # runs of the task manager adapter (used by RunRegistry and QueuedTaskManager)
+    def save_run(
+        self,
+        run_id: str,
+        module_id: str,
+        status: str,
+        created_at: datetime,
+        data: str | Mapping[str, JSON],
+        *,
+        completed_at: datetime | None = None,
+    ) -> None:
+        """Insert or replace a run of the run registry; ``data`` is the whole run (JSON object)."""
+    def load_run(self, run_id: str) -> str | None:
+        """The JSON text of a run, or None."""
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        module_id: str | None = None,
+        active: bool = False,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[str]:
+        """JSON texts of runs by creation time, filtered by at most one of status, module_id and
+        active (queued or running)."""
+    def delete_run(self, run_id: str) -> bool: ...
+    def purge_runs(self, completed_before: Instant) -> int:
+        """Delete runs that finished before ``completed_before``; returns how many."""
+    def start_run(
+        self,
+        run_id: str,
+        type: str,
+        payload: JSON = None,
+        *,
+        worker_id: str,
+        queue: str = "runs",
+        lease: Seconds | None = 60.0,
+        rerun_attempts: int = 3,
+        takeover_from: Sequence[str] | None = None,
+    ) -> Task:
+        """Insert the task of an in-process run (idempotency key = ``run_id``), or restart the row
+        of an earlier run with that id (attempts + 1), directly in ``running`` with a fresh lease
+        for ``worker_id``, in one transaction. The returned Task carries the lease, for
+        complete/fail/renew. ``InvalidArgument`` while another holder runs the same id with a live
+        lease (unless it is listed in ``takeover_from``)."""
+    def recover_runs(
+        self,
+        *,
+        queue: str = "runs",
+        rerun_types: Sequence[str] | None = None,
+        rerun_queue: str = "default",
+        dead_holders: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Interrupted runs of ``queue`` (lease expired, holder in ``dead_holders``, or put back by
+        the rescuer): re-queued in ``rerun_queue`` when their type is in ``rerun_types``, else
+        failed as interrupted. One dict per run: task_id, run_id, type, holder, requeued, error."""

@@ -4,6 +4,7 @@
 mod convert;
 mod errors;
 mod queue;
+mod runs;
 mod task;
 
 use pyo3::prelude::*;

@@ -902,4 +902,163 @@ impl PyQueue {
         let q = self.q()?;
         py.detach(move || q.purge(ms, &statuses)).py()
     }
+
+    /// Import the older Python queue's file (see `crate::legacy`). Returns the report as a dict.
+    /// The GIL is released while importing; it is taken back only to call `progress(done, total)`
+    /// after each batch (and to let Ctrl-C stop the import between batches: committed batches
+    /// stay, and running it again resumes).
+    #[pyo3(signature = (path, *, progress=None, batch_size=1000))]
+    fn import_legacy<'py>(
+        &self,
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        progress: Option<Py<PyAny>>,
+        batch_size: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if batch_size < 1 {
+            return Err(invalid(format!(
+                "batch_size must be at least 1, got {batch_size}"
+            )));
+        }
+        let source = path.to_string_lossy().into_owned();
+        let q = self.q()?;
+        let mut raised: Option<PyErr> = None;
+        let report = py.detach(|| {
+            let mut cb = |done: u64, total: u64| -> crate::error::Result<()> {
+                Python::attach(|py| {
+                    let r = py.check_signals().and_then(|_| match &progress {
+                        Some(f) => f.call1(py, (done, total)).map(drop),
+                        None => Ok(()),
+                    });
+                    r.map_err(|e| {
+                        raised = Some(e);
+                        crate::error::Error::Database("import-legacy stopped by the caller".into())
+                    })
+                })
+            };
+            q.import_legacy_with(&source, batch_size as usize, &mut cb)
+        });
+        if let Some(e) = raised {
+            return Err(e);
+        }
+        let report = report.py()?;
+        pythonize::pythonize(py, &report).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Check an old file and count what it holds, without importing or writing anything.
+    #[staticmethod]
+    fn inspect_legacy<'py>(
+        py: Python<'py>,
+        path: std::path::PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let source = path.to_string_lossy().into_owned();
+        let info = py
+            .detach(move || crate::legacy::inspect_legacy(&source))
+            .py()?;
+        pythonize::pythonize(py, &info).map_err(|e| invalid(e.to_string()))
+    }
+
+    // ---- runs of the task manager adapter (see crate::runs; forwarded to python/runs.rs)
+
+    /// Insert or replace a run of the run registry (`data`: the whole run, JSON text or a dict).
+    #[pyo3(signature = (run_id, module_id, status, created_at, data, *, completed_at=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn save_run(
+        &self,
+        py: Python<'_>,
+        run_id: &Bound<PyAny>,
+        module_id: &Bound<PyAny>,
+        status: &Bound<PyAny>,
+        created_at: &Bound<PyAny>,
+        data: &Bound<PyAny>,
+        completed_at: Option<&Bound<PyAny>>,
+    ) -> PyResult<()> {
+        let q = self.q()?;
+        super::runs::save_run(
+            py,
+            q,
+            run_id,
+            module_id,
+            status,
+            created_at,
+            data,
+            completed_at,
+        )
+    }
+
+    /// The JSON text of a run, or None.
+    fn load_run(&self, py: Python<'_>, run_id: String) -> PyResult<Option<String>> {
+        super::runs::load_run(py, self.q()?, run_id)
+    }
+
+    /// JSON texts of runs, oldest first (or newest first), filtered by at most one of
+    /// `status`, `module_id` and `active` (queued or running).
+    #[pyo3(signature = (*, status=None, module_id=None, active=false, newest_first=false, limit=None))]
+    fn list_runs(
+        &self,
+        py: Python<'_>,
+        status: Option<String>,
+        module_id: Option<String>,
+        active: bool,
+        newest_first: bool,
+        limit: Option<i64>,
+    ) -> PyResult<Vec<String>> {
+        let q = self.q()?;
+        super::runs::list_runs(py, q, status, module_id, active, newest_first, limit)
+    }
+
+    fn delete_run(&self, py: Python<'_>, run_id: String) -> PyResult<bool> {
+        super::runs::delete_run(py, self.q()?, run_id)
+    }
+
+    /// Delete runs that finished before `completed_before` (a datetime). Returns how many.
+    fn purge_runs(&self, py: Python<'_>, completed_before: &Bound<PyAny>) -> PyResult<usize> {
+        super::runs::purge_runs(py, self.q()?, completed_before)
+    }
+
+    /// Insert (or restart) the task row of an in-process run directly in `running`, leased to
+    /// `worker_id`. Returns the Task with its lease, for complete/fail/renew.
+    #[pyo3(signature = (run_id, r#type, payload=None, *, worker_id, queue="runs", lease=None,
+                        rerun_attempts=3, takeover_from=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_run(
+        &self,
+        py: Python<'_>,
+        run_id: &Bound<PyAny>,
+        r#type: &Bound<PyAny>,
+        payload: Option<&Bound<PyAny>>,
+        worker_id: &Bound<PyAny>,
+        queue: &str,
+        lease: Option<&Bound<PyAny>>,
+        rerun_attempts: i64,
+        takeover_from: Option<&Bound<PyAny>>,
+    ) -> PyResult<PyTask> {
+        let q = self.q()?;
+        super::runs::start_run(
+            py,
+            q,
+            run_id,
+            r#type,
+            payload,
+            worker_id,
+            queue,
+            lease,
+            rerun_attempts,
+            takeover_from,
+        )
+    }
+
+    /// Re-queue (types in `rerun_types`) or fail the interrupted runs of `queue`.
+    #[pyo3(signature = (*, queue="runs", rerun_types=None, rerun_queue="default", dead_holders=None))]
+    fn recover_runs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: &str,
+        rerun_types: Option<&Bound<'py, PyAny>>,
+        rerun_queue: &str,
+        dead_holders: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let q = self.q()?;
+        super::runs::recover_runs(py, q, queue, rerun_types, rerun_queue, dead_holders)
+    }
 }

@@ -1,0 +1,983 @@
+"""The task manager adapter: ``QueuedTaskManager``, a drop-in for an in-memory ``BackgroundTaskManager``.
+
+An application that runs background work as coroutines in its own process
+(``mgr.start_task(run, coro)``) keeps doing exactly that; the queue-backed manager adds:
+
+* every started run is also a task row of the queue file (type = the run's ``module_id``,
+  payload = its ``parameters``, idempotency key = its ``run_id``), inserted directly in
+  ``running`` and leased to this process, so other processes, the REST API and the dashboard see
+  it and no worker ever claims it while it runs here. Its status follows the run's;
+* durable work: ``register_task`` / ``schedule_task`` put tasks in the file that workers in any
+  process execute, including a worker embedded in this manager when it has handlers;
+* crash recovery: a run whose process died is re-run by a durable handler of its type when one is
+  registered, otherwise marked failed with an error saying it was interrupted;
+* ``create_task_manager``: the one setting that switches between the two managers.
+
+When recovery runs
+------------------
+``await mgr.recover()`` runs it explicitly (call it at start-up, after ``register_task``).
+Without it, recovery runs automatically on the first ``start_task``, ``schedule_task`` or
+``get_task_status`` (so register durable handlers before starting work), and again every
+``recover_interval`` seconds while the manager is in use, for runs of other processes whose
+leases expired. A run is interrupted when its row is still ``running`` but its lease expired or
+its holder is a process of this host that no longer exists, or when the rescuer of a claim already
+put it back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Union
+
+from ._prismq_queue import Queue, Task
+from .errors import InvalidArgument, LeaseLost, QueueError, TaskNotFound
+from .registry import TaskHandlerRegistry
+from .runs import RunStatus, utc_now
+from .worker import Worker, _describe, _is_async
+
+log = logging.getLogger("prismq_queue.manager")
+
+__all__ = ["QueuedTaskManager", "BackgroundTaskManager", "create_task_manager", "RUNS_QUEUE"]
+
+#: The queue in which in-process runs are mirrored.
+RUNS_QUEUE = "runs"
+
+_HOST = socket.gethostname()
+# Tokens of the managers alive in this process: a holder id of this host and this pid whose token
+# is not here belongs to an earlier process that had the same pid (a restarted container).
+_LIVE_TOKENS: set[str] = set()
+
+_TRUE = {"1", "true", "yes", "on", "queue"}
+_FALSE = {"0", "false", "no", "off", "", "legacy", "memory"}
+
+
+# ---------------------------------------------------------------------------- run helpers
+def _fields(run: Any) -> Optional[Mapping[str, Any]]:
+    return getattr(type(run), "model_fields", None)
+
+
+def _has(run: Any, name: str) -> bool:
+    fields = _fields(run)
+    if fields is not None:
+        return name in fields
+    return hasattr(run, name)
+
+
+def _status_like(run: Any, status: RunStatus) -> Any:
+    """``status`` as a member of the run's own status enum, when it has one (so an app's own
+    pydantic model keeps values of its own type), else ``RunStatus``."""
+    current = getattr(run, "status", None)
+    cls = type(current)
+    if isinstance(current, str) and not isinstance(current, Enum):
+        return status.value  # the app's Run keeps statuses as plain strings
+    if isinstance(current, Enum) and cls is not RunStatus:
+        try:
+            return cls(status.value)
+        except ValueError:
+            try:
+                return cls[status.name]
+            except KeyError:
+                pass
+    return status
+
+
+def _set(run: Any, **values: Any) -> None:
+    """Set the fields the run has (an app's own, leaner Run may lack some)."""
+    for name, value in values.items():
+        if name == "status":
+            run.status = _status_like(run, value)
+        elif _has(run, name):
+            setattr(run, name, value)
+
+
+def _as_utc(value: Any) -> Optional[datetime]:
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _status_of(run: Any) -> str:
+    s = getattr(run, "status", None)
+    return str(getattr(s, "value", s))
+
+
+def _mark_running(run: Any) -> None:
+    _set(run, status=RunStatus.RUNNING, started_at=utc_now(), completed_at=None, duration_seconds=None)
+
+
+def _mark_finished(run: Any, status: RunStatus, error: Optional[BaseException], at: Optional[datetime] = None) -> None:
+    at = at or utc_now()
+    started = _as_utc(getattr(run, "started_at", None))
+    values: Dict[str, Any] = {"status": status, "completed_at": at}
+    if started is not None:
+        values["duration_seconds"] = max(0.0, (at - started).total_seconds())
+    if status is RunStatus.COMPLETED:
+        values["exit_code"] = 0
+    elif status is RunStatus.FAILED and error is not None:
+        values["error_message"] = str(error)
+    _set(run, **values)
+
+
+def _close(coro: Any) -> None:
+    close = getattr(coro, "close", None)
+    if close is not None and inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        close()
+
+
+class _Outcome(Enum):
+    COMPLETED = RunStatus.COMPLETED
+    FAILED = RunStatus.FAILED
+    CANCELLED = RunStatus.CANCELLED
+
+
+# ---------------------------------------------------------------------------- the shared contract
+class _State:
+    """One started run: what the wrapper and the bookkeeping need."""
+
+    __slots__ = ("run", "run_id", "coro", "task", "entered")
+
+    def __init__(self, run: Any, coro: Awaitable[Any]) -> None:
+        self.run = run
+        self.run_id: str = run.run_id
+        self.coro = coro
+        self.task: Optional[asyncio.Task[None]] = None
+        self.entered = False  # the wrapper started (a task cancelled before its first step never does)
+
+
+class _ManagerBase:
+    """The behaviour both managers share: the in-memory manager's contract."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self.tasks: Dict[str, asyncio.Task[None]] = {}
+
+    # -- hooks (the queue-backed manager fills them in)
+    def _check_open(self) -> None:
+        return None
+
+    def _new_state(self, run: Any, coro: Awaitable[Any]) -> _State:
+        return _State(run, coro)
+
+    def _register(self, state: _State) -> None:
+        return None
+
+    async def _on_started(self, state: Any) -> None:
+        return None
+
+    async def _on_finished(self, state: Any, outcome: "_Outcome", error: Optional[BaseException], result: Any) -> None:
+        return None
+
+    def _finish_unstarted(self, state: Any) -> None:
+        return None
+
+    # -- the contract
+    def start_task(self, run: Any, coro: Awaitable[Any]) -> str:
+        """Run ``coro`` in the background and track it as ``run``; returns ``run.run_id`` at once.
+
+        Must be called while an event loop runs. The run goes RUNNING when the coroutine starts,
+        then COMPLETED (``exit_code = 0``), FAILED (``error_message = str(exc)``) or CANCELLED,
+        each saved with ``registry.update_run(run)``. A run id may be started again once its
+        earlier run has finished; starting one that is still active raises ``InvalidArgument``.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+            self._check_open()
+            run_id = getattr(run, "run_id", None)
+            if not isinstance(run_id, str) or not run_id:
+                raise InvalidArgument(f"run.run_id must be a non-empty string, got {run_id!r}")
+            if run_id in self.tasks:
+                raise InvalidArgument(
+                    f"run {run_id!r} is still active in this manager: cancel it or wait for it to finish "
+                    "before starting it again"
+                )
+            state = self._new_state(run, coro)
+        except BaseException:
+            _close(coro)
+            raise
+        task = loop.create_task(self._execute(state), name=f"prismq-run-{run_id}")
+        state.task = task
+        self.tasks[run_id] = task
+        self._register(state)
+        task.add_done_callback(functools.partial(self._task_done, state))
+        log.debug("run %s started (%d active)", run_id, len(self.tasks))
+        return run_id
+
+    async def _execute(self, state: _State) -> None:
+        state.entered = True
+        run, run_id = state.run, state.run_id
+        outcome = _Outcome.CANCELLED
+        error: Optional[BaseException] = None
+        result: Any = None
+        awaited = False
+        try:
+            _mark_running(run)
+            self.registry.update_run(run)
+            await self._on_started(state)
+            awaited = True
+            result = await state.coro
+            outcome = _Outcome.COMPLETED
+        except asyncio.CancelledError:
+            outcome = _Outcome.CANCELLED
+            raise
+        except Exception as e:  # noqa: BLE001 - the run's failure, recorded on the run
+            outcome, error = _Outcome.FAILED, e
+            log.warning("run %s failed: %s", run_id, _describe(e))
+        except BaseException as e:  # KeyboardInterrupt, SystemExit: recorded, then let through
+            outcome, error = _Outcome.FAILED, e
+            raise
+        finally:
+            if not awaited:
+                _close(state.coro)
+            try:
+                self._record_end(run, outcome, error)
+                await self._on_finished(state, outcome, error, result)
+            finally:
+                if self.tasks.get(run_id) is state.task:
+                    del self.tasks[run_id]
+
+    def _record_end(self, run: Any, outcome: "_Outcome", error: Optional[BaseException]) -> None:
+        try:
+            _mark_finished(run, outcome.value, error)
+            self.registry.update_run(run)
+        except Exception as e:  # noqa: BLE001 - never leave the run in `tasks`
+            log.error("run %s: could not record its end (%s): %s", run.run_id, outcome.value.value, e)
+
+    def _task_done(self, state: _State, task: "asyncio.Task[None]") -> None:
+        """A task cancelled before its first step never ran the wrapper: record its end here."""
+        if state.entered:
+            return
+        _close(state.coro)
+        self._record_end(state.run, _Outcome.CANCELLED, None)
+        self._finish_unstarted(state)
+        if self.tasks.get(state.run_id) is task:
+            del self.tasks[state.run_id]
+
+    async def cancel_task(self, run_id: str) -> bool:
+        """Cancel an active run and wait until it has stopped: True. False for an unknown or finished run."""
+        task = self.tasks.get(run_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.wait({task})
+        return True
+
+    async def wait_all(self) -> None:
+        """Return once every active run has finished (runs started meanwhile included). A run's
+        exception never propagates from here."""
+        me = asyncio.current_task()
+        while True:
+            pending = [t for t in self.tasks.values() if t is not me and not t.done()]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def get_active_task_count(self) -> int:
+        return len(self.tasks)
+
+    def get_active_task_ids(self) -> List[str]:
+        return list(self.tasks)
+
+    def is_task_active(self, run_id: str) -> bool:
+        return run_id in self.tasks
+
+    async def __aenter__(self) -> "_ManagerBase":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel the runs still active (they end CANCELLED) and wait for them to stop."""
+        await self._cancel_all()
+
+    async def _cancel_all(self) -> None:
+        me = asyncio.current_task()
+        pending = [t for t in self.tasks.values() if t is not me]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+class BackgroundTaskManager(_ManagerBase):
+    """The plain in-memory manager: runs coroutines in this process and tracks them in the
+    registry, nothing more. ``create_task_manager`` returns it when the queue is switched off,
+    so rolling back does not need the application's own class. It also fills ``started_at``,
+    ``completed_at`` and ``duration_seconds``, as ``QueuedTaskManager`` does."""
+
+
+# ---------------------------------------------------------------------------- the queue-backed manager
+def _parse_holder(holder: str) -> Optional[tuple[str, int, str]]:
+    try:
+        host, pid, kind, token = holder.rsplit("-", 3)
+    except ValueError:
+        return None
+    if kind != "runs" or not pid.isdigit():
+        return None
+    return host, int(pid), token
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":  # no cheap, safe probe: rely on the lease expiring
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def _holder_is_dead(holder: Optional[str]) -> bool:
+    """True when ``holder`` is a manager of this host whose process is known to be gone."""
+    if not holder:
+        return False
+    parsed = _parse_holder(holder)
+    if parsed is None:
+        return False
+    host, pid, token = parsed
+    if host != _HOST:
+        return False
+    if pid == os.getpid():
+        return token not in _LIVE_TOKENS
+    return not _pid_alive(pid)
+
+
+def _jsonable_parameters(run: Any) -> Any:
+    params = getattr(run, "parameters", None)
+    if params is None:
+        return {}
+    if hasattr(run, "model_dump"):
+        try:
+            return run.model_dump(mode="json", include={"parameters"}).get("parameters", {})
+        except Exception:  # noqa: BLE001 - fall back to a plain conversion below
+            pass
+    return json.loads(json.dumps(params, default=str))
+
+
+class _Entry(_State):
+    """One in-process run of a QueuedTaskManager."""
+
+    __slots__ = ("start_error", "row", "renew_at", "lost", "finishing")
+
+    def __init__(self, run: Any, coro: Awaitable[Any]) -> None:
+        super().__init__(run, coro)
+        self.start_error: Optional[Exception] = None
+        self.row: Optional[Task] = None
+        self.renew_at = 0.0
+        self.lost: Optional[str] = None  # why the row is no longer ours (cancelled elsewhere, taken over)
+        self.finishing = False
+
+
+class QueuedTaskManager(_ManagerBase):
+    """``BackgroundTaskManager``'s contract, with every run mirrored as a task row of ``queue``,
+    durable tasks executed by workers of any process, and crash recovery.
+
+    ``queue``: a ``Queue`` or a path (then the manager opens it and closes it in ``close()``).
+    ``registry``: a ``RunRegistry`` or any object with ``update_run`` (and, for recovery to update
+    runs, ``get_run`` and ``get_active_runs``). Options:
+
+    * ``handlers``: the ``TaskHandlerRegistry`` that ``register_task`` fills (a new one by default);
+    * ``queue_name``: the queue ``schedule_task`` uses and re-runs go to (``"default"``);
+    * ``runs_queue``: the queue in-process runs are mirrored in (``"runs"``);
+    * ``lease``: seconds of a run row's lease, renewed every third of it by a thread (60);
+    * ``rerun_attempts``: attempts a re-run of an interrupted run gets (3);
+    * ``max_attempts``: default ``max_attempts`` of scheduled tasks (5);
+    * ``worker_options``: keyword arguments of the embedded ``Worker`` (``concurrency``, ``lease``,
+      ``poll_interval``, ``shutdown_grace``, ``queues``, ...);
+    * ``auto_recover``: recover on first use (True); ``recover_interval``: seconds between later
+      recoveries (``lease``; None to turn them off); ``check_interval``: seconds between checks that
+      an active run's row was not cancelled from elsewhere (1.0).
+    """
+
+    def __init__(
+        self,
+        queue: Union[Queue, str, "os.PathLike[str]"],
+        registry: Any,
+        *,
+        handlers: Optional[TaskHandlerRegistry] = None,
+        queue_name: str = "default",
+        runs_queue: str = RUNS_QUEUE,
+        lease: float = 60.0,
+        rerun_attempts: int = 3,
+        max_attempts: int = 5,
+        worker_options: Optional[Mapping[str, Any]] = None,
+        auto_recover: bool = True,
+        recover_interval: Optional[float] = -1.0,
+        check_interval: float = 1.0,
+    ) -> None:
+        super().__init__(registry)
+        if not callable(getattr(registry, "update_run", None)):
+            raise InvalidArgument("registry must have an update_run(run) method (a RunRegistry or the app's own registry)")
+        for name, value in (("lease", lease), ("check_interval", check_interval)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise InvalidArgument(f"{name} must be a positive number of seconds, got {value!r}")
+        for name, value in (("queue_name", queue_name), ("runs_queue", runs_queue)):
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+        if queue_name == runs_queue:
+            raise InvalidArgument("queue_name and runs_queue must differ: re-runs leave the runs queue")
+        if isinstance(queue, Queue):
+            self.queue = queue
+            self._owns_queue = False
+        elif isinstance(queue, (str, os.PathLike)):
+            self.queue = Queue(queue)
+            self._owns_queue = True
+        else:
+            raise InvalidArgument(f"queue must be a Queue or a path, got {type(queue).__name__}")
+        self.handlers = handlers if handlers is not None else TaskHandlerRegistry()
+        self.queue_name = queue_name
+        self.runs_queue = runs_queue
+        self.lease = float(lease)
+        self.rerun_attempts = int(rerun_attempts)
+        self.max_attempts = int(max_attempts)
+        self.worker_options = dict(worker_options or {})
+        self.auto_recover = bool(auto_recover)
+        self.recover_interval = self.lease if recover_interval == -1.0 else recover_interval
+        self.check_interval = float(check_interval)
+        self._token = uuid.uuid4().hex[:12]
+        #: The lease holder of this manager's run rows (host-pid-runs-token).
+        self.worker_id = f"{_HOST}-{os.getpid()}-runs-{self._token}"
+        _LIVE_TOKENS.add(self._token)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prismq-manager")
+        self._active: Dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._stop = threading.Event()
+        self._worker: Optional[Worker] = None
+        self._worker_task: Optional[asyncio.Task[None]] = None
+        self._recovered = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        # Threads start here, not on first use: starting a thread can take tens of milliseconds on
+        # a busy machine, and start_task must return at once.
+        self._keeper = threading.Thread(target=self._keep, name=f"prismq-keeper-{self._token}", daemon=True)
+        self._keeper.start()
+        self._executor.submit(lambda: None)
+
+    def __repr__(self) -> str:
+        return f"QueuedTaskManager({self.queue.path!r}, active={len(self.tasks)}, types={sorted(self.handlers.get_registered_types())})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueError("this QueuedTaskManager is closed: create a new one")
+
+    def _ensure_started(self, *, recover: bool) -> asyncio.AbstractEventLoop:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and self._loop.is_running():
+                raise QueueError("a QueuedTaskManager serves one event loop; create one manager per loop")
+            self._loop = loop  # first use, or the earlier loop has ended
+            self._worker, self._worker_task = None, None
+        if self._worker is None and self.handlers.get_registered_types():
+            self._start_worker(loop)
+        if recover and self.auto_recover and not self._recovered:
+            self._recovered = True
+            # Submitted now, so it runs before any row this call goes on to write.
+            fut = self._executor.submit(self._recover_rows)
+            self._spawn(self._apply_recovery(fut))
+        return loop
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        assert self._loop is not None
+        t = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        options = {"worker_id": f"{_HOST}-{os.getpid()}-worker-{self._token}", "shutdown_grace": 10.0}
+        options.update(self.worker_options)
+        self._worker = Worker(self.queue, self.handlers, **options)
+        self._worker_task = loop.create_task(self._worker.run_async(), name="prismq-embedded-worker")
+
+    async def close(self) -> None:
+        """Stop: cancel the runs still active (they end CANCELLED), stop the embedded worker (its
+        running tasks get its ``shutdown_grace`` to finish, then are handed back to the queue), and
+        stop renewing. Call ``wait_all()`` first to let runs finish. Idempotent."""
+        if self._closed:
+            return
+        await self._cancel_all()
+        self._closed = True
+        if self._worker is not None and self._worker_task is not None:
+            self._worker.stop()
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+        for t in list(self._background):
+            t.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        self._stop.set()
+        keeper = self._keeper
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown_threads, keeper)
+        _LIVE_TOKENS.discard(self._token)
+        if self._owns_queue:
+            self.queue.close()
+
+    def _shutdown_threads(self, keeper: Optional[threading.Thread]) -> None:
+        if keeper is not None:
+            keeper.join(timeout=10)
+        self._executor.shutdown(wait=True)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Run a queue call on the manager's thread (in submission order), awaitably."""
+        return asyncio.wrap_future(self._executor.submit(fn, *args))
+
+    # ------------------------------------------------------------------ in-process runs
+    def _new_state(self, run: Any, coro: Awaitable[Any]) -> _Entry:
+        self._ensure_started(recover=True)
+        entry = _Entry(run, coro)
+        # Written before start_task returns (a short write transaction): the run is visible to
+        # every process at once, and a cancellation at any point finds its row.
+        try:
+            self._start_row(entry)
+        except Exception as e:  # noqa: BLE001 - the run fails with it (exceptions never escape start_task)
+            entry.start_error = e
+        return entry
+
+    def _register(self, state: _State) -> None:
+        with self._lock:
+            self._active[state.run_id] = state  # type: ignore[assignment]
+
+    def _forget(self, entry: _Entry) -> None:
+        with self._lock:
+            if self._active.get(entry.run_id) is entry:
+                del self._active[entry.run_id]
+
+    def _start_row(self, entry: _Entry) -> Task:
+        run = entry.run
+        args = (entry.run_id, str(getattr(run, "module_id", None) or "run"), _jsonable_parameters(run))
+        options = dict(worker_id=self.worker_id, queue=self.runs_queue, lease=self.lease, rerun_attempts=self.rerun_attempts)
+        try:
+            row = self.queue.start_run(*args, **options)
+        except InvalidArgument:
+            # Held by another manager: take it over only when that holder is known to be dead
+            # (a crashed process of this host); otherwise the refusal stands.
+            existing = self.queue.find(entry.run_id)
+            holder = existing.locked_by if existing is not None and existing.status == "running" else None
+            if not _holder_is_dead(holder):
+                raise
+            row = self.queue.start_run(*args, takeover_from=[holder], **options)
+        entry.row = row
+        entry.renew_at = time.monotonic() + self.lease / 3
+        return row
+
+    async def _on_started(self, state: _Entry) -> None:
+        if state.start_error is not None:
+            raise state.start_error
+
+    async def _on_finished(self, state: _Entry, outcome: _Outcome, error: Optional[BaseException], result: Any) -> None:
+        state.finishing = True
+        try:
+            self._finish_row(state, outcome, error, result)
+        finally:
+            self._forget(state)
+
+    def _finish_unstarted(self, state: _Entry) -> None:
+        state.finishing = True
+        try:
+            self._finish_row(state, _Outcome.CANCELLED, None, None)
+        finally:
+            self._forget(state)
+
+    def _finish_row(self, entry: _Entry, outcome: _Outcome, error: Optional[BaseException], result: Any) -> None:
+        row = entry.row
+        if row is None:  # the row could not be written: nothing to finish
+            return
+        if entry.lost is not None:
+            log.info("run %s: task %s left as it is (%s)", entry.run_id, row.id, entry.lost)
+            return
+        try:
+            if outcome is _Outcome.COMPLETED:
+                try:
+                    self.queue.complete(row, result)
+                except InvalidArgument:  # a result that is not JSON: the run still completed
+                    self.queue.complete(row, None)
+            elif outcome is _Outcome.FAILED:
+                self.queue.fail(row, _describe(error) if error is not None else "failed", retry=False)
+            else:
+                self.queue.cancel(row.id)
+        except LeaseLost as e:
+            log.warning("run %s: task %s was no longer held by this manager: %s", entry.run_id, row.id, e)
+        except QueueError as e:
+            log.error("run %s: could not record its end on task %s: %s", entry.run_id, row.id, e)
+
+    # ------------------------------------------------------------------ keeper thread
+    def _keep(self) -> None:
+        """Renew the leases of active runs, notice rows cancelled elsewhere, and recover others'
+        interrupted runs now and then. A thread, so a busy event loop cannot let leases lapse."""
+        next_recover = time.monotonic() + (self.recover_interval or 0)
+        while not self._stop.wait(self.check_interval):
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                continue  # not in use yet, or its loop has ended (and its runs with it)
+            with self._lock:
+                entries = [e for e in self._active.values() if e.row is not None and not e.finishing and e.lost is None]
+            now = time.monotonic()
+            for e in entries:
+                row = e.row
+                assert row is not None
+                try:
+                    if now >= e.renew_at:
+                        self.queue.renew(row, self.lease)
+                        e.renew_at = now + self.lease / 3
+                    else:
+                        current = self.queue.get(row.id)
+                        if current.status != "running" or current.locked_by != self.worker_id:
+                            raise LeaseLost(f"task {row.id} is {current.status}, held by {current.locked_by}")
+                except (LeaseLost, TaskNotFound) as err:
+                    if not e.finishing:
+                        self._lose(e, str(err))
+                except QueueError as err:
+                    log.warning("run %s: lease renewal failed: %s", e.run_id, err)
+            if self.recover_interval and now >= next_recover:
+                next_recover = now + self.recover_interval
+                loop = self._loop
+                if loop is not None and loop.is_running() and not self._closed:
+                    try:
+                        asyncio.run_coroutine_threadsafe(self._periodic_recover(), loop)
+                    except RuntimeError:
+                        pass
+
+    def _lose(self, entry: _Entry, why: str) -> None:
+        entry.lost = why
+        log.warning("run %s: its task was cancelled or taken over elsewhere (%s): cancelling the run", entry.run_id, why)
+        loop, task = self._loop, entry.task
+        if loop is not None and task is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
+
+    async def _periodic_recover(self) -> None:
+        try:
+            await self.recover()
+        except QueueError as e:
+            log.warning("periodic recovery failed: %s", e)
+
+    # ------------------------------------------------------------------ recovery
+    async def recover(self) -> List[Dict[str, Any]]:
+        """Handle runs interrupted by a process that died: re-queue them for the durable handler
+        of their type when one is registered here, otherwise mark them failed as interrupted; and
+        bring runs of the registry that are no longer running anywhere up to date with their task.
+        Returns what was done, one dict per interrupted run (task_id, run_id, type, holder,
+        requeued, error)."""
+        self._ensure_started(recover=False)
+        self._recovered = True
+        return await self._apply_recovery(self._executor.submit(self._recover_rows))
+
+    def _recover_rows(self) -> List[Dict[str, Any]]:
+        dead: set[str] = set()
+        after = None
+        while True:
+            page = self.queue.list(status="running", queue=self.runs_queue, limit=1000, after_id=after)
+            if not page:
+                break
+            dead.update(t.locked_by for t in page if t.locked_by and _holder_is_dead(t.locked_by))
+            after = page[-1].id
+        return self.queue.recover_runs(
+            queue=self.runs_queue,
+            rerun_types=sorted(self.handlers.get_registered_types()),
+            rerun_queue=self.queue_name,
+            dead_holders=sorted(dead),
+        )
+
+    async def _apply_recovery(self, fut: "concurrent.futures.Future[List[Dict[str, Any]]]") -> List[Dict[str, Any]]:
+        report = await asyncio.wrap_future(fut)
+        get_run = getattr(self.registry, "get_run", None)
+        for item in report:
+            log.warning("recovered task %s (%s): %s", item["task_id"], item["type"], item["error"])
+            if not item["run_id"] or not callable(get_run) or item["run_id"] in self.tasks:
+                continue
+            run = get_run(item["run_id"])
+            if run is None:
+                continue
+            if item["requeued"]:
+                _set(run, status=RunStatus.QUEUED, completed_at=None)
+            else:
+                _mark_finished(run, RunStatus.FAILED, RuntimeError(item["error"]))
+            self.registry.update_run(run)
+        await self._reconcile()
+        return report
+
+    async def _reconcile(self) -> None:
+        """Runs the registry still shows active, that no process is running: take their task's state."""
+        active = getattr(self.registry, "get_active_runs", None)
+        if not callable(active):
+            return
+        runs = [r for r in active() if getattr(r, "run_id", None) and r.run_id not in self.tasks]
+        if not runs:
+            return
+        ids = [r.run_id for r in runs]
+        rows = await self._call(lambda: {i: self.queue.find(i) for i in ids})
+        for run in runs:
+            row = rows.get(run.run_id)
+            if row is None:
+                continue
+            created = _as_utc(getattr(run, "created_at", None))
+            since = (created - timedelta(milliseconds=1)) if created else None
+            status = row.status
+            changed = False
+            if status in ("completed", "failed", "cancelled"):
+                if row.finished_at is None or (since is not None and row.finished_at < since):
+                    continue  # an earlier run with the same id
+                final = RunStatus(status)
+                _mark_finished(run, final, RuntimeError(row.error) if row.error and final is RunStatus.FAILED else None, row.finished_at)
+                changed = True
+            elif status == "running" and _status_of(run) != "running":
+                if since is None or (row.started_at is not None and row.started_at >= since):
+                    _set(run, status=RunStatus.RUNNING, started_at=row.started_at)
+                    changed = True
+            elif status == "queued" and _status_of(run) == "running":
+                if since is None or row.updated_at >= since:
+                    _set(run, status=RunStatus.QUEUED)
+                    changed = True
+            if changed:
+                self.registry.update_run(run)
+
+    # ------------------------------------------------------------------ durable work
+    async def register_task(self, task_type: str, handler: Callable[..., Any], description: str = "") -> None:
+        """Register a durable handler: it runs tasks of ``task_type`` scheduled by any process, and
+        re-runs interrupted runs of that module. It receives a ``TaskContext`` (``ctx.payload``,
+        ``ctx.task``, ``ctx.progress()``, ``ctx.log()``, ``ctx.cancelled``); sync or async. The
+        embedded worker starts on the running loop with the first handler."""
+        loop = self._ensure_started(recover=False)
+        self.handlers.register_handler(task_type, self._durable(handler), description)
+        if self._worker is None:
+            self._start_worker(loop)
+
+    async def schedule_task(
+        self,
+        task_type: str,
+        payload: Any = None,
+        priority: int = 100,
+        run_after: Union[datetime, timedelta, float, None] = None,
+        idempotency_key: Optional[str] = None,
+        *,
+        queue: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Enqueue durable work for a worker of any process; returns the task id (as a string).
+        ``run_after``: a timezone-aware datetime, or a timedelta/seconds from now. The same
+        ``idempotency_key`` twice yields the first task's id."""
+        self._ensure_started(recover=True)
+        delay = None
+        if isinstance(run_after, timedelta) or (isinstance(run_after, (int, float)) and not isinstance(run_after, bool)):
+            delay, run_after = run_after, None
+        kwargs = dict(
+            queue=queue or self.queue_name,
+            priority=priority,
+            delay=delay,
+            run_after=run_after,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts or self.max_attempts,
+            timeout=timeout,
+        )
+        task_id = await self._call(functools.partial(self.queue.enqueue, task_type, payload, **kwargs))
+        return str(task_id)
+
+    async def get_task_status(self, task_id_or_run_id: Union[str, int]) -> Dict[str, Any]:
+        """The state of a task (by task id) or of a run's task (by run id): task_id, run_id, status
+        (a RunStatus value), type, queue, attempts, max_attempts, error_message, created_at,
+        started_at, finished_at, locked_by, progress; ``{"status": "not_found", ...}`` when neither."""
+        self._ensure_started(recover=True)
+        key = task_id_or_run_id
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise InvalidArgument(f"expected a task id or a run id, got {type(key).__name__}")
+        task = await self._call(self._lookup, key)
+        if task is None:
+            return {
+                "task_id": str(key),
+                "run_id": None,
+                "status": "not_found",
+                "type": None,
+                "queue": None,
+                "attempts": 0,
+                "max_attempts": 0,
+                "error_message": f"no task or run with id {key!r}",
+                "created_at": None,
+                "started_at": None,
+                "finished_at": None,
+                "locked_by": None,
+                "progress": None,
+            }
+        return {
+            "task_id": str(task.id),
+            "run_id": task.idempotency_key if task.queue == self.runs_queue or task.idempotency_key == key else None,
+            "status": RunStatus(task.status).value,
+            "type": task.type,
+            "queue": task.queue,
+            "attempts": task.attempts,
+            "max_attempts": task.max_attempts,
+            "error_message": task.error,
+            "created_at": task.created_at,
+            "started_at": task.started_at,
+            "finished_at": task.finished_at,
+            "locked_by": task.locked_by,
+            "progress": task.progress,
+        }
+
+    def _lookup(self, key: Union[str, int]) -> Optional[Task]:
+        if isinstance(key, int):
+            try:
+                return self.queue.get(key)
+            except TaskNotFound:
+                return None
+        text = key.strip()
+        if text.isascii() and text.isdigit():
+            try:
+                return self.queue.get(int(text))
+            except TaskNotFound:
+                pass
+        return self.queue.find(key) if key else None
+
+    # ------------------------------------------------------------------ durable handlers and runs
+    def _durable(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a durable handler so that re-running an interrupted run also updates the run."""
+        mgr = self
+        if _is_async(handler):
+
+            @functools.wraps(handler)
+            async def run_async(ctx: Any) -> Any:
+                run = mgr._run_of(ctx.task)
+                if run is not None:
+                    mgr._rerun_started(run, ctx.task)
+                try:
+                    result = await handler(ctx)
+                except asyncio.CancelledError:
+                    if run is not None:
+                        mgr._rerun_ended(run, ctx.task, None, cancelled=True)
+                    raise
+                except BaseException as e:
+                    if run is not None:
+                        mgr._rerun_ended(run, ctx.task, e)
+                    raise
+                if run is not None:
+                    mgr._rerun_ended(run, ctx.task, None)
+                return result
+
+            return run_async
+
+        @functools.wraps(handler)
+        def run_sync(ctx: Any) -> Any:
+            run = mgr._on_loop(mgr._run_of, ctx.task)
+            if run is not None:
+                mgr._on_loop(mgr._rerun_started, run, ctx.task)
+            try:
+                result = handler(ctx)
+            except BaseException as e:
+                if run is not None:
+                    mgr._on_loop(mgr._rerun_ended, run, ctx.task, e)
+                raise
+            if run is not None:
+                mgr._on_loop(mgr._rerun_ended, run, ctx.task, None)
+            return result
+
+        return run_sync
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn`` on the manager's event loop (the registry is the app's, used from one thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return None
+        try:
+            if asyncio.get_running_loop() is loop:
+                return fn(*args)
+        except RuntimeError:
+            pass
+
+        async def call() -> Any:
+            return fn(*args)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+        except Exception as e:  # noqa: BLE001 - never fail the task because the run could not be updated
+            log.warning("could not update the run of task: %s", e)
+            return None
+
+    def _run_of(self, task: Task) -> Any:
+        key = task.idempotency_key
+        get_run = getattr(self.registry, "get_run", None)
+        if not key or not callable(get_run) or key in self.tasks:
+            return None
+        try:
+            return get_run(key)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not read run %s: %s", key, e)
+            return None
+
+    def _rerun_started(self, run: Any, task: Task) -> None:
+        _mark_running(run)
+        self.registry.update_run(run)
+
+    def _rerun_ended(self, run: Any, task: Task, error: Optional[BaseException], cancelled: bool = False) -> None:
+        if cancelled:
+            status = RunStatus.QUEUED if task.attempts < task.max_attempts else RunStatus.CANCELLED
+            _set(run, status=status)
+        elif error is None:
+            _mark_finished(run, RunStatus.COMPLETED, None)
+        elif task.attempts < task.max_attempts:  # the worker retries it
+            _set(run, status=RunStatus.QUEUED, error_message=str(error))
+        else:
+            _mark_finished(run, RunStatus.FAILED, error)
+        self.registry.update_run(run)
+
+
+# ---------------------------------------------------------------------------- the switch
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidArgument(
+        f"{name}={raw!r} is not understood: use 1/true/yes/on for the queue-backed manager, 0/false/no/off for the in-memory one"
+    )
+
+
+def create_task_manager(
+    registry: Any,
+    *,
+    use_queue: Optional[bool] = None,
+    queue: Union[Queue, str, "os.PathLike[str]", None] = None,
+    legacy_factory: Optional[Callable[[Any], Any]] = None,
+    **options: Any,
+) -> Any:
+    """The rollback switch: a ``QueuedTaskManager`` or the in-memory manager.
+
+    ``use_queue``: True or False; when None, the environment variable ``PRISMQ_USE_QUEUE``
+    decides (1/true/yes/on: queue; 0/false/no/off or unset: in-memory). ``queue``: a ``Queue`` or
+    a path; when None, ``PRISMQ_DB`` or ``prismq_queue.db``. ``legacy_factory(registry)`` builds
+    the in-memory manager (the app's own class); by default the package's ``BackgroundTaskManager``.
+    ``options`` go to ``QueuedTaskManager`` and are ignored by the in-memory one, so one call site
+    serves both. Switching back to the in-memory manager loses no durable task: they wait in the
+    file until the queue is used again (or a worker process drains them).
+    """
+    if use_queue is None:
+        use_queue = _env_flag("PRISMQ_USE_QUEUE")
+    if not use_queue:
+        factory = legacy_factory or BackgroundTaskManager
+        if options:
+            log.debug("in-memory task manager: ignoring queue options %s", sorted(options))
+        return factory(registry)
+    if queue is None:
+        queue = os.environ.get("PRISMQ_DB") or "prismq_queue.db"
+    return QueuedTaskManager(queue, registry, **options)
