@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union
 
 from .enums import Status, Strategy
 
@@ -294,3 +294,25 @@ class Queue:
         """Interrupted runs of ``queue`` (lease expired, holder in ``dead_holders``, or put back by
         the rescuer): re-queued in ``rerun_queue`` when their type is in ``rerun_types``, else
         failed as interrupted. One dict per run: task_id, run_id, type, holder, requeued, error."""
+
+    # migration from the older Python queue
+    def import_legacy(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int], object] | None = None,
+        batch_size: int = 1000,
+    ) -> dict[str, Any]:
+        """Import the older queue's SQLite file (opened read-only, never modified), in
+        transactions of ``batch_size`` tasks; ``progress(done, total)`` is called after each.
+        Running it again imports nothing twice. Returns the report: ``source``, ``total``,
+        ``imported``, ``skipped_already_imported``, ``mapped_to_existing``, ``skipped_invalid``,
+        ``by_status``, ``by_legacy_status``, ``requeued_from_lease``, ``priority_clamped``,
+        ``logs_imported``, ``logs_orphaned``, ``legacy_workers``, ``legacy_workers_total``,
+        ``problems`` (dicts: ``table``, ``legacy_id``, ``log_id``, ``column``, ``value``,
+        ``reason``, ``action``), ``problem_count`` and ``notes``. Raises ``InvalidArgument`` for a
+        file that is not such a database."""
+    @staticmethod
+    def inspect_legacy(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Check an old file and count its tasks (``tasks``, ``by_status``, ``logs``,
+        ``workers``, ``missing_columns``, ``source``) without importing or writing anything."""
