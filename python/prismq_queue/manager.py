@@ -701,53 +701,44 @@ class QueuedTaskManager(_ManagerBase):
         get_run = getattr(self.registry, "get_run", None)
         for item in report:
             log.warning("recovered task %s (%s): %s", item["task_id"], item["type"], item["error"])
-            if not item["run_id"] or not callable(get_run) or item["run_id"] in self.tasks:
+            # A re-queued run keeps its status until its re-run starts (the durable handler's
+            # wrapper records it): marking it here could overwrite a re-run that already began.
+            if item["requeued"] or not item["run_id"] or not callable(get_run) or item["run_id"] in self.tasks:
                 continue
             run = get_run(item["run_id"])
-            if run is None:
-                continue
-            if item["requeued"]:
-                _set(run, status=RunStatus.QUEUED, completed_at=None)
-            else:
+            if run is not None and _status_of(run) in ("queued", "running"):
                 _mark_finished(run, RunStatus.FAILED, RuntimeError(item["error"]))
-            self.registry.update_run(run)
+                self.registry.update_run(run)
         await self._reconcile()
         return report
 
     async def _reconcile(self) -> None:
-        """Runs the registry still shows active, that no process is running: take their task's state."""
+        """Runs the registry still shows active whose task has finished (re-run by a worker of
+        another process, failed by another manager's recovery): give them their task's outcome."""
         active = getattr(self.registry, "get_active_runs", None)
         if not callable(active):
             return
-        runs = [r for r in active() if getattr(r, "run_id", None) and r.run_id not in self.tasks]
-        if not runs:
+        ids = [r.run_id for r in active() if getattr(r, "run_id", None) and r.run_id not in self.tasks]
+        if not ids:
             return
-        ids = [r.run_id for r in runs]
         rows = await self._call(lambda: {i: self.queue.find(i) for i in ids})
-        for run in runs:
-            row = rows.get(run.run_id)
-            if row is None:
+        get_run = getattr(self.registry, "get_run", None)
+        for run_id, row in rows.items():
+            if row is None or row.status not in ("completed", "failed", "cancelled") or row.finished_at is None:
+                continue
+            if run_id in self.tasks:
+                continue  # started again meanwhile
+            # Read it again now: a re-run may have recorded its end while we looked the rows up.
+            run = get_run(run_id) if callable(get_run) else None
+            if run is None or _status_of(run) not in ("queued", "running"):
                 continue
             created = _as_utc(getattr(run, "created_at", None))
-            since = (created - timedelta(milliseconds=1)) if created else None
-            status = row.status
-            changed = False
-            if status in ("completed", "failed", "cancelled"):
-                if row.finished_at is None or (since is not None and row.finished_at < since):
-                    continue  # an earlier run with the same id
-                final = RunStatus(status)
-                _mark_finished(run, final, RuntimeError(row.error) if row.error and final is RunStatus.FAILED else None, row.finished_at)
-                changed = True
-            elif status == "running" and _status_of(run) != "running":
-                if since is None or (row.started_at is not None and row.started_at >= since):
-                    _set(run, status=RunStatus.RUNNING, started_at=row.started_at)
-                    changed = True
-            elif status == "queued" and _status_of(run) == "running":
-                if since is None or row.updated_at >= since:
-                    _set(run, status=RunStatus.QUEUED)
-                    changed = True
-            if changed:
-                self.registry.update_run(run)
+            if created is not None and row.finished_at < created - timedelta(milliseconds=1):
+                continue  # the task of an earlier run with the same id
+            final = RunStatus(row.status)
+            error = RuntimeError(row.error) if row.error and final is RunStatus.FAILED else None
+            _mark_finished(run, final, error, row.finished_at)
+            self.registry.update_run(run)
 
     # ------------------------------------------------------------------ durable work
     async def register_task(self, task_type: str, handler: Callable[..., Any], description: str = "") -> None:
