@@ -21,6 +21,7 @@ from prismq_queue import (
     BackgroundTaskManager,
     InvalidArgument,
     Queue,
+    QueueError,
     QueuedTaskManager,
     Run,
     RunRegistry,
@@ -145,6 +146,39 @@ async def test_a_run_started_again_reuses_its_row(app):
     assert second.id == first.id
     assert (second.attempts, second.status, second.payload) == (2, "completed", {"n": 2})
     assert q.stats()["total"] == 1
+
+
+async def test_a_failed_run_started_again_drops_its_old_error(app):
+    mgr, registry, q = app
+
+    async def boom():
+        raise OSError("share offline")
+
+    run = Run(run_id="flaky", module_id="m")
+    mgr.start_task(run, boom())
+    await mgr.wait_all()
+    assert run.error_message == "share offline"
+    mgr.start_task(run, asyncio.sleep(0))
+    await mgr.wait_all()
+    assert (run.status, run.error_message, run.exit_code) == (RunStatus.COMPLETED, None, 0)
+    assert registry.get_run("flaky").error_message is None
+    assert q.find("flaky").error is None
+
+
+async def test_bad_settings_are_refused(path):
+    registry = RunRegistry(path)
+    for bad in ({"lease": 0}, {"rerun_attempts": -1}, {"max_attempts": 0}, {"runs_queue": "default"},
+                {"recover_interval": -5}, {"check_interval": "1"}):
+        with pytest.raises(InvalidArgument):
+            QueuedTaskManager(path, registry, **bad)
+    with pytest.raises(InvalidArgument, match="update_run"):
+        QueuedTaskManager(path, object())
+    async with QueuedTaskManager(path, registry) as mgr:
+        with pytest.raises(InvalidArgument, match="run_after"):
+            await mgr.schedule_task("x", {}, run_after=60)
+    with pytest.raises(QueueError, match="closed"):
+        mgr.start_task(Run(run_id="late", module_id="m"), asyncio.sleep(0))
+    registry.close()
 
 
 async def test_cancelling_the_row_elsewhere_cancels_the_run(app, path):

@@ -115,7 +115,10 @@ def _status_of(run: Any) -> str:
 
 
 def _mark_running(run: Any) -> None:
-    _set(run, status=RunStatus.RUNNING, started_at=utc_now(), completed_at=None, duration_seconds=None)
+    values: Dict[str, Any] = {"status": RunStatus.RUNNING, "started_at": utc_now(), "completed_at": None, "duration_seconds": None}
+    if _status_of(run) in ("completed", "failed", "cancelled"):
+        values.update(exit_code=None, error_message=None)  # started again: the earlier end no longer applies
+    _set(run, **values)
 
 
 def _mark_finished(run: Any, status: RunStatus, error: Optional[BaseException], at: Optional[datetime] = None) -> None:
@@ -400,7 +403,7 @@ class QueuedTaskManager(_ManagerBase):
     * ``worker_options``: keyword arguments of the embedded ``Worker`` (``concurrency``, ``lease``,
       ``poll_interval``, ``shutdown_grace``, ``queues``, ...);
     * ``auto_recover``: recover on first use (True); ``recover_interval``: seconds between later
-      recoveries (``lease``; None to turn them off); ``check_interval``: seconds between checks that
+      recoveries (default: the lease; 0 turns them off); ``check_interval``: seconds between checks that
       an active run's row was not cancelled from elsewhere (1.0).
     """
 
@@ -417,7 +420,7 @@ class QueuedTaskManager(_ManagerBase):
         max_attempts: int = 5,
         worker_options: Optional[Mapping[str, Any]] = None,
         auto_recover: bool = True,
-        recover_interval: Optional[float] = -1.0,
+        recover_interval: Optional[float] = None,
         check_interval: float = 1.0,
     ) -> None:
         super().__init__(registry)
@@ -429,6 +432,9 @@ class QueuedTaskManager(_ManagerBase):
         for name, value in (("queue_name", queue_name), ("runs_queue", runs_queue)):
             if not isinstance(value, str) or not value.strip():
                 raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+        for name, value, low in (("rerun_attempts", rerun_attempts, 0), ("max_attempts", max_attempts, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InvalidArgument(f"{name} must be an integer >= {low}, got {value!r}")
         if queue_name == runs_queue:
             raise InvalidArgument("queue_name and runs_queue must differ: re-runs leave the runs queue")
         if isinstance(queue, Queue):
@@ -447,7 +453,9 @@ class QueuedTaskManager(_ManagerBase):
         self.max_attempts = int(max_attempts)
         self.worker_options = dict(worker_options or {})
         self.auto_recover = bool(auto_recover)
-        self.recover_interval = self.lease if recover_interval == -1.0 else recover_interval
+        if recover_interval is not None and (not isinstance(recover_interval, (int, float)) or recover_interval < 0):
+            raise InvalidArgument(f"recover_interval must be a number of seconds >= 0 (0: off), got {recover_interval!r}")
+        self.recover_interval = self.lease if recover_interval is None else float(recover_interval)
         self.check_interval = float(check_interval)
         self._token = uuid.uuid4().hex[:12]
         #: The lease holder of this manager's run rows (host-pid-runs-token).
@@ -512,8 +520,8 @@ class QueuedTaskManager(_ManagerBase):
         stop renewing. Call ``wait_all()`` first to let runs finish. Idempotent."""
         if self._closed:
             return
+        self._closed = True  # no new runs from here on
         await self._cancel_all()
-        self._closed = True
         if self._worker is not None and self._worker_task is not None:
             self._worker.stop()
             await asyncio.gather(self._worker_task, return_exceptions=True)
@@ -756,7 +764,7 @@ class QueuedTaskManager(_ManagerBase):
         task_type: str,
         payload: Any = None,
         priority: int = 100,
-        run_after: Union[datetime, timedelta, float, None] = None,
+        run_after: Union[datetime, timedelta, None] = None,
         idempotency_key: Optional[str] = None,
         *,
         queue: Optional[str] = None,
@@ -764,12 +772,16 @@ class QueuedTaskManager(_ManagerBase):
         timeout: Optional[float] = None,
     ) -> str:
         """Enqueue durable work for a worker of any process; returns the task id (as a string).
-        ``run_after``: a timezone-aware datetime, or a timedelta/seconds from now. The same
+        ``run_after``: a timezone-aware datetime, or a timedelta from now. The same
         ``idempotency_key`` twice yields the first task's id."""
         self._ensure_started(recover=True)
         delay = None
-        if isinstance(run_after, timedelta) or (isinstance(run_after, (int, float)) and not isinstance(run_after, bool)):
+        if isinstance(run_after, timedelta):
             delay, run_after = run_after, None
+        elif run_after is not None and not isinstance(run_after, datetime):
+            raise InvalidArgument(
+                f"run_after must be a timezone-aware datetime or a timedelta from now, got {type(run_after).__name__}"
+            )
         kwargs = dict(
             queue=queue or self.queue_name,
             priority=priority,
@@ -806,6 +818,7 @@ class QueuedTaskManager(_ManagerBase):
                 "finished_at": None,
                 "locked_by": None,
                 "progress": None,
+                "idempotency_key": None,
             }
         return {
             "task_id": str(task.id),
@@ -821,6 +834,7 @@ class QueuedTaskManager(_ManagerBase):
             "finished_at": task.finished_at,
             "locked_by": task.locked_by,
             "progress": task.progress,
+            "idempotency_key": task.idempotency_key,
         }
 
     def _lookup(self, key: Union[str, int]) -> Optional[Task]:
