@@ -337,19 +337,24 @@ def crash_mid_run(path, run_id, module_id, parameters):
     return p.pid
 
 
-async def test_a_run_interrupted_by_a_crash_is_rerun_by_its_durable_handler(path):
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_a_run_interrupted_by_a_crash_is_rerun_by_its_durable_handler(path, flavour):
     crash_mid_run(path, "import-42", "catalog.import", {"source": "s3://bucket/a.csv"})
     q = Queue(path)
     registry = RunRegistry(q)
     mgr = QueuedTaskManager(q, registry)
     got = []
 
-    async def import_catalog(ctx):
+    async def import_async(ctx):
+        got.append(ctx.payload)
+        return {"rows": 10}
+
+    def import_sync(ctx):
         got.append(ctx.payload)
         return {"rows": 10}
 
     try:
-        await mgr.register_task("catalog.import", import_catalog)
+        await mgr.register_task("catalog.import", import_async if flavour == "async" else import_sync)
         report = await mgr.recover()
         assert [(r["run_id"], r["requeued"]) for r in report] == [("import-42", True)]
         await until(q, lambda: q.find("import-42").status == "completed")

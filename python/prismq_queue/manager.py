@@ -497,7 +497,8 @@ class QueuedTaskManager(_ManagerBase):
             self._start_worker(loop)
         if recover and self.auto_recover and not self._recovered:
             self._recovered = True
-            # Submitted now, so it runs before any row this call goes on to write.
+            # In the background: start_task must return at once. A run started meanwhile with the
+            # id of a crashed run takes its row over itself (see _start_row).
             fut = self._executor.submit(self._recover_rows)
             self._spawn(self._apply_recovery(fut))
         return loop
@@ -880,6 +881,8 @@ class QueuedTaskManager(_ManagerBase):
 
         @functools.wraps(handler)
         def run_sync(ctx: Any) -> Any:
+            if not ctx.task.idempotency_key:  # not a run: no round trip to the loop
+                return handler(ctx)
             run = mgr._on_loop(mgr._run_of, ctx.task)
             if run is not None:
                 mgr._on_loop(mgr._rerun_started, run, ctx.task)
@@ -927,20 +930,26 @@ class QueuedTaskManager(_ManagerBase):
             return None
 
     def _rerun_started(self, run: Any, task: Task) -> None:
-        _mark_running(run)
-        self.registry.update_run(run)
+        try:
+            _mark_running(run)
+            self.registry.update_run(run)
+        except Exception as e:  # noqa: BLE001 - the task runs whatever the registry says
+            log.warning("run %s: could not record its re-run: %s", task.idempotency_key, e)
 
     def _rerun_ended(self, run: Any, task: Task, error: Optional[BaseException], cancelled: bool = False) -> None:
-        if cancelled:
-            status = RunStatus.QUEUED if task.attempts < task.max_attempts else RunStatus.CANCELLED
-            _set(run, status=status)
-        elif error is None:
-            _mark_finished(run, RunStatus.COMPLETED, None)
-        elif task.attempts < task.max_attempts:  # the worker retries it
-            _set(run, status=RunStatus.QUEUED, error_message=str(error))
-        else:
-            _mark_finished(run, RunStatus.FAILED, error)
-        self.registry.update_run(run)
+        try:
+            if cancelled:  # handed back at shutdown (it will run again), or cancelled for good
+                status = RunStatus.QUEUED if task.attempts < task.max_attempts else RunStatus.CANCELLED
+                _set(run, status=status)
+            elif error is None:
+                _mark_finished(run, RunStatus.COMPLETED, None)
+            elif task.attempts < task.max_attempts:  # the worker retries it after a backoff
+                _set(run, status=RunStatus.QUEUED, error_message=str(error))
+            else:
+                _mark_finished(run, RunStatus.FAILED, error)
+            self.registry.update_run(run)
+        except Exception as e:  # noqa: BLE001
+            log.warning("run %s: could not record the end of its re-run: %s", task.idempotency_key, e)
 
 
 # ---------------------------------------------------------------------------- the switch
