@@ -592,6 +592,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_schema_v1_gains_the_runs_table_and_keeps_its_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let p = path.to_str().unwrap();
+        {
+            let c = rusqlite::Connection::open(p).unwrap();
+            c.execute_batch(crate::schema::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let q = Queue::open(p, crate::queue::QueueOptions::default()).unwrap();
+        let id = q.enqueue(&crate::enqueue::NewTask::new("x", "1")).unwrap();
+        q.save_run(&record("r", "m", "queued", 1, None)).unwrap();
+        assert!(q.load_run("r").unwrap().is_some());
+        assert_eq!(q.get(id).unwrap().status, Status::Queued);
+        let v: i64 =
+            q.db.read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+                .unwrap();
+        assert_eq!(v, crate::schema::SCHEMA_VERSION);
+    }
+
+    #[test]
     fn runs_are_saved_replaced_listed_and_purged() {
         let (_d, q) = file_queue();
         q.save_run(&record("a", "m1", "completed", 10, Some(100)))
