@@ -86,19 +86,22 @@ def test_weighted_random_matches_inverse_priority(tmp_path):
 
 
 def test_weighted_random_never_starves_a_low_priority_task(tmp_path):
+    """A priority-100 task among a steady stream of ten priority-1 tasks (strict priority would
+    never pick it). Its race key is fixed when it is enqueued, ~100 x Exp(1) ahead of the clock,
+    and each claim moves the clock by ~1/10 (the minimum of ten Exp(1) keys), so it is picked
+    after 10 x 100 x Exp(1) claims: 1,000 on average, more than 15,000 with probability e^-15."""
     with Queue(tmp_path / "s.db") as q:
-        low = q.enqueue("t", priority=1000)
-        q.enqueue_many([{"type": "t", "priority": 1} for _ in range(20)])
-        for i in range(20000):
+        low = q.enqueue("t", priority=100)
+        q.enqueue_many([{"type": "t", "priority": 1} for _ in range(10)])
+        for claims in range(1, 15_001):
             [t] = q.claim("w", strategy="weighted_random")
             q.complete(t)
             if t.id == low:
                 break
             q.enqueue("t", priority=1)  # a steady stream of urgent work
         else:
-            pytest.fail("the priority-1000 task was never claimed")
-        # Its expected wait is about 20 * 1000 / 1 = 20000 claims at most; it came earlier.
-        assert i < 20000
+            pytest.fail("the priority-100 task was never claimed in 15,000 claims")
+        assert q.get(low).status == "completed" and claims <= 15_000
 
 
 def test_queue_type_and_capability_routing(queue):
