@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use rusqlite::{Connection, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -132,6 +132,14 @@ CREATE INDEX runs_active    ON runs (created_at) WHERE status IN ('queued', 'run
 CREATE INDEX runs_status    ON runs (status, created_at);                                      -- runs by status
 CREATE INDEX runs_module    ON runs (module_id, created_at);                                   -- runs by module
 CREATE INDEX runs_completed ON runs (completed_at) WHERE completed_at IS NOT NULL;             -- cleanup by age
+"#;
+
+/// V3: queued tasks waiting to retry, for `metrics()`.
+const V3: &str = r#"
+-- Queued tasks that already spent an attempt (a failure with a backoff, or an expired lease):
+-- metrics() counts them per lane from this index alone, instead of visiting every queued row. A
+-- first attempt never enters it, so enqueue and the usual claim only evaluate its condition.
+CREATE INDEX tasks_retrying ON tasks (lane_id) WHERE status = 'queued' AND attempts > 0;
 "#;
 
 /// Bring the file up to `SCHEMA_VERSION`, or refuse a file from a newer library.

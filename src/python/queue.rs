@@ -833,9 +833,20 @@ impl PyQueue {
             .py()
     }
 
-    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Health numbers; rates, percentiles and retries over the last `window` seconds (or a
+    /// timedelta). The keys are listed in docs/architecture.md ("Observability").
+    #[pyo3(signature = (*, window=None))]
+    fn metrics<'py>(
+        &self,
+        py: Python<'py>,
+        window: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let window_ms = match window.filter(|w| !w.is_none()) {
+            Some(w) => seconds_ms(w, "window")?,
+            None => crate::metrics::DEFAULT_WINDOW_MS,
+        };
         let q = self.q()?;
-        let v = py.detach(move || q.metrics()).py()?;
+        let v = py.detach(move || q.metrics_over(window_ms)).py()?;
         pythonize::pythonize(py, &v).map_err(|e| invalid(e.to_string()))
     }
 
