@@ -13,6 +13,7 @@ pub mod logs;
 pub mod maintenance;
 pub mod metrics;
 pub mod notify;
+pub mod position;
 pub mod queue;
 pub mod retry;
 pub mod runs;

@@ -129,3 +129,54 @@ def test_metrics_on_memory_queue():
         m = q.metrics()
         assert m["depth"]["queued"] == 1 and m["by_type"]["x"]["queued"] == 1
         assert m["database"]["wal_frames"] is None
+
+
+# ------------------------------------------------------------------------------- position in line
+
+
+def test_position_counts_what_its_worker_pool_runs_first(queue):
+    q = queue
+    low = q.enqueue("render", {"n": 0}, priority=500)
+    urgent = q.enqueue("render", {"n": 1}, priority=1)
+    normal = [q.enqueue("render", {"n": 2 + i}, priority=100) for i in range(3)]
+    gpu = q.enqueue("render", {"n": 9}, priority=50, requires={"gpu": True})  # another lane, same pool
+    q.enqueue("email", {}, priority=1)  # another type: another pool
+    q.enqueue("render", {}, queue="other", priority=1)  # another queue: another pool
+    later = q.enqueue("render", {}, priority=1, delay=3600)  # not due: ahead of nobody
+
+    assert q.position(urgent) == 0
+    assert q.position(gpu) == 1
+    assert [q.position(t) for t in normal] == [2, 3, 4]
+    assert q.position(low) == 5
+    assert q.position(later) == 1  # only the due task with a smaller (priority, run_after, id)
+    assert q.position(normal[0], strategy="fifo") == 2  # low and urgent were enqueued first
+    assert q.position(low, strategy="fifo") == 0
+    assert q.position(low, strategy="lifo") == 5
+    assert q.position(later, strategy="fifo") == 6  # every due task of its pool
+    assert 0 <= q.position(low, strategy="weighted_random") <= 5
+
+    [head] = q.claim("w", types=["render"], queues=["default"], capabilities={"gpu": True})
+    assert head.id == urgent and q.position(urgent) is None
+    assert q.position(gpu) == 0 and q.position(low) == 4
+    with pytest.raises(KeyError):
+        q.position(10**9)
+    with pytest.raises(InvalidArgument):
+        q.position(low, strategy="random")
+
+
+def test_position_is_the_number_of_claims_before_the_task(queue):
+    q = queue
+    ids = [q.enqueue("job", {"i": i}, priority=(i * 37) % 11 + 1) for i in range(40)]
+    for strategy in ("priority", "fifo", "lifo", "weighted_random"):
+        positions = {i: q.position(i, strategy=strategy) for i in ids}
+        order = []
+        while True:
+            got = q.claim("w", strategy=strategy)
+            if not got:
+                break
+            order.append(got[0].id)
+            q.release(got[0])
+            q.cancel(got[0].id)  # out of the line, so the next claim takes the next one
+        assert [positions[i] for i in order] == list(range(len(ids))), strategy
+        for i in ids:
+            q.retry(i)  # back in line for the next strategy (fresh keys for the race)

@@ -850,6 +850,15 @@ impl PyQueue {
         pythonize::pythonize(py, &v).map_err(|e| invalid(e.to_string()))
     }
 
+    /// How many queued, due tasks its worker pool (same queue and type) runs before this one
+    /// under `strategy` (0: next); None when the task is not queued. See `crate::position`.
+    #[pyo3(signature = (task_id, *, strategy="priority"))]
+    fn position(&self, py: Python<'_>, task_id: i64, strategy: &str) -> PyResult<Option<i64>> {
+        let s = Strategy::parse(strategy).py()?;
+        let q = self.q()?;
+        py.detach(move || q.position(task_id, s)).py()
+    }
+
     /// The query plan of the claim statement for `strategy` (one line per plan step).
     #[pyo3(signature = (strategy="priority"))]
     fn explain_claim(&self, py: Python<'_>, strategy: &str) -> PyResult<Vec<String>> {
