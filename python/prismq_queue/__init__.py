@@ -45,6 +45,8 @@ _LAZY = {
     "QueuedTaskManager": "manager",
     "BackgroundTaskManager": "manager",
     "create_task_manager": "manager",
+    # a submodule: `from prismq_queue import web` or `prismq_queue.web` (needs the `web` extra)
+    "web": "web",
 }
 
 
@@ -54,7 +56,8 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'prismq_queue' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    loaded = import_module(f".{module}", __name__)
+    value = loaded if name == module else getattr(loaded, name)
     globals()[name] = value
     return value
 

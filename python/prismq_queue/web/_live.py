@@ -1,0 +1,249 @@
+"""Live events of a project: a WebSocket, and Server-Sent Events as a fallback.
+
+Both are built on ``prismq_queue.events.watch`` filtered to the project's queue, so changes made
+by any process on the same database file (a worker reporting progress, another app enqueueing)
+are delivered, not only those made through this app.
+
+Messages (JSON; SSE puts ``event`` in the ``event:`` line and ``data`` in the ``data:`` line):
+
+- ``{"event": "ready", "data": {"project_id": ..., "events": [...]}}`` once, when subscribed;
+- ``{"event": "queue:updated:{project_id}", "data": {"project_id", "reason", "task_id", "type",
+  "status", "at", "counts"}}`` when an item was added or changed status (``reason`` is the event
+  kind: ``task.created``, ``task.status`` or ``queue.updated``; ``counts`` the project's counts by
+  status right after);
+- ``{"event": "task:step:progress:{project_id}", "data": {"project_id", "task_id", "type",
+  "status", "progress", "step", "message", "at"}}`` when a handler reported progress.
+
+Authentication: the WebSocket takes the token from the ``Authorization: Bearer`` header, or from
+the ``token`` query parameter, or, when neither is given, from the first message the client sends,
+``{"token": "..."}`` (within 10 seconds); browsers cannot set headers on a WebSocket, and the
+first-message form keeps the token out of URLs and access logs. A refused WebSocket is closed
+with code 4401 (no or invalid token) or 4403 (scope or project refused). The SSE endpoint is an
+ordinary GET: bearer header, or ``?token=`` for ``EventSource``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+
+from fastapi import APIRouter, Path, Request, WebSocket
+from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from .._prismq_queue import Queue
+from ._auth import Auth, bearer_from_header, check
+from ._errors import needs
+from ._models import PROJECT_ID_PATTERN, LiveEvent, valid_project_id
+
+log = logging.getLogger("prismq_queue.web")
+
+AUTH_TIMEOUT = 10.0
+SSE_KEEPALIVE = 15.0
+_END = object()
+
+
+def event_names(project_id: str) -> list[str]:
+    return [f"queue:updated:{project_id}", f"task:step:progress:{project_id}"]
+
+
+def _iso(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+class _Feed:
+    """Runs ``events.watch`` for one project queue in the background and hands out messages."""
+
+    def __init__(self, queue: Queue, project_id: str, run: Callable[..., Awaitable[Any]], interval: float) -> None:
+        from ..events import watch
+
+        self.queue = queue
+        self.project_id = project_id
+        self.queue_name = f"project:{project_id}"
+        self.run = run
+        self.stream = watch(queue, queues=[self.queue_name], interval=interval)
+        self.pending: asyncio.Queue[Any] = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for ev in self.stream:
+                await self.pending.put(ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged; the client sees the stream end
+            log.exception("live events for project %s stopped", self.project_id)
+        finally:
+            await self.pending.put(_END)
+
+    async def next_batch(self, timeout: Optional[float] = None) -> Optional[list[dict[str, Any]]]:
+        """The messages for the next event and any others already waiting; [] on timeout; None at the end."""
+        try:
+            first = await asyncio.wait_for(self.pending.get(), timeout) if timeout else await self.pending.get()
+        except asyncio.TimeoutError:
+            return []
+        events = [first]
+        while not self.pending.empty():
+            events.append(self.pending.get_nowait())
+        ended = any(e is _END for e in events)
+        events = [e for e in events if e is not _END]
+        messages = await self._messages(events)
+        if ended:
+            return messages or None
+        return messages
+
+    async def _messages(self, events: list[Any]) -> list[dict[str, Any]]:
+        pid = self.project_id
+        out: list[dict[str, Any]] = []
+        counts = None
+        if any(e.kind != "task.progress" for e in events):
+            s = await self.run(self.queue.stats, queue=self.queue_name)
+            counts = {k: s.get(k, 0) for k in ("queued", "running", "completed", "failed", "cancelled", "total")}
+        for e in events:
+            if e.kind == "task.progress":
+                out.append(
+                    {
+                        "event": f"task:step:progress:{pid}",
+                        "data": {
+                            "project_id": pid,
+                            "task_id": e.task_id,
+                            "type": e.type,
+                            "status": e.status,
+                            "progress": e.progress,
+                            "step": e.step,
+                            "message": e.message,
+                            "at": _iso(e.at),
+                        },
+                    }
+                )
+            else:
+                out.append(
+                    {
+                        "event": f"queue:updated:{pid}",
+                        "data": {
+                            "project_id": pid,
+                            "reason": e.kind,
+                            "task_id": e.task_id,
+                            "type": e.type,
+                            "status": e.status,
+                            "at": _iso(e.at),
+                            "counts": counts,
+                        },
+                    }
+                )
+        return out
+
+    async def close(self) -> None:
+        self.task.cancel()
+        try:
+            self.stream.close()
+        except Exception:  # noqa: BLE001
+            log.debug("closing an event stream failed", exc_info=True)
+        try:
+            await self.task
+        except BaseException:  # noqa: BLE001 - it was cancelled
+            pass
+
+
+def add_routes(router: APIRouter, queue: Queue, auth: Auth, run: Callable[..., Awaitable[Any]], *, interval: float) -> None:
+    @router.websocket("/projects/{project_id}/queue/ws", name="project_events_ws")
+    async def project_ws(websocket: WebSocket, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> None:
+        """WebSocket of a project's live events (see the module doc of prismq_queue.web._live)."""
+        await websocket.accept()
+        try:
+            secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
+            if secret is None and auth.enabled:
+                try:
+                    first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
+                    secret = str(json.loads(first).get("token") or "") or None
+                except (asyncio.TimeoutError, ValueError, AttributeError, TypeError):
+                    secret = None
+            token = auth.lookup(secret)
+            refused = check(token, secret is not None, "read", project_id)
+            if refused is None and not valid_project_id(project_id):
+                refused = (4422, "invalid project id", {})
+            if refused is not None:
+                status, detail, _ = refused
+                code = {401: 4401, 403: 4403}.get(status, status)
+                await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
+                await websocket.close(code=code, reason=detail[:120])
+                return
+            feed = _Feed(queue, project_id, run, interval)
+        except WebSocketDisconnect:
+            return
+        except Exception:  # noqa: BLE001 - e.g. the events module failed; the client sees 1011
+            log.exception("websocket for project %s could not start", project_id)
+            if websocket.client_state == WebSocketState.CONNECTED:
+                await websocket.close(code=1011)
+            return
+
+        async def receive() -> None:
+            # Client messages are read (and ignored, except {"type": "ping"}) to notice a disconnect.
+            while True:
+                msg = await websocket.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                text = msg.get("text")
+                if text and '"ping"' in text:
+                    await websocket.send_json({"event": "pong", "data": {}})
+
+        async def send() -> None:
+            await websocket.send_json({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
+            while True:
+                batch = await feed.next_batch()
+                if batch is None:
+                    return
+                for m in batch:
+                    await websocket.send_json(m)
+
+        tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(send())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), WebSocketDisconnect):
+                    log.error("websocket for project %s failed", project_id, exc_info=t.exception())
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await feed.close()
+            if websocket.client_state == WebSocketState.CONNECTED:
+                try:
+                    await websocket.close()
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+
+    @router.get(
+        "/projects/{project_id}/queue/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": LiveEvent.model_json_schema()}}, "description": "Server-Sent Events"}},
+        tags=["live"],
+        summary="A project's live events as Server-Sent Events (the WebSocket's fallback)",
+    )
+    @needs("read", query_token=True)
+    async def project_sse(request: Request, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            feed = _Feed(queue, project_id, run, interval)
+            try:
+                yield _sse({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
+                while True:
+                    batch = await feed.next_batch(timeout=SSE_KEEPALIVE)
+                    if batch is None:
+                        return
+                    if not batch:
+                        yield ": keepalive\n\n"
+                    for m in batch:
+                        yield _sse(m)
+            finally:
+                await feed.close()
+
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+
+def _sse(message: dict[str, Any]) -> str:
+    return f"event: {message['event']}\ndata: {json.dumps(message['data'], separators=(',', ':'))}\n\n"
