@@ -190,7 +190,9 @@ class ProjectItem(BaseModel):
     status: OurStatus
     priority: int
     position: Optional[int] = Field(
-        None, description="How many queued tasks its worker pool runs before it (0: next); null unless queued."
+        None,
+        description="Queue.position: how many queued tasks of its queue and type a priority-claiming pool runs "
+        "before it (0: next); null unless queued.",
     )
     progress: Optional[float] = None
     step: Optional[str] = None

@@ -314,16 +314,13 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
                     if len(page) < 1000:
                         break
                     after = page[-1].id
-            # Run order within one queue (priority, then due time); positions say the rest.
-            queued.sort(key=lambda t: (t.priority, t.run_after, t.id))
-            queued = queued[:limit]
+            # The order a priority claim takes them in: due tasks by (priority, run_after, id),
+            # then those not yet due. `position` counts the tasks of the same queue and type
+            # ahead (Queue.position), so with several types it restarts at 0 for each.
+            now = datetime.now(timezone.utc)
+            queued.sort(key=lambda t: (t.run_after > now, t.priority, t.run_after, t.id))
             items = [_item(t, project_id, None) for t in running]
-            items += [_item(t, project_id, queue.position(t.id)) for t in queued]
-            # Tasks due later have no place yet (None): they go last.
-            n_running = len(running)
-            items[n_running:] = sorted(
-                items[n_running:], key=lambda i: (i["position"] is None, i["position"] or 0)
-            )
+            items += [_item(t, project_id, queue.position(t.id)) for t in queued[:limit]]
             finished: list[dict[str, Any]] = []
             if include_finished:
                 done: list[Task] = []
