@@ -346,6 +346,24 @@ def test_project_priority(client, queue):
     assert r.status_code == 409 and "completed" in r.json()["detail"]
 
 
+def test_stats_and_project_status_are_reused_for_cache_ttl_and_dropped_on_own_writes(queue):
+    with TestClient(web.create_app(queue, auth=AUTH, cache_ttl=60)) as c:
+        assert c.get(api("/queue/stats"), headers=ALL).json()["total_tasks"] == 0
+        queue.enqueue("a")  # a change made elsewhere: seen once the entry is older than cache_ttl
+        assert c.get(api("/queue/stats"), headers=ALL).json()["total_tasks"] == 0
+        assert c.get(api("/projects/p1/queue/status"), headers=ALL).json()["items"] == []
+        queue.enqueue("b", queue="project:p1")
+        assert c.get(api("/projects/p1/queue/status"), headers=ALL).json()["items"] == []
+        add(c, "p1")  # a change through this router drops the project's entries at once
+        assert len(c.get(api("/projects/p1/queue/status"), headers=ALL).json()["items"]) == 2
+    with TestClient(web.create_app(queue, auth=AUTH, cache_ttl=0)) as c:
+        before = c.get(api("/queue/stats"), headers=ALL).json()["total_tasks"]
+        queue.enqueue("c")
+        assert c.get(api("/queue/stats"), headers=ALL).json()["total_tasks"] == before + 1
+    with pytest.raises(ValueError):
+        web.create_router(queue, auth=AUTH, cache_ttl=-1)
+
+
 # ====================================================================== operations
 def test_statistics_are_the_metrics(client, queue):
     queue.enqueue("a", queue="project:p1")

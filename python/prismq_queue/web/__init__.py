@@ -46,8 +46,16 @@ when the database stayed locked past ``busy_timeout`` (the core retries until th
 generic body; every error body has ``detail`` and ``request_id``, also sent as ``X-Request-ID``
 on every response, under which the ``prismq_queue.web`` logger records the details.
 
+Caching: ``/queue/stats`` and project status count and list rows across the table, which costs
+milliseconds per call at tens of thousands of tasks; their results are reused for ``cache_ttl``
+seconds (default 1; the older API cached its stats for 2 s), a project's as soon as a request
+through this router or a live event stream of this router sees a change in that project.
+``cache_ttl=0`` turns that off. Task endpoints are always read fresh.
+
 Threads: endpoints are ``async def`` and run their queue calls, all of one request in one
-function, in a small thread pool of the router's own (``threads=8``; the core releases the GIL).
+function, in thread pools of the router's own (``threads=8`` for reads, half as many for writes,
+apart so that reads never queue behind writes waiting for the write lock; the core releases the
+GIL).
 Plain ``def`` endpoints would also keep SQLite off the event loop, but FastAPI then runs each
 sync dependency and the response validation in further thread hops through anyio's shared
 limiter; one hop per request through a dedicated pool is cheaper (a hop costs ~0.1 ms here).

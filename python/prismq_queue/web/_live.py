@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
@@ -43,6 +44,7 @@ log = logging.getLogger("prismq_queue.web")
 
 AUTH_TIMEOUT = 10.0
 SSE_KEEPALIVE = 15.0
+COUNTS_EVERY = 0.25
 _END = object()
 
 
@@ -57,9 +59,18 @@ def _iso(v: Any) -> Any:
 class _Feed:
     """Runs ``events.watch`` for one project queue in the background and hands out messages."""
 
-    def __init__(self, queue: Queue, project_id: str, run: Callable[..., Awaitable[Any]], interval: float) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        project_id: str,
+        run: Callable[..., Awaitable[Any]],
+        interval: float,
+        on_change: Callable[[str], None],
+    ) -> None:
         from ..events import watch
 
+        self.on_change = on_change
+        self.counts_at = 0.0
         self.queue = queue
         self.project_id = project_id
         self.queue_name = f"project:{project_id}"
@@ -88,6 +99,14 @@ class _Feed:
         events = [first]
         while not self.pending.empty():
             events.append(self.pending.get_nowait())
+        if any(e is not _END and e.kind != "task.progress" for e in events):
+            # Counts cost a query over the project's rows: at most one every COUNTS_EVERY
+            # seconds, the events in between sent together with the counts after them.
+            wait = self.counts_at + COUNTS_EVERY - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                while not self.pending.empty():
+                    events.append(self.pending.get_nowait())
         ended = any(e is _END for e in events)
         events = [e for e in events if e is not _END]
         messages = await self._messages(events)
@@ -100,6 +119,8 @@ class _Feed:
         out: list[dict[str, Any]] = []
         counts = None
         if any(e.kind != "task.progress" for e in events):
+            self.on_change(pid)
+            self.counts_at = time.monotonic()
             s = await self.run(self.queue.stats, queue=self.queue_name)
             counts = {k: s.get(k, 0) for k in ("queued", "running", "completed", "failed", "cancelled", "total")}
         for e in events:
@@ -148,7 +169,15 @@ class _Feed:
             pass
 
 
-def add_routes(router: APIRouter, queue: Queue, auth: Auth, run: Callable[..., Awaitable[Any]], *, interval: float) -> None:
+def add_routes(
+    router: APIRouter,
+    queue: Queue,
+    auth: Auth,
+    run: Callable[..., Awaitable[Any]],
+    *,
+    interval: float,
+    on_change: Callable[[str], None] = lambda project_id: None,
+) -> None:
     @router.websocket("/projects/{project_id}/queue/ws", name="project_events_ws")
     async def project_ws(websocket: WebSocket, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> None:
         """WebSocket of a project's live events (see the module doc of prismq_queue.web._live)."""
@@ -171,7 +200,7 @@ def add_routes(router: APIRouter, queue: Queue, auth: Auth, run: Callable[..., A
                 await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
                 await websocket.close(code=code, reason=detail[:120])
                 return
-            feed = _Feed(queue, project_id, run, interval)
+            feed = _Feed(queue, project_id, run, interval, on_change)
         except WebSocketDisconnect:
             return
         except Exception:  # noqa: BLE001 - e.g. the events module failed; the client sees 1011
@@ -226,7 +255,7 @@ def add_routes(router: APIRouter, queue: Queue, auth: Auth, run: Callable[..., A
     @needs("read", query_token=True)
     async def project_sse(request: Request, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> StreamingResponse:
         async def body() -> AsyncIterator[str]:
-            feed = _Feed(queue, project_id, run, interval)
+            feed = _Feed(queue, project_id, run, interval, on_change)
             try:
                 yield _sse({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
                 while True:

@@ -154,15 +154,57 @@ def _key_prefix(project_id: str) -> str:
     return f"{PROJECT_QUEUE_PREFIX}{project_id}:"
 
 
-def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, threads: int = 8) -> APIRouter:
+class SnapshotCache:
+    """Short-lived results of the aggregate reads (``/queue/stats`` and project status).
+
+    Their core queries count or list rows across the whole table (tens of milliseconds at
+    hundreds of thousands of tasks), while dashboards poll them many times a second; the older
+    queue API cached its stats for 2 s. An entry lives ``ttl`` seconds; a project's entries are
+    dropped at once when a request through this router changes that project, and when a live
+    event stream of this router sees a change in it, so a client that refetches after an event
+    gets the change. ``ttl=0`` turns caching off. Task endpoints are never cached.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = float(ttl)
+        self._entries: dict[tuple[Any, ...], tuple[float, int, Any]] = {}
+        self._generation: dict[Optional[str], int] = {}
+
+    def generation(self, project: Optional[str]) -> int:
+        return self._generation.get(project, 0)
+
+    def get(self, key: tuple[Any, ...], project: Optional[str]) -> Any:
+        e = self._entries.get(key)
+        if e is not None and e[0] > time.monotonic() and e[1] == self.generation(project):
+            return e[2]
+        return None
+
+    def put(self, key: tuple[Any, ...], project: Optional[str], generation: int, value: Any) -> None:
+        if self.ttl > 0 and generation == self.generation(project):
+            if len(self._entries) > 1000:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            self._entries[key] = (time.monotonic() + self.ttl, generation, value)
+
+    def invalidate(self, project: Optional[str]) -> None:
+        self._generation[project] = self.generation(project) + 1
+
+
+def create_router(
+    queue: Queue, *, auth: Auth, events_interval: float = 1.0, threads: int = 8, cache_ttl: float = 1.0
+) -> APIRouter:
     """A ``fastapi.APIRouter`` with the whole REST API, to mount under any prefix.
 
     ``auth`` is required: ``Auth(tokens={...})``, or ``Auth.disabled()`` to turn checks off (which
     logs a warning). ``events_interval`` is passed to ``events.watch`` for the live endpoints;
-    ``threads`` is the size of the thread pool that runs the queue calls.
+    ``threads`` is the size of the thread pool that runs the queue calls; ``cache_ttl`` how long
+    ``/queue/stats`` and project status results may be reused (see ``SnapshotCache``; 0: never).
     """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if not isinstance(cache_ttl, (int, float)) or cache_ttl < 0:
+        raise ValueError(f"cache_ttl must be a number of seconds >= 0, got {cache_ttl!r}")
+    cache = SnapshotCache(cache_ttl)
     if not isinstance(auth, Auth):
         raise TypeError("auth must be a web.Auth: Auth(tokens={...}), or Auth.disabled() to turn checks off")
     if not auth.enabled:
@@ -173,13 +215,18 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
     deps = [Security(HTTPBearer(auto_error=False, description="A token configured with web.Auth"))] if auth.enabled else []
     router = APIRouter(route_class=route_class(auth), responses=ERRORS, dependencies=deps)
 
-    # Every queue call runs in a thread of this pool: SQLite never blocks the event loop. A pool of
-    # its own (not anyio's default limiter, which the host app's sync endpoints share) costs less
-    # per call, and its size bounds how many requests wait on the queue's two connections at once.
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prismq-web")
+    # Every queue call runs in a thread: SQLite never blocks the event loop. Pools of their own
+    # (not anyio's default limiter, which the host app's sync endpoints share) cost less per call.
+    # Writes have a pool apart: while they wait for the write lock (other processes' workers hold
+    # it many times a second), reads, which WAL never blocks, must not queue behind them.
+    reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prismq-web-read")
+    writes = ThreadPoolExecutor(max_workers=max(2, threads // 2), thread_name_prefix="prismq-web-write")
 
     async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(reads, functools.partial(fn, *args, **kwargs))
+
+    async def run_write(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(writes, functools.partial(fn, *args, **kwargs))
 
     def project_task(project_id: str, item_id: int) -> Task:
         try:
@@ -225,7 +272,7 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
                 message = "Task already exists (idempotency key match)"
             return {"task_id": t.id, "status": legacy_status(t.status), "created_at_utc": t.created_at, "message": message}
 
-        return await run(go)
+        return await run_write(go)
 
     @router.get(
         "/queue/tasks/{task_id}",
@@ -270,13 +317,18 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             s = legacy_status(queue.get(task_id).status)
             return {"task_id": task_id, "status": s, "message": f"Task already {s}, cannot cancel"}
 
-        return await run(go)
+        return await run_write(go)
 
     @router.get("/queue/stats", response_model=QueueStatsResponse, tags=["queue (older API)"], summary="Counts by status")
     @needs("read")
     async def stats() -> Any:
+        key = ("stats",)
+        cached = cache.get(key, None)
+        if cached is not None:
+            return cached
+        generation = cache.generation(None)
         s = await run(queue.stats)
-        return {
+        result = {
             "total_tasks": s["total"],
             "queued_tasks": s["queued"],
             "processing_tasks": s["running"],
@@ -286,6 +338,8 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             "cancelled_tasks": s["cancelled"],
             "scheduled_tasks": s.get("scheduled", 0),
         }
+        cache.put(key, None, generation, result)
+        return result
 
     # ------------------------------------------------------------ projects
     @router.get(
@@ -301,6 +355,11 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
         include_finished: bool = Query(False, description="Also the latest finished items."),
     ) -> Any:
         qn = project_queue(project_id)
+        key = ("status", project_id, limit, include_finished)
+        cached = cache.get(key, project_id)
+        if cached is not None:
+            return cached
+        generation = cache.generation(project_id)
 
         def go() -> dict[str, Any]:
             s = queue.stats(queue=qn)
@@ -340,7 +399,9 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
                 "finished": finished,
             }
 
-        return await run(go)
+        result = await run(go)
+        cache.put(key, project_id, generation, result)
+        return result
 
     @router.post(
         "/projects/{project_id}/queue/add",
@@ -376,7 +437,8 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             t = queue.get(tid)
             return _item(t, project_id, position(t)), True
 
-        item, created = await run(go)
+        item, created = await run_write(go)
+        cache.invalidate(project_id)
         item["created"] = created
         if not created:
             return JSONResponse(ProjectAddResponse(**item).model_dump(mode="json"), status_code=200)
@@ -398,7 +460,10 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             message = "cancelled" if cancelled else f"already {status}; nothing to cancel"
             return {"item_id": t.id, "project_id": project_id, "cancelled": cancelled, "status": status, "message": message}
 
-        return await run(go)
+        try:
+            return await run_write(go)
+        finally:
+            cache.invalidate(project_id)
 
     @router.put(
         "/projects/{project_id}/queue/{item_id}/priority",
@@ -416,7 +481,10 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             t = queue.get(t.id)
             return _item(t, project_id, position(t))
 
-        return await run(go)
+        try:
+            return await run_write(go)
+        finally:
+            cache.invalidate(project_id)
 
     # ------------------------------------------------------------ operations
     @router.get("/queue/statistics", response_model=MetricsResponse, tags=["operations"], summary="Queue.metrics()")
@@ -495,7 +563,7 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
             ok = queue.retry(task_id)
             return {"task_id": task_id, "retried": ok, "status": queue.get(task_id).status}
 
-        return await run(go)
+        return await run_write(go)
 
     @router.post(
         "/queue/clear",
@@ -523,7 +591,7 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
                 left = len(queue.list(status="running", queue=body.queue, type=body.type, limit=1000))
             return {"cancelled_queued": counts["queued"], "cancelled_running": counts["running"], "running_left": left}
 
-        result = await run(go)
+        result = await run_write(go)
         log.info("queue cleared: %s (filters: %s)", result, body.model_dump())
         return result
 
@@ -541,5 +609,5 @@ def create_router(queue: Queue, *, auth: Auth, events_interval: float = 1.0, thr
         text = await run(render, queue)
         return Response(content=text, media_type=CONTENT_TYPE)
 
-    _live.add_routes(router, queue, auth, run, interval=events_interval)
+    _live.add_routes(router, queue, auth, run, interval=events_interval, on_change=cache.invalidate)
     return router
