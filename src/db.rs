@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::schema;
 use parking_lot::Mutex;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, DropBehavior, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -116,6 +116,14 @@ fn open_one(path: &str) -> Result<Connection> {
     })?;
     conn.busy_handler(Some(busy_handler))?;
     conn.set_prepared_statement_cache_capacity(128);
+    // Query planner stability guarantee: without it SQLite (3.54, STAT4) marks `LIMIT ?` and,
+    // after ANALYZE, any range/equality parameter as plan-sensitive, and then re-prepares the
+    // cached claim statement on every bind: a full parse and plan per claim. Our hot
+    // statements pin their plans with INDEXED BY, so binding can never improve them.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
@@ -214,9 +222,15 @@ impl Db {
         let mut conn = self.writer.lock();
         let deadline = Instant::now() + self.busy_timeout;
         let out = retry_busy(deadline, || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
-            tx.commit()?;
+            // COMMIT through the statement cache: `Transaction::commit` parses it every time.
+            // If it fails the transaction is still open, and dropping `tx` rolls it back.
+            tx.set_drop_behavior(DropBehavior::Ignore);
+            if let Err(e) = tx.prepare_cached("COMMIT").and_then(|mut c| c.execute([])) {
+                tx.set_drop_behavior(DropBehavior::Rollback);
+                return Err(e.into());
+            }
             Ok(out)
         })?;
         drop(conn);

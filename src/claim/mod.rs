@@ -11,9 +11,14 @@ use crate::task::{TaskRow, COLUMNS};
 use crate::time::now_ms;
 use lanes::LaneFilter;
 use rusqlite::{params, Transaction};
+use std::cmp::Ordering;
 use strategy::{Candidate, Strategy};
 
 pub const MAX_CLAIM_BATCH: usize = 10_000;
+
+/// `SELECT <COLUMNS> FROM tasks WHERE id = ?1`, formatted once (it keys the statement cache).
+static SELECT_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"));
 
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -75,49 +80,67 @@ impl Queue {
         // Crash recovery rides along: expired leases go back before we choose.
         self.rescue_expired_in(tx, now)?;
         let lanes = self.eligible_lanes(tx, &req.filter)?;
+        let limit = req.limit;
         let mut cands: Vec<Candidate> = Vec::new();
         {
             let mut stmt = tx.prepare_cached(req.strategy.candidate_sql())?;
             for lane in &lanes {
-                let rows = stmt.query_map(params![lane, now, req.limit as i64], |r| {
-                    Ok(Candidate {
+                // Each lane's rows come in the strategy's order. Once `limit` candidates are
+                // known, the worst of them bounds what can still win, and a lane's first row that
+                // does not beat it ends that lane: a batch claim over many lanes reads about
+                // `limit` rows plus one per lane, not `limit` per lane.
+                let bound = (cands.len() >= limit).then(|| cands[limit - 1].clone());
+                let before = cands.len();
+                let mut rows = stmt.query(params![lane, now, limit as i64])?;
+                while let Some(r) = rows.next()? {
+                    let c = Candidate {
                         id: r.get(0)?,
                         priority: r.get(1)?,
                         run_after: r.get(2)?,
                         wkey: r.get(3)?,
-                    })
-                })?;
-                for c in rows {
-                    cands.push(c?);
+                    };
+                    if bound
+                        .as_ref()
+                        .is_some_and(|b| req.strategy.compare(&c, b) != Ordering::Less)
+                    {
+                        break;
+                    }
+                    cands.push(c);
+                }
+                if before > 0 && cands.len() > before {
+                    cands.sort_by(|a, b| req.strategy.compare(a, b));
+                    cands.truncate(limit);
                 }
             }
         }
         if cands.is_empty() {
             return Ok(Vec::new());
         }
-        if lanes.len() > 1 {
-            cands.sort_by(|a, b| req.strategy.compare(a, b));
-        }
-        cands.truncate(req.limit);
 
-        let mut take = tx.prepare_cached(&format!(
+        // A plain UPDATE, then the row by rowid. `UPDATE ... RETURNING` is compiled with a
+        // trigger, which (with the table's CHECK and NOT NULL constraints) makes SQLite open a
+        // statement journal and copy every page it touches into it: measurably slower.
+        let mut take = tx.prepare_cached(
             "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = ?2, lease_until = ?3,
                     lease_token = ?4, started_at = ?5, updated_at = ?5
-             WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
-        ))?;
+             WHERE id = ?1 AND status = 'queued'",
+        )?;
+        let mut read = tx.prepare_cached(&SELECT_BY_ID)?;
         let mut out = Vec::with_capacity(cands.len());
         for c in &cands {
-            let row = take.query_row(
-                params![
-                    c.id,
-                    req.worker_id,
-                    now + req.lease_ms,
-                    new_lease_token(),
-                    now
-                ],
-                TaskRow::from_row,
-            )?;
-            out.push(row);
+            let n = take.execute(params![
+                c.id,
+                req.worker_id,
+                now + req.lease_ms,
+                new_lease_token(),
+                now
+            ])?;
+            if n != 1 {
+                // Impossible under the write lock (the candidate was read as queued in this very
+                // transaction); fail loudly rather than hand out a task we did not take.
+                return Err(rusqlite::Error::QueryReturnedNoRows.into());
+            }
+            out.push(read.query_row([c.id], TaskRow::from_row)?);
         }
         if req.strategy == Strategy::WeightedRandom {
             let top = cands.iter().map(|c| c.wkey).fold(f64::MIN, f64::max);
@@ -169,6 +192,52 @@ mod tests {
         let c = enqueue(&q, "a", 10);
         // Lanes "a" and "b" are merged: most urgent first, FIFO among equals.
         assert_eq!(claim_ids(&q, Strategy::Priority, 3), vec![b, c, a]);
+    }
+
+    #[test]
+    fn batch_claims_over_many_lanes_take_the_global_best_in_order() {
+        // Lanes stop early once they cannot beat the batch's worst candidate: the result must
+        // still be exactly the first `limit` queued tasks in the strategy's order.
+        for s in [
+            Strategy::Priority,
+            Strategy::Fifo,
+            Strategy::Lifo,
+            Strategy::WeightedRandom,
+        ] {
+            let (_d, q) = file_queue();
+            let tasks: Vec<NewTask> = (0..600)
+                .map(|i: i64| {
+                    let mut t = NewTask::new(format!("t{}", (i * 7) % 9), "null");
+                    t.priority = 1 + (i * 37) % 50;
+                    // Spread due times so FIFO and LIFO order differs from id order.
+                    t.run_after = Some(1_000 + (i * 13) % 97);
+                    t
+                })
+                .collect();
+            q.enqueue_many(&tasks).unwrap();
+            for limit in [1, 7, 50, 120] {
+                let mut all: Vec<Candidate> = q
+                    .db
+                    .read(|c| {
+                        let mut st = c.prepare(
+                            "SELECT id, priority, run_after, wkey FROM tasks WHERE status = 'queued'",
+                        )?;
+                        let rows = st.query_map([], |r| {
+                            Ok(Candidate {
+                                id: r.get(0)?,
+                                priority: r.get(1)?,
+                                run_after: r.get(2)?,
+                                wkey: r.get(3)?,
+                            })
+                        })?;
+                        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                    })
+                    .unwrap();
+                all.sort_by(|a, b| s.compare(a, b));
+                let want: Vec<i64> = all.iter().take(limit).map(|c| c.id).collect();
+                assert_eq!(claim_ids(&q, s, limit), want, "{s:?} limit {limit}");
+            }
+        }
     }
 
     #[test]
