@@ -4,6 +4,7 @@
 
 pub mod ack;
 pub mod admin;
+pub mod changes;
 pub mod claim;
 pub mod db;
 pub mod enqueue;

@@ -4,7 +4,7 @@ processes, the Prometheus exposition and the core's log records."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -180,3 +180,176 @@ def test_position_is_the_number_of_claims_before_the_task(queue):
         assert [positions[i] for i in order] == list(range(len(ids))), strategy
         for i in ids:
             q.retry(i)  # back in line for the next strategy (fresh keys for the race)
+
+
+# ------------------------------------------------------------------ events from another process
+
+import asyncio  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import threading  # noqa: E402
+from datetime import timezone  # noqa: E402
+
+import obs_helpers  # noqa: E402
+
+from prismq_queue.events import Event, watch  # noqa: E402
+
+CTX = mp.get_context("spawn")
+
+
+def _task_events(events, task_id):
+    return [(e.kind, e.status, e.progress, e.step) for e in events if e.task_id == task_id]
+
+
+def _expected_lifecycle(events):
+    """What a stream must have seen of obs_helpers.produce_lifecycle, in order."""
+    created = [e for e in events if e.kind == "task.created"]
+    assert len(created) == 2, events
+    ok, bad = created[0].task_id, created[1].task_id
+    assert _task_events(events, ok) == [
+        ("task.created", "queued", None, None),
+        ("task.status", "running", None, None),
+        ("task.progress", "running", 30.0, "download"),
+        ("task.progress", "running", 60.0, "resize"),
+        ("task.status", "completed", 100.0, "resize"),
+    ], events
+    assert _task_events(events, bad) == [
+        ("task.created", "queued", None, None),
+        ("task.status", "running", None, None),
+        ("task.status", "failed", None, None),
+    ], events
+    progress = next(e for e in events if e.kind == "task.progress")
+    assert progress.message == "fetching" and progress.type == "resize" and progress.queue == "media"
+    failed = next(e for e in events if e.task_id == bad and e.status == "failed")
+    assert failed.data["error"] == "ValueError: not an image" and failed.data["attempts"] == 1
+    assert all(e.at.tzinfo is not None and e.at.utcoffset() == timedelta(0) for e in events)
+    updates = [e for e in events if e.kind == "queue.updated"]
+    assert updates and all(e.queue == "media" and e.task_id is None for e in updates)
+    assert sum(e.data["changes"] for e in updates) <= len(events) - len(updates)
+
+
+def _start_producer(db_path):
+    go, done = CTX.Event(), CTX.Event()
+    p = CTX.Process(target=obs_helpers.produce_lifecycle, args=(db_path, go, done), daemon=True)
+    p.start()
+    return p, go, done
+
+
+def _collect_sync(stream, done, deadline):
+    events = []
+    watchdog = threading.Timer(deadline, stream.close)
+    watchdog.start()
+    try:
+        for ev in stream:
+            events.append(ev)
+            if any(e.status == "failed" for e in events):
+                break
+    finally:
+        watchdog.cancel()
+    return events
+
+
+def test_sync_stream_sees_another_processes_changes(db_path):
+    with Queue(db_path) as q:
+        q.enqueue("before", {})  # existed before watch(): not reported
+        p, go, done = _start_producer(db_path)
+        with watch(q, interval=0.3) as stream:
+            go.set()
+            events = _collect_sync(stream, done, deadline=30)
+        p.join(30)
+        assert p.exitcode == 0
+    _expected_lifecycle(events)
+    assert all(e.type != "before" for e in events)
+
+
+async def test_async_stream_sees_another_processes_changes_without_blocking_the_loop(db_path):
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    with Queue(db_path) as q:
+        p, go, done = _start_producer(db_path)
+        tick_task = asyncio.ensure_future(ticker())
+        events = []
+        started = time.monotonic()
+        async with watch(q, interval=0.3) as stream:
+            go.set()
+
+            async def collect():
+                async for ev in stream:
+                    events.append(ev)
+                    if any(e.status == "failed" for e in events):
+                        return
+
+            await asyncio.wait_for(collect(), 30)
+        elapsed = time.monotonic() - started
+        tick_task.cancel()
+        await asyncio.to_thread(p.join, 30)
+        assert p.exitcode == 0
+    _expected_lifecycle(events)
+    # The loop kept running while the stream waited: ~100 ticks a second (a blocked loop: ~0).
+    assert ticks >= elapsed * 100 * 0.5, (ticks, elapsed)
+
+
+def test_an_idle_stream_sleeps(db_path):
+    """No busy polling: a thread blocked in an idle stream costs almost no CPU."""
+    with Queue(db_path) as q:
+        q.enqueue("x")
+        stream = watch(q, interval=5.0)
+        consumer = threading.Thread(target=lambda: list(stream), daemon=True)
+        consumer.start()
+        time.sleep(0.3)  # let it settle into its wait
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(1.0)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+        # The whole process (the waiting thread, this one sleeping, the checkpointer): < 5% of a core.
+        assert cpu / wall < 0.05, f"{cpu / wall:.1%} of a core while idle"
+        started = time.monotonic()
+        stream.close()
+        consumer.join(2)
+        assert not consumer.is_alive() and time.monotonic() - started < 0.5
+
+
+def test_queue_updates_are_coalesced_per_queue_and_filtered(db_path):
+    with Queue(db_path) as q:
+        with watch(q, queues=["a"], interval=0.5, min_gap=0.0) as stream:
+
+            def produce():
+                for i in range(10):
+                    q.enqueue("x", {"i": i}, queue="a")
+                    q.enqueue("x", {"i": i}, queue="b")  # another queue: not in this stream
+                    time.sleep(0.1)
+
+            producer = threading.Thread(target=produce)
+            started = time.monotonic()
+            producer.start()
+            events = []
+            while time.monotonic() - started < 2.0:
+                events += stream.poll(0.2)
+            producer.join()
+        updates = [e for e in events if e.kind == "queue.updated"]
+        created = [e for e in events if e.kind == "task.created"]
+        assert len(created) == 10 and all(e.queue == "a" for e in events)
+        # About 1 s of changes with interval=0.5: the first at once, then one per interval.
+        assert 2 <= len(updates) <= 4, [(e.at, e.data) for e in updates]
+        assert sum(e.data["changes"] for e in updates) == 10
+        assert updates[-1].data == {"queued": 10, "running": 0, "changes": updates[-1].data["changes"]}
+        gaps = [(b.at - a.at).total_seconds() for a, b in zip(updates, updates[1:])]
+        assert all(g >= 0.45 for g in gaps), gaps
+
+
+def test_event_shape():
+    e = Event("task.progress", 7, "resize", "media", "running", 50.0, "half", None,
+              datetime.now(timezone.utc))
+    d = e.as_dict()
+    assert d["kind"] == "task.progress" and d["task_id"] == 7 and d["data"] is None
+    assert datetime.fromisoformat(d["at"]) == e.at
+    with pytest.raises(Exception):
+        e.kind = "x"  # frozen
+    with Queue(":memory:") as q:
+        with pytest.raises(ValueError):
+            watch(q, interval=0)

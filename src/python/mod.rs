@@ -1,6 +1,7 @@
 //! The pyo3 binding: a thin layer that converts arguments, releases the GIL around every core
 //! call and maps errors. Built only with the `python` feature (maturin turns it on).
 
+mod changes;
 mod convert;
 mod errors;
 mod queue;
@@ -15,6 +16,7 @@ fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::PyTask>()?;
     m.add_class::<task::PyWorkerInfo>()?;
     m.add_class::<task::PyTaskLog>()?;
+    m.add_class::<changes::PyChangeCursor>()?;
     m.add("SCHEMA_VERSION", crate::schema::SCHEMA_VERSION)?;
     m.add(
         "DEFAULT_MAX_PAYLOAD_BYTES",

@@ -859,6 +859,41 @@ impl PyQueue {
         py.detach(move || q.position(task_id, s)).py()
     }
 
+    /// A change cursor at the present, for `changes_since` (the feed under `events.watch`).
+    #[pyo3(signature = (*, queues=None))]
+    fn change_cursor(
+        &self,
+        py: Python<'_>,
+        queues: Option<&Bound<PyAny>>,
+    ) -> PyResult<super::changes::PyChangeCursor> {
+        super::changes::change_cursor(py, self.q()?, queues)
+    }
+
+    /// Wait (GIL released) up to `timeout` seconds for a commit since the cursor's last look,
+    /// no sooner than `min_gap` after it, then look: `(changes, more)`, each change a tuple
+    /// `(kind, id, type, queue, status, progress, step, message, at_ms, attempts, max_attempts,
+    /// worker, error)`. `timeout=0` looks at once. See `crate::changes` for what is reported.
+    #[pyo3(signature = (cursor, *, timeout=0.0, min_gap=0.0, limit=1000))]
+    fn changes_since<'py>(
+        &self,
+        py: Python<'py>,
+        cursor: Py<super::changes::PyChangeCursor>,
+        timeout: f64,
+        min_gap: f64,
+        limit: i64,
+    ) -> PyResult<(Bound<'py, PyList>, bool)> {
+        super::changes::changes_since(py, self.q()?, cursor, timeout, min_gap, limit)
+    }
+
+    /// `{queue: {"queued": n, "running": n}}` for each of `queues`.
+    fn queue_depths<'py>(
+        &self,
+        py: Python<'py>,
+        queues: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        super::changes::queue_depths(py, self.q()?, queues)
+    }
+
     /// The query plan of the claim statement for `strategy` (one line per plan step).
     #[pyo3(signature = (strategy="priority"))]
     fn explain_claim(&self, py: Python<'_>, strategy: &str) -> PyResult<Vec<String>> {
