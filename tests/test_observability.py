@@ -353,3 +353,54 @@ def test_event_shape():
     with Queue(":memory:") as q:
         with pytest.raises(ValueError):
             watch(q, interval=0)
+
+
+# ---------------------------------------------------------------------------------- Prometheus
+
+
+def test_prometheus_text_parses_and_carries_the_values(db_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from prismq_queue import prometheus
+
+    with Queue(db_path, stale_worker_after=0.3) as q:
+        durations = _known_workload(q)
+        q.heartbeat("gone-quiet")
+        time.sleep(0.4)
+        q.heartbeat("alive")
+        text = prometheus.render(q, window=60)
+    assert prometheus.CONTENT_TYPE.startswith("text/plain")
+
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("prismq_"), family.name
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def value(name, **labels):
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("prismq_tasks", status="completed") == 10
+    assert value("prismq_tasks", status="failed") == 3
+    assert value("prismq_tasks", status="queued") == 6
+    assert value("prismq_tasks", status="running") == 1
+    assert value("prismq_tasks_retrying") == 2
+    assert value("prismq_tasks_scheduled") == 2
+    assert value("prismq_queue_tasks", queue="media", type="resize", status="retrying") == 2
+    assert value("prismq_queue_tasks", queue="media", type="resize", status="running") == 1
+    assert value("prismq_queue_tasks", queue="mail", type="email", status="queued") == 4
+    assert value("prismq_window_tasks", status="completed") == 10
+    assert value("prismq_window_tasks", status="failed") == 3
+    assert value("prismq_window_success_ratio") == pytest.approx(10 / 13)
+    assert value("prismq_throughput_per_second") == pytest.approx(10 / 60)
+    assert value("prismq_window_retried_tasks", status="completed") == 1
+    assert value("prismq_processing_samples", type="*") == 10
+    assert value("prismq_processing_samples", type="resize") == len(durations["resize"])
+    assert value("prismq_processing_seconds", type="email", quantile="1") == pytest.approx(
+        max(durations["email"]), abs=0.05
+    )
+    assert value("prismq_processing_seconds", type="*", quantile="0.5") == pytest.approx(0.3, abs=0.05)
+    assert value("prismq_workers", status="stale") == 1 and value("prismq_workers", status="active") == 1
+    assert ("prismq_lock_busy_retries_total", ()) in samples
+    assert value("prismq_database_size_bytes") > 0
+    assert value("prismq_wal_frames") >= value("prismq_wal_frames_pending") >= 0
