@@ -8,9 +8,12 @@ Messages (JSON; SSE puts ``event`` in the ``event:`` line and ``data`` in the ``
 
 - ``{"event": "ready", "data": {"project_id": ..., "events": [...]}}`` once, when subscribed;
 - ``{"event": "queue:updated:{project_id}", "data": {"project_id", "reason", "task_id", "type",
-  "status", "at", "counts"}}`` when an item was added or changed status (``reason`` is the event
-  kind: ``task.created``, ``task.status`` or ``queue.updated``; ``counts`` the project's counts by
-  status right after);
+  "status", "at", "counts", ...}}`` when the project's queue changed. ``reason`` is the event
+  kind of ``prismq_queue.events``: ``task.created`` (an item was added), ``task.status`` (an item
+  changed status; with ``attempts``, ``max_attempts``, ``worker``, ``error``) or
+  ``queue.updated`` (at most one per interval after changes: ``counts`` = ``{"queued",
+  "running"}`` of the project and ``changes``, the task events since the previous one; ``counts``
+  is null in the other two);
 - ``{"event": "task:step:progress:{project_id}", "data": {"project_id", "task_id", "type",
   "status", "progress", "step", "message", "at"}}`` when a handler reported progress.
 
@@ -27,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
+import anyio
 from fastapi import APIRouter, Path, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -44,7 +47,6 @@ log = logging.getLogger("prismq_queue.web")
 
 AUTH_TIMEOUT = 10.0
 SSE_KEEPALIVE = 15.0
-COUNTS_EVERY = 0.25
 _END = object()
 
 
@@ -70,7 +72,6 @@ class _Feed:
         from ..events import watch
 
         self.on_change = on_change
-        self.counts_at = 0.0
         self.queue = queue
         self.project_id = project_id
         self.queue_name = f"project:{project_id}"
@@ -99,74 +100,56 @@ class _Feed:
         events = [first]
         while not self.pending.empty():
             events.append(self.pending.get_nowait())
-        if any(e is not _END and e.kind != "task.progress" for e in events):
-            # Counts cost a query over the project's rows: at most one every COUNTS_EVERY
-            # seconds, the events in between sent together with the counts after them.
-            wait = self.counts_at + COUNTS_EVERY - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                while not self.pending.empty():
-                    events.append(self.pending.get_nowait())
         ended = any(e is _END for e in events)
-        events = [e for e in events if e is not _END]
-        messages = await self._messages(events)
+        messages = [self._message(e) for e in events if e is not _END]
+        if any(e is not _END and e.kind != "task.progress" for e in events):
+            self.on_change(self.project_id)  # drop the router's cached status of this project
         if ended:
             return messages or None
         return messages
 
-    async def _messages(self, events: list[Any]) -> list[dict[str, Any]]:
+    def _message(self, e: Any) -> dict[str, Any]:
         pid = self.project_id
-        out: list[dict[str, Any]] = []
-        counts = None
-        if any(e.kind != "task.progress" for e in events):
-            self.on_change(pid)
-            self.counts_at = time.monotonic()
-            s = await self.run(self.queue.stats, queue=self.queue_name)
-            counts = {k: s.get(k, 0) for k in ("queued", "running", "completed", "failed", "cancelled", "total")}
-        for e in events:
-            if e.kind == "task.progress":
-                out.append(
-                    {
-                        "event": f"task:step:progress:{pid}",
-                        "data": {
-                            "project_id": pid,
-                            "task_id": e.task_id,
-                            "type": e.type,
-                            "status": e.status,
-                            "progress": e.progress,
-                            "step": e.step,
-                            "message": e.message,
-                            "at": _iso(e.at),
-                        },
-                    }
-                )
-            else:
-                out.append(
-                    {
-                        "event": f"queue:updated:{pid}",
-                        "data": {
-                            "project_id": pid,
-                            "reason": e.kind,
-                            "task_id": e.task_id,
-                            "type": e.type,
-                            "status": e.status,
-                            "at": _iso(e.at),
-                            "counts": counts,
-                        },
-                    }
-                )
-        return out
+        if e.kind == "task.progress":
+            return {
+                "event": f"task:step:progress:{pid}",
+                "data": {
+                    "project_id": pid,
+                    "task_id": e.task_id,
+                    "type": e.type,
+                    "status": e.status,
+                    "progress": e.progress,
+                    "step": e.step,
+                    "message": e.message,
+                    "at": _iso(e.at),
+                },
+            }
+        data: dict[str, Any] = {
+            "project_id": pid,
+            "reason": e.kind,
+            "task_id": e.task_id,
+            "type": e.type,
+            "status": e.status,
+            "at": _iso(e.at),
+            "counts": None,
+        }
+        extra = e.data or {}
+        if e.kind == "queue.updated":
+            data["counts"] = {"queued": extra.get("queued"), "running": extra.get("running")}
+            data["changes"] = extra.get("changes")
+        elif e.kind == "task.status":
+            data.update({k: extra.get(k) for k in ("attempts", "max_attempts", "worker", "error")})
+        return {"event": f"queue:updated:{pid}", "data": data}
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop the pump and the stream now. Nothing is awaited: this runs in ``finally`` blocks of
+        cancelled handlers, where awaiting again would swallow or repeat the cancellation. The
+        stream's pending wait returns within milliseconds of ``close()``."""
         self.task.cancel()
         try:
             self.stream.close()
         except Exception:  # noqa: BLE001
             log.debug("closing an event stream failed", exc_info=True)
-        try:
-            await self.task
-        except BaseException:  # noqa: BLE001 - it was cancelled
-            pass
 
 
 def add_routes(
@@ -177,6 +160,7 @@ def add_routes(
     *,
     interval: float,
     on_change: Callable[[str], None] = lambda project_id: None,
+    sse_dependencies: Optional[list[Any]] = None,
 ) -> None:
     @router.websocket("/projects/{project_id}/queue/ws", name="project_events_ws")
     async def project_ws(websocket: WebSocket, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> None:
@@ -228,22 +212,30 @@ def add_routes(
                 for m in batch:
                     await websocket.send_json(m)
 
-        tasks = [asyncio.ensure_future(receive()), asyncio.ensure_future(send())]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), WebSocketDisconnect):
-                    log.error("websocket for project %s failed", project_id, exc_info=t.exception())
+            async with anyio.create_task_group() as tg:
+
+                async def until_disconnect() -> None:
+                    await receive()
+                    tg.cancel_scope.cancel()
+
+                async def until_stream_ends() -> None:
+                    await send()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_disconnect)
+                tg.start_soon(until_stream_ends)
+        except WebSocketDisconnect:
+            pass
+        except Exception:  # noqa: BLE001 - logged; the socket is closed below
+            log.exception("websocket for project %s failed", project_id)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await feed.close()
-            if websocket.client_state == WebSocketState.CONNECTED:
-                try:
-                    await websocket.close()
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+            feed.close()
+        if websocket.client_state == WebSocketState.CONNECTED and websocket.application_state == WebSocketState.CONNECTED:
+            try:
+                await websocket.close()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
     @router.get(
         "/projects/{project_id}/queue/events",
@@ -251,6 +243,7 @@ def add_routes(
         responses={200: {"content": {"text/event-stream": {"schema": LiveEvent.model_json_schema()}}, "description": "Server-Sent Events"}},
         tags=["live"],
         summary="A project's live events as Server-Sent Events (the WebSocket's fallback)",
+        dependencies=sse_dependencies or [],
     )
     @needs("read", query_token=True)
     async def project_sse(request: Request, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> StreamingResponse:
@@ -267,7 +260,7 @@ def add_routes(
                     for m in batch:
                         yield _sse(m)
             finally:
-                await feed.close()
+                feed.close()
 
         return StreamingResponse(
             body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
