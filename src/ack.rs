@@ -82,6 +82,40 @@ pub(crate) fn log_in(
     Ok(())
 }
 
+/// Logger (Python: `prismq_queue.core.ack`) of failed attempts: retries at info, dead letters at
+/// warning. Emitted after the transaction commits, never inside it (see `log_failure`).
+const LOG_ACK: &str = "prismq_queue::core::ack";
+
+/// One log record for a failed attempt, once its transaction has committed: with the Python
+/// bridge (pyo3-log) a record takes the GIL, and waiting for the GIL while holding the write lock
+/// would stall every writer of the file for as long as another Python thread keeps the GIL.
+fn log_failure(task_id: i64, error: &str, outcome: FailOutcome) {
+    let error: String = if error.chars().count() > 500 {
+        error.chars().take(500).chain("...".chars()).collect()
+    } else {
+        error.to_string()
+    };
+    match outcome {
+        FailOutcome::Retrying { run_after } => log::info!(
+            target: LOG_ACK,
+            "task {task_id}: attempt failed, retrying in {:.3}s: {error}",
+            (run_after - now_ms()).max(0) as f64 / 1000.0
+        ),
+        FailOutcome::DeadLettered => log::warn!(
+            target: LOG_ACK,
+            "task {task_id}: failed with no attempt left or no retry, moved to the dead letter: {error}"
+        ),
+    }
+}
+
+fn log_failures(items: &[(Lease, String, bool)], outcomes: &[Option<FailOutcome>]) {
+    for ((lease, error, _), outcome) in items.iter().zip(outcomes) {
+        if let Some(o) = outcome {
+            log_failure(lease.task_id, error, *o);
+        }
+    }
+}
+
 impl Queue {
     fn complete_in(
         &self,
@@ -202,23 +236,28 @@ impl Queue {
     /// Record a failed attempt: back to queued after the backoff, or the dead letter when
     /// attempts are spent or `retry` is false.
     pub fn fail(&self, lease: Lease, error: &str, retry: bool) -> Result<FailOutcome> {
-        self.db.write(
-            |tx| match self.fail_in(tx, lease, error, retry, now_ms())? {
-                Some(o) => Ok(o),
-                None => Err(lease_lost(tx, lease)),
-            },
-        )
+        let outcome =
+            self.db.write(
+                |tx| match self.fail_in(tx, lease, error, retry, now_ms())? {
+                    Some(o) => Ok(o),
+                    None => Err(lease_lost(tx, lease)),
+                },
+            )?;
+        log_failure(lease.task_id, error, outcome);
+        Ok(outcome)
     }
 
     /// Fail many in one transaction; `None` for a task whose lease was lost.
     pub fn fail_many(&self, items: &[(Lease, String, bool)]) -> Result<Vec<Option<FailOutcome>>> {
-        self.db.write(|tx| {
+        let outcomes = self.db.write(|tx| {
             let now = now_ms();
             items
                 .iter()
                 .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        log_failures(items, &outcomes);
+        Ok(outcomes)
     }
 
     /// One transaction for a worker's whole exchange with the queue: acknowledge finished tasks
@@ -233,7 +272,7 @@ impl Queue {
         if let Some(req) = claim {
             req.validate()?;
         }
-        self.db.write(|tx| {
+        let settled = self.db.write(|tx| {
             let now = now_ms();
             let completed = completes
                 .iter()
@@ -252,7 +291,9 @@ impl Queue {
                 failed,
                 claimed,
             })
-        })
+        })?;
+        log_failures(fails, &settled.failed);
+        Ok(settled)
     }
 
     /// Extend the lease to `lease_ms` from now; returns the new expiry.

@@ -404,3 +404,73 @@ def test_prometheus_text_parses_and_carries_the_values(db_path):
     assert ("prismq_lock_busy_retries_total", ()) in samples
     assert value("prismq_database_size_bytes") > 0
     assert value("prismq_wal_frames") >= value("prismq_wal_frames_pending") >= 0
+
+
+# ------------------------------------------------------------------------------------- logging
+
+import logging  # noqa: E402
+
+
+def test_core_events_reach_python_logging(queue, caplog):
+    q = queue
+    caplog.set_level(logging.INFO, logger="prismq_queue")
+    retried = q.enqueue("x", {}, max_attempts=2, retry={"base": 0, "jitter": 0})
+    [t] = q.claim("w")
+    q.fail(t, RuntimeError("flaky"))
+    [t] = q.claim("w")
+    q.fail(t, RuntimeError("still broken"))  # second and last attempt: dead letter
+    dead_at_once = q.enqueue("x", {})
+    [t] = q.claim("w")
+    q.fail_many([(t, "bad input", False)])
+
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("prismq_queue.core")]
+    assert ("prismq_queue.core.ack", logging.INFO) == records[0][:2]
+    assert f"task {retried}: attempt failed, retrying in" in records[0][2] and "RuntimeError: flaky" in records[0][2]
+    assert records[1][:2] == ("prismq_queue.core.ack", logging.WARNING)
+    assert f"task {retried}:" in records[1][2] and "dead letter" in records[1][2]
+    assert records[2][:2] == ("prismq_queue.core.ack", logging.WARNING)
+    assert f"task {dead_at_once}:" in records[2][2] and "bad input" in records[2][2]
+    assert len(records) == 3
+
+    # Below the configured level, nothing reaches the handlers.
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="prismq_queue")
+    q.enqueue("x", {}, retry={"base": 0, "jitter": 0})
+    [t] = q.claim("w")
+    q.fail(t, "quiet")
+    assert not [r for r in caplog.records if r.name.startswith("prismq_queue.core")]
+
+
+def test_rescued_leases_are_logged_while_another_thread_holds_the_gil(queue, caplog):
+    """The rescuer logs inside the claim's transaction; a busy Python thread (it holds the GIL most
+    of the time) delays the record by a GIL switch at most and never deadlocks the claim."""
+    q = queue
+    caplog.set_level(logging.INFO, logger="prismq_queue")
+    ids = [q.enqueue("x", {}, max_attempts=1 if i == 0 else 3) for i in range(3)]
+    q.claim("crashed-worker", lease=0.05, limit=3)
+    time.sleep(0.1)
+    stop = threading.Event()
+
+    def spin():
+        n = 0
+        while not stop.is_set():
+            n += 1  # pure Python: holds the GIL but for the interpreter's switches
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        result = []
+        claimer = threading.Thread(target=lambda: result.append(q.claim("w2", limit=3)))
+        claimer.start()
+        claimer.join(10)
+        assert not claimer.is_alive(), "the claim did not finish"
+    finally:
+        stop.set()
+        spinner.join()
+    assert sorted(t.id for t in result[0]) == ids[1:]
+    [rec] = [r for r in caplog.records if r.name == "prismq_queue.core.rescuer"]
+    assert rec.levelno == logging.WARNING
+    msg = rec.getMessage()
+    assert "3 expired lease(s) rescued" in msg and "crashed-worker" in msg
+    assert f"task {ids[0]} of crashed-worker: dead letter" in msg
+    assert q.get(ids[0]).status == "failed"

@@ -27,6 +27,7 @@ impl Queue {
             return Ok(0);
         }
         let clock = read_wclock(tx)?;
+        let mut moved: Vec<String> = Vec::new();
         for (id, attempts, max_attempts, priority, by) in &expired {
             let who = by.as_deref().unwrap_or("unknown worker");
             if attempts >= max_attempts {
@@ -37,6 +38,11 @@ impl Queue {
                 )?
                 .execute(params![id, msg, now])?;
                 log_in(tx, *id, now, "error", &msg)?;
+                if moved.len() < 10 {
+                    moved.push(format!(
+                        "task {id} of {who}: dead letter (attempt {attempts} of {max_attempts})"
+                    ));
+                }
             } else {
                 let msg = format!("lease expired on attempt {attempts} of {max_attempts} (worker {who} stopped renewing it): re-queued");
                 tx.prepare_cached(
@@ -45,8 +51,25 @@ impl Queue {
                 )?
                 .execute(params![id, msg, now, race_key(clock, *priority)])?;
                 log_in(tx, *id, now, "warning", &msg)?;
+                if moved.len() < 10 {
+                    moved.push(format!(
+                        "task {id} of {who}: re-queued (attempt {attempts} of {max_attempts})"
+                    ));
+                }
             }
         }
+        // One record per rescue pass, however many tasks it moved. It is logged inside the
+        // claim's transaction (the claim owns the commit), and with the Python bridge a record
+        // takes the GIL; that cannot deadlock: no thread ever holds the GIL while it waits for
+        // the write lock or a connection (the binding releases the GIL around every core call),
+        // so the GIL holder always lets go. It only delays this rare transaction by a GIL switch.
+        log::warn!(
+            target: "prismq_queue::core::rescuer",
+            "{} expired lease(s) rescued (their workers stopped renewing them): {}{}",
+            expired.len(),
+            moved.join("; "),
+            if expired.len() > moved.len() { "; ..." } else { "" }
+        );
         Ok(expired.len())
     }
 

@@ -25,5 +25,13 @@ fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MIN_PRIORITY", crate::enqueue::MIN_PRIORITY)?;
     m.add("MAX_PRIORITY", crate::enqueue::MAX_PRIORITY)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The core's own log records (targets `prismq_queue::core::*`: retries, dead letters,
+    // rescued leases) go to Python's `logging` under the same dotted names. Logger objects are
+    // cached, levels are not: each record asks `isEnabledFor`, so logging configured later (or
+    // pytest's caplog) applies at once; the core only logs rare events, so that costs nothing.
+    // Already installed (a second initialisation of this module): keep the first.
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?
+        .filter(log::LevelFilter::Info)
+        .install();
     Ok(())
 }
