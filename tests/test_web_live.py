@@ -75,6 +75,25 @@ def test_websocket_authenticates_and_sends_queue_updates(client, queue, how):
 
 
 @pytest.mark.timeout(60)
+def test_connections_to_a_project_share_one_stream_that_ends_with_the_last(client, queue):
+    def topic_threads():
+        return [t for t in threading.enumerate() if t.name == "prismq-web-events-p1" and t.is_alive()]
+
+    with client.websocket_connect("/api/projects/p1/queue/ws?token=p1") as a, \
+            client.websocket_connect("/api/projects/p1/queue/ws?token=reader") as b:
+        assert a.receive_json()["event"] == "ready" and b.receive_json()["event"] == "ready"
+        assert len(topic_threads()) == 1
+        tid = queue.enqueue("job", queue="project:p1")
+        for ws in (a, b):
+            msg, _ = receive_until(ws, "queue:updated:p1")
+            assert msg["data"]["task_id"] == tid
+    deadline = time.monotonic() + 10
+    while topic_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert topic_threads() == []
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "url, first, code",
     [
@@ -83,9 +102,10 @@ def test_websocket_authenticates_and_sends_queue_updates(client, queue, how):
         ("/api/projects/p1/queue/ws", json.dumps({"token": "nope"}), 4401),
         ("/api/projects/p2/queue/ws?token=p1", None, 4403),
         ("/api/projects/p1/queue/ws?token=writer", None, 4403),
+        ("/api/projects/bad%20id/queue/ws?token=reader", None, 4422),
     ],
 )
-def test_websocket_refusals_close_with_4401_or_4403(client, url, first, code):
+def test_websocket_refusals_close_with_4401_4403_or_4422(client, url, first, code):
     with client.websocket_connect(url) as ws:
         if first is not None:
             ws.send_text(first)

@@ -16,6 +16,7 @@ the same in whatever app mounts it, whatever exception handlers that app has:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import uuid
@@ -54,11 +55,17 @@ class FieldInvalid(Exception):
         self.errors = [{"loc": list(loc), "msg": msg, "type": type}]
 
 
+# Request ids: a random prefix per process and a counter (unique, and cheaper than uuid4 per request).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(request: Any) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new 32-character id."""
     rid = request.headers.get("x-request-id")
     if rid and _REQUEST_ID.match(rid):
         return rid
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def error_body(status: int, detail: str, rid: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:

@@ -21,7 +21,8 @@ Authentication: the WebSocket takes the token from the ``Authorization: Bearer``
 the ``token`` query parameter, or, when neither is given, from the first message the client sends,
 ``{"token": "..."}`` (within 10 seconds); browsers cannot set headers on a WebSocket, and the
 first-message form keeps the token out of URLs and access logs. A refused WebSocket is closed
-with code 4401 (no or invalid token) or 4403 (scope or project refused). The SSE endpoint is an
+with code 4401 (no or invalid token), 4403 (scope or project refused) or 4422 (invalid project
+id), after an ``{"event": "error", ...}`` message. The SSE endpoint is an
 ordinary GET: bearer header, or ``?token=`` for ``EventSource``.
 """
 
@@ -30,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Path, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -58,38 +61,116 @@ def _iso(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
 
-class _Feed:
-    """Runs ``events.watch`` for one project queue in the background and hands out messages."""
+class _Topic:
+    """One ``events.watch`` stream of a project queue, shared by every connection of this router
+    that follows the project. It runs in a thread of its own (``for ev in stream``: the wait is in
+    the core, GIL released), not in the event loop's default executor, which a stream would
+    otherwise hold for good; events go to each subscriber's asyncio queue on its own loop."""
 
-    def __init__(
-        self,
-        queue: Queue,
-        project_id: str,
-        run: Callable[..., Awaitable[Any]],
-        interval: float,
-        on_change: Callable[[str], None],
-    ) -> None:
-        from ..events import watch
-
-        self.on_change = on_change
+    def __init__(self, hub: "_Hub", queue: Queue, project_id: str, interval: float) -> None:
+        self.hub = hub
         self.queue = queue
         self.project_id = project_id
-        self.queue_name = f"project:{project_id}"
-        self.run = run
-        self.stream = watch(queue, queues=[self.queue_name], interval=interval)
-        self.pending: asyncio.Queue[Any] = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._pump())
+        self.interval = interval
+        self.subscribers: set["_Feed"] = set()
+        self.stream: Any = None
+        self.ready = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name=f"prismq-web-events-{project_id}", daemon=True)
+        self.thread.start()
 
-    async def _pump(self) -> None:
+    def _run(self) -> None:
+        from ..events import watch
+
         try:
-            async for ev in self.stream:
-                await self.pending.put(ev)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - logged; the client sees the stream end
+            self.stream = watch(self.queue, queues=[f"project:{self.project_id}"], interval=self.interval)
+        except BaseException as e:  # noqa: BLE001 - reported to the subscribers
+            self.error = e
+            self.ready.set()
+            self.hub.drop(self)
+            return
+        self.ready.set()
+        if self.closed:  # the last subscriber left while the stream was being made
+            self.stream.close()
+        try:
+            for ev in self.stream:
+                for feed in list(self.subscribers):
+                    feed.deliver(ev)
+        except Exception:  # noqa: BLE001 - logged; the subscribers see their stream end
             log.exception("live events for project %s stopped", self.project_id)
         finally:
-            await self.pending.put(_END)
+            self.hub.drop(self)
+            for feed in list(self.subscribers):
+                feed.deliver(_END)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.stream is not None:
+            try:
+                self.stream.close()  # the waiting thread returns within milliseconds
+            except Exception:  # noqa: BLE001
+                log.debug("closing an event stream failed", exc_info=True)
+
+
+class _Hub:
+    """The topics of one router, by project id."""
+
+    def __init__(self, queue: Queue, interval: float) -> None:
+        self.queue = queue
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.topics: dict[str, _Topic] = {}
+
+    def subscribe(self, feed: "_Feed") -> _Topic:
+        with self.lock:
+            topic = self.topics.get(feed.project_id)
+            if topic is None or topic.stream is not None and topic.stream.closed:
+                topic = self.topics[feed.project_id] = _Topic(self, self.queue, feed.project_id, self.interval)
+            topic.subscribers.add(feed)
+            return topic
+
+    def unsubscribe(self, feed: "_Feed", topic: _Topic) -> None:
+        with self.lock:
+            topic.subscribers.discard(feed)
+            if topic.subscribers:
+                return
+            if self.topics.get(topic.project_id) is topic:
+                del self.topics[topic.project_id]
+        topic.close()
+
+    def drop(self, topic: _Topic) -> None:
+        with self.lock:
+            if self.topics.get(topic.project_id) is topic:
+                del self.topics[topic.project_id]
+
+
+class _Feed:
+    """One connection's view of a project's events: messages in the order the events came."""
+
+    def __init__(self, hub: _Hub, project_id: str, on_change: Callable[[str], None]) -> None:
+        self.hub = hub
+        self.project_id = project_id
+        self.on_change = on_change
+        self.loop = asyncio.get_running_loop()
+        self.pending: asyncio.Queue[Any] = asyncio.Queue()
+        self.topic: Optional[_Topic] = None
+
+    async def start(self) -> None:
+        """Subscribe; returns once the stream exists, so every change after this is delivered."""
+        self.topic = self.hub.subscribe(self)
+        if not self.topic.ready.is_set():
+            await anyio.to_thread.run_sync(self.topic.ready.wait, 30.0)
+        if self.topic.error is not None:
+            raise RuntimeError(f"cannot watch project {self.project_id!r}") from self.topic.error
+
+    def deliver(self, item: Any) -> None:
+        # Called from the topic's thread.
+        try:
+            self.loop.call_soon_threadsafe(self.pending.put_nowait, item)
+        except RuntimeError:  # the loop is closed: this connection is gone
+            if self.topic is not None:
+                self.topic.subscribers.discard(self)
 
     async def next_batch(self, timeout: Optional[float] = None) -> Optional[list[dict[str, Any]]]:
         """The messages for the next event and any others already waiting; [] on timeout; None at the end."""
@@ -142,14 +223,11 @@ class _Feed:
         return {"event": f"queue:updated:{pid}", "data": data}
 
     def close(self) -> None:
-        """Stop the pump and the stream now. Nothing is awaited: this runs in ``finally`` blocks of
-        cancelled handlers, where awaiting again would swallow or repeat the cancellation. The
-        stream's pending wait returns within milliseconds of ``close()``."""
-        self.task.cancel()
-        try:
-            self.stream.close()
-        except Exception:  # noqa: BLE001
-            log.debug("closing an event stream failed", exc_info=True)
+        """Unsubscribe (the topic's stream closes with its last subscriber). Nothing is awaited:
+        this runs in ``finally`` blocks of cancelled handlers."""
+        if self.topic is not None:
+            self.hub.unsubscribe(self, self.topic)
+            self.topic = None
 
 
 def add_routes(
@@ -162,10 +240,13 @@ def add_routes(
     on_change: Callable[[str], None] = lambda project_id: None,
     sse_dependencies: Optional[list[Any]] = None,
 ) -> None:
+    hub = _Hub(queue, interval)
+
     @router.websocket("/projects/{project_id}/queue/ws", name="project_events_ws")
-    async def project_ws(websocket: WebSocket, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> None:
+    async def project_ws(websocket: WebSocket, project_id: str) -> None:
         """WebSocket of a project's live events (see the module doc of prismq_queue.web._live)."""
         await websocket.accept()
+        feed: Optional[_Feed] = None
         try:
             secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
             if secret is None and auth.enabled:
@@ -177,17 +258,22 @@ def add_routes(
             token = auth.lookup(secret)
             refused = check(token, secret is not None, "read", project_id)
             if refused is None and not valid_project_id(project_id):
-                refused = (4422, "invalid project id", {})
+                refused = (422, "invalid project id", {})
             if refused is not None:
                 status, detail, _ = refused
-                code = {401: 4401, 403: 4403}.get(status, status)
+                code = 4000 + status  # 4401, 4403, 4422
                 await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
                 await websocket.close(code=code, reason=detail[:120])
                 return
-            feed = _Feed(queue, project_id, run, interval, on_change)
-        except WebSocketDisconnect:
-            return
-        except Exception:  # noqa: BLE001 - e.g. the events module failed; the client sees 1011
+            feed = _Feed(hub, project_id, on_change)
+            await feed.start()
+        except BaseException as exc:
+            if feed is not None:
+                feed.close()
+            if isinstance(exc, WebSocketDisconnect):
+                return
+            if not isinstance(exc, Exception):
+                raise  # cancelled
             log.exception("websocket for project %s could not start", project_id)
             if websocket.client_state == WebSocketState.CONNECTED:
                 await websocket.close(code=1011)
@@ -248,8 +334,9 @@ def add_routes(
     @needs("read", query_token=True)
     async def project_sse(request: Request, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> StreamingResponse:
         async def body() -> AsyncIterator[str]:
-            feed = _Feed(queue, project_id, run, interval, on_change)
+            feed = _Feed(hub, project_id, on_change)
             try:
+                await feed.start()
                 yield _sse({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
                 while True:
                     batch = await feed.next_batch(timeout=SSE_KEEPALIVE)

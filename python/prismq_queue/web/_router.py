@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, List, Optional, TypeVar
@@ -615,6 +616,9 @@ def create_router(
     # on every route would be solved on every request, for nothing: ~10% of a small request.)
     sse_deps = [Security(HTTPBearer(auto_error=False, description="A token configured with web.Auth"))] if auth.enabled else []
     _live.add_routes(router, queue, auth, run, interval=events_interval, on_change=cache.invalidate, sse_dependencies=sse_deps)
+    # The pools' idle threads go with the router (the routes hold the only references to them).
+    weakref.finalize(router, reads.shutdown, wait=False)
+    weakref.finalize(router, writes.shutdown, wait=False)
     if auth.enabled:
         for route in router.routes:
             if isinstance(route, APIRoute):
