@@ -167,11 +167,13 @@ struct Running {
     message: Option<String>,
 }
 
-/// What has changed since: a local commit counter and the read connection's data_version.
+/// Where the database stands: this process's commit counter and the read connection's
+/// `PRAGMA data_version` (which moves when any other connection commits). Two tokens differ when
+/// some process committed between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Token {
-    generation: u64,
-    data_version: i64,
+pub struct ChangeToken {
+    pub generation: u64,
+    pub data_version: i64,
 }
 
 /// What one event stream has seen. Create it with `Queue::change_cursor`.
@@ -184,7 +186,7 @@ pub struct ChangeCursor {
     /// those that finished after `finished_floor`.
     seen_finished: HashMap<i64, i64>,
     running: HashMap<i64, Running>,
-    token: Token,
+    token: ChangeToken,
     last_look: Option<Instant>,
 }
 
@@ -211,8 +213,9 @@ impl ChangeCursor {
 }
 
 impl Queue {
-    fn change_token(&self) -> Result<Token> {
-        Ok(Token {
+    /// The database's position now (see `ChangeToken`).
+    pub fn change_token(&self) -> Result<ChangeToken> {
+        Ok(ChangeToken {
             generation: self.db.notifier.generation(),
             data_version: self.db.data_version()?,
         })
@@ -280,20 +283,7 @@ impl Queue {
         min_gap: Duration,
         stop: &AtomicBool,
     ) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let changed = loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(false);
-            }
-            if self.change_token()? != cursor.token {
-                break true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break false;
-            }
-            std::thread::sleep(WAIT_POLL.min(deadline - now));
-        };
+        let changed = self.wait_past(cursor.token, timeout, stop)?;
         if changed {
             if let Some(last) = cursor.last_look {
                 let ready = last + min_gap;
@@ -303,6 +293,32 @@ impl Queue {
             }
         }
         Ok(changed)
+    }
+
+    /// Block (call it without the GIL) until the database moved past `token` (a commit of any
+    /// process since it was taken), `timeout` passes or `stop` is set. True on a change. Unlike
+    /// `wait_for_change`, a commit made after the token was taken but before this call counts,
+    /// so a caller that takes a token, reads, then waits can never sleep through a change.
+    pub fn wait_past(
+        &self,
+        token: ChangeToken,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            if self.change_token()? != token {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(WAIT_POLL.min(deadline - now));
+        }
     }
 
     /// One look: what changed since the cursor's last look (see the module doc), at most

@@ -306,12 +306,67 @@ def test_an_idle_stream_sleeps(db_path):
         time.sleep(1.0)
         cpu = time.process_time() - cpu0
         wall = time.monotonic() - wall0
-        # The whole process (the waiting thread, this one sleeping, the checkpointer): < 5% of a core.
+        # The whole process (the waiter thread, the blocked consumer, the checkpointer): < 5% of a core.
         assert cpu / wall < 0.05, f"{cpu / wall:.1%} of a core while idle"
         started = time.monotonic()
         stream.close()
         consumer.join(2)
         assert not consumer.is_alive() and time.monotonic() - started < 0.5
+
+
+async def test_many_async_streams_share_one_waiter_and_hold_no_thread(db_path):
+    def waiters():
+        return [t for t in threading.enumerate() if t.name == "prismq-events"]
+
+    with Queue(db_path) as q:
+        streams = [watch(q, interval=5.0) for _ in range(50)]
+        threads_before = threading.active_count()
+        got = [[] for _ in streams]
+
+        async def consume(i, stream):
+            async for ev in stream:
+                got[i].append(ev)
+                if ev.kind == "task.created":
+                    return
+
+        consumers = [asyncio.ensure_future(consume(i, s)) for i, s in enumerate(streams)]
+        await asyncio.sleep(0.5)  # every stream looked once and is waiting now
+        assert len(waiters()) == 1
+        assert threading.active_count() <= threads_before + 8  # a few executor threads, not 50
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(1.0)
+        idle = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+        assert idle < 0.05, f"{idle:.1%} of a core for 50 idle streams"
+        task_id = await asyncio.to_thread(q.enqueue, "x", {})
+        await asyncio.wait_for(asyncio.gather(*consumers), 10)
+        assert all([e.task_id for e in g] == [task_id] for g in got)
+        for s in streams:
+            s.close()
+        deadline = time.monotonic() + 5
+        while waiters() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not waiters(), "the waiter outlived its last stream"
+
+
+def test_closing_the_queue_ends_its_streams(db_path):
+    from prismq_queue import QueueError
+
+    q = Queue(db_path)
+    stream = watch(q, interval=0.2)
+    errors = []
+
+    def consume():
+        try:
+            list(stream)
+        except QueueError as e:
+            errors.append(e)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.2)
+    q.close()
+    consumer.join(5)
+    assert not consumer.is_alive() and len(errors) == 1 and "closed" in str(errors[0])
 
 
 def test_queue_updates_are_coalesced_per_queue_and_filtered(db_path):

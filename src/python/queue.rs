@@ -779,16 +779,40 @@ impl PyQueue {
 
     /// Block until the database may have changed (a commit by any process) or `timeout` seconds
     /// pass; True on a change. The GIL is released while waiting. Idle workers sleep here.
-    #[pyo3(signature = (timeout=1.0))]
-    fn wait_for_change(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    /// With `since` (a `change_token()`), a change is any commit after that token was taken,
+    /// even one made before this call.
+    #[pyo3(signature = (timeout=1.0, *, since=None))]
+    fn wait_for_change(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        since: Option<(u64, i64)>,
+    ) -> PyResult<bool> {
         if !(timeout.is_finite() && timeout >= 0.0) {
             return Err(invalid(format!(
                 "timeout must be a number of seconds >= 0, got {timeout}"
             )));
         }
         let q = self.q()?;
-        py.detach(move || q.wait_for_change(Duration::from_secs_f64(timeout)))
-            .py()
+        let timeout = Duration::from_secs_f64(timeout);
+        match since {
+            None => py.detach(move || q.wait_for_change(timeout)).py(),
+            Some((generation, data_version)) => {
+                let token = crate::changes::ChangeToken {
+                    generation,
+                    data_version,
+                };
+                let never = std::sync::atomic::AtomicBool::new(false);
+                py.detach(move || q.wait_past(token, timeout, &never)).py()
+            }
+        }
+    }
+
+    /// Where the database stands now, for `wait_for_change(since=...)`: an opaque pair.
+    fn change_token(&self, py: Python<'_>) -> PyResult<(u64, i64)> {
+        let q = self.q()?;
+        let t = py.detach(move || q.change_token()).py()?;
+        Ok((t.generation, t.data_version))
     }
 
     /// Wake every thread of this process blocked in wait_for_change (e.g. to stop a worker).
