@@ -44,7 +44,8 @@ independent (``admin`` does not include ``read``). A project-restricted token ma
 ``/projects/{P}/...`` endpoints of its projects. Errors: 422 with field details, 404, 409, 503
 when the database stayed locked past ``busy_timeout`` (the core retries until then), 500 with a
 generic body; every error body has ``detail`` and ``request_id``, also sent as ``X-Request-ID``
-on every response, under which the ``prismq_queue.web`` logger records the details.
+on every response, under which the ``prismq_queue.web`` logger records the details. Every
+response also carries ``Server-Timing: app;dur=<ms>``, the time the request spent in the router.
 
 Caching: ``/queue/stats`` and project status count and list rows across the table, which costs
 milliseconds per call at tens of thousands of tasks; their results are reused for ``cache_ttl``
