@@ -699,3 +699,23 @@ def test_import_prismq_queue_does_not_import_fastapi():
         "assert p.web is web and 'fastapi' in sys.modules and callable(web.create_router)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_router_thread_pool_runs_calls_off_the_loop_and_passes_errors():
+    import asyncio
+    import threading
+
+    from prismq_queue.web._threads import ThreadPool
+
+    pool = ThreadPool(2, "test-pool")
+    assert await pool.run(threading.get_ident) != threading.get_ident()
+    with pytest.raises(ZeroDivisionError):
+        await pool.run(lambda: 1 / 0)
+    slow = asyncio.ensure_future(pool.run(lambda: time.sleep(0.2) or "late"))
+    await asyncio.sleep(0.05)
+    slow.cancel()  # the caller stops waiting; the call finishes and the pool goes on
+    results = await asyncio.gather(*[pool.run(lambda i=i: i) for i in range(50)])
+    assert results == list(range(50)) and len(pool._threads) <= 2
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        await pool.run(lambda: None)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, List, Optional, TypeVar
 
@@ -21,6 +19,7 @@ from ..errors import TaskNotFound
 from . import _live
 from ._auth import Auth
 from ._errors import ApiError, FieldInvalid, needs, route_class
+from ._threads import ThreadPool
 from ._models import (
     PROJECT_ID_PATTERN,
     ActiveResponse,
@@ -220,14 +219,14 @@ def create_router(
     # (not anyio's default limiter, which the host app's sync endpoints share) cost less per call.
     # Writes have a pool apart: while they wait for the write lock (other processes' workers hold
     # it many times a second), reads, which WAL never blocks, must not queue behind them.
-    reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prismq-web-read")
-    writes = ThreadPoolExecutor(max_workers=max(2, threads // 2), thread_name_prefix="prismq-web-write")
+    reads = ThreadPool(threads, "prismq-web-read")
+    writes = ThreadPool(max(2, threads // 2), "prismq-web-write")
 
     async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(reads, functools.partial(fn, *args, **kwargs))
+        return await reads.run(functools.partial(fn, *args, **kwargs) if args or kwargs else fn)
 
     async def run_write(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(writes, functools.partial(fn, *args, **kwargs))
+        return await writes.run(functools.partial(fn, *args, **kwargs) if args or kwargs else fn)
 
     def project_task(project_id: str, item_id: int) -> Task:
         try:
@@ -617,8 +616,8 @@ def create_router(
     sse_deps = [Security(HTTPBearer(auto_error=False, description="A token configured with web.Auth"))] if auth.enabled else []
     _live.add_routes(router, queue, auth, run, interval=events_interval, on_change=cache.invalidate, sse_dependencies=sse_deps)
     # The pools' idle threads go with the router (the routes hold the only references to them).
-    weakref.finalize(router, reads.shutdown, wait=False)
-    weakref.finalize(router, writes.shutdown, wait=False)
+    weakref.finalize(router, reads.shutdown)
+    weakref.finalize(router, writes.shutdown)
     if auth.enabled:
         for route in router.routes:
             if isinstance(route, APIRoute):
