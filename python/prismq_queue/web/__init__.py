@@ -54,12 +54,11 @@ through this router or a live event stream of this router sees a change in that 
 ``cache_ttl=0`` turns that off. Task endpoints are always read fresh.
 
 Threads: endpoints are ``async def`` and run their queue calls, all of one request in one
-function, in thread pools of the router's own (``threads=8`` for reads, half as many for writes,
+function, in thread pools of the router's own (``threads=4`` for reads, half as many for writes,
 apart so that reads never queue behind writes waiting for the write lock; the core releases the
-GIL).
-Plain ``def`` endpoints would also keep SQLite off the event loop, but FastAPI then runs each
-sync dependency and the response validation in further thread hops through anyio's shared
-limiter; one hop per request through a dedicated pool is cheaper (a hop costs ~0.1 ms here).
+GIL). Plain ``def`` endpoints would also keep SQLite off the event loop, but FastAPI then runs
+each sync dependency and the response validation in further thread hops through anyio's shared
+limiter; one hop per request through a small pool of our own (``web._threads``) is cheaper.
 """
 
 from __future__ import annotations

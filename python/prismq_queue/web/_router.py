@@ -192,7 +192,7 @@ class SnapshotCache:
 
 
 def create_router(
-    queue: Queue, *, auth: Auth, events_interval: float = 1.0, threads: int = 8, cache_ttl: float = 1.0
+    queue: Queue, *, auth: Auth, events_interval: float = 1.0, threads: int = 4, cache_ttl: float = 1.0
 ) -> APIRouter:
     """A ``fastapi.APIRouter`` with the whole REST API, to mount under any prefix.
 
