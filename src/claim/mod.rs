@@ -260,6 +260,44 @@ mod tests {
     }
 
     #[test]
+    fn priority_and_weighted_step_over_delayed_heads() {
+        // Delayed tasks at the head of the priority and weighted indexes are stepped over (the
+        // weighted index holds run_after for that, schema V4), and never claimed early.
+        let (_d, q) = file_queue();
+        let delayed: Vec<NewTask> = (0..50)
+            .map(|_| {
+                let mut t = NewTask::new("x", "null");
+                t.priority = 1;
+                t.delay_ms = Some(60_000);
+                t
+            })
+            .collect();
+        q.enqueue_many(&delayed).unwrap();
+        let due = enqueue(&q, "x", 1000);
+        for s in [Strategy::Priority, Strategy::WeightedRandom] {
+            assert_eq!(claim_ids(&q, s, 10), vec![due], "{s:?}");
+            // Put it back for the next strategy.
+            q.db.write(|tx| {
+                tx.execute(
+                    "UPDATE tasks SET status = 'queued', lease_token = NULL WHERE id = ?1",
+                    [due],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let cols: Vec<String> =
+            q.db.read(|c| {
+                let mut st =
+                    c.prepare("SELECT name FROM pragma_index_info('tasks_claim_weighted')")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap();
+        assert_eq!(cols, ["lane_id", "wkey", "run_after"]);
+    }
+
+    #[test]
     fn requirements_route_to_capable_workers_only() {
         let (_d, q) = file_queue();
         let mut t = NewTask::new("render", "null");
