@@ -45,7 +45,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Unio
 from ._prismq_queue import Queue, Task
 from .errors import InvalidArgument, LeaseLost, QueueError, TaskNotFound
 from .registry import TaskHandlerRegistry
-from .runs import RunStatus, utc_now
+from .runs import RunStatus, open_queue, utc_now
 from .worker import Worker, _describe, _is_async
 
 log = logging.getLogger("prismq_queue.manager")
@@ -437,14 +437,7 @@ class QueuedTaskManager(_ManagerBase):
                 raise InvalidArgument(f"{name} must be an integer >= {low}, got {value!r}")
         if queue_name == runs_queue:
             raise InvalidArgument("queue_name and runs_queue must differ: re-runs leave the runs queue")
-        if isinstance(queue, Queue):
-            self.queue = queue
-            self._owns_queue = False
-        elif isinstance(queue, (str, os.PathLike)):
-            self.queue = Queue(queue)
-            self._owns_queue = True
-        else:
-            raise InvalidArgument(f"queue must be a Queue or a path, got {type(queue).__name__}")
+        self.queue, self._owns_queue = open_queue(queue)
         self.handlers = handlers if handlers is not None else TaskHandlerRegistry()
         self.queue_name = queue_name
         self.runs_queue = runs_queue

@@ -110,6 +110,15 @@ def _ms_instant(value: Any) -> Optional[datetime]:
     raise InvalidArgument(f"expected a datetime, got {type(value).__name__}")
 
 
+
+def open_queue(queue: Any) -> "tuple[Queue, bool]":
+    """A Queue given as itself or as a path; True when it was opened here (the caller closes it)."""
+    if isinstance(queue, Queue):
+        return queue, False
+    if isinstance(queue, (str, os.PathLike)):
+        return Queue(queue), True
+    raise InvalidArgument(f"queue must be a Queue or a path, got {type(queue).__name__}")
+
 class RunRegistry(Generic[R]):
     """Runs kept in the queue's SQLite file, shared by every process that opens it.
 
@@ -121,14 +130,7 @@ class RunRegistry(Generic[R]):
     """
 
     def __init__(self, queue: Union[Queue, str, "os.PathLike[str]"] = "prismq_queue.db", *, run_model: Type[R] = Run) -> None:  # type: ignore[assignment]
-        if isinstance(queue, Queue):
-            self.queue = queue
-            self._owns_queue = False
-        elif isinstance(queue, (str, os.PathLike)):
-            self.queue = Queue(queue)
-            self._owns_queue = True
-        else:
-            raise InvalidArgument(f"queue must be a Queue or a path, got {type(queue).__name__}")
+        self.queue, self._owns_queue = open_queue(queue)
         if not (isinstance(run_model, type) and issubclass(run_model, BaseModel)):
             raise InvalidArgument("run_model must be a pydantic model class (a subclass of pydantic.BaseModel)")
         self.run_model = run_model
