@@ -251,12 +251,51 @@ class Queue:
     def explain_claim(self, strategy: StrategyName = "priority") -> list[str]: ...
 
     # maintenance
-    def backup(self, dest_path: str | os.PathLike[str]) -> None: ...
+    def backup(
+        self,
+        dest_path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> dict[str, Any]:
+        """A consistent copy while others keep working (one snapshot, copied page by page into a
+        temporary file renamed into place when complete; a self-contained file, not in WAL mode).
+        Refuses an existing ``dest_path`` unless ``overwrite``, and any file with a ``-wal``,
+        ``-shm`` or ``-journal`` beside it. ``progress(pages_done, pages_total)`` is called between
+        steps, at most every 0.1 s; an exception from it (or Ctrl-C) stops the backup and leaves
+        ``dest_path`` as it was. Returns ``{"path", "bytes", "pages"}``."""
+    @staticmethod
+    def restore(
+        backup: str | os.PathLike[str],
+        target: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> dict[str, Any]:
+        """Replace the database file ``target`` (created if missing) with ``backup``. The backup
+        is checked first (read-only: a SQLite file, ``integrity_check`` clean, a prismq_queue
+        database of a schema this build opens; ``InvalidArgument`` or ``DatabaseError`` if not);
+        a target that any connection has open, in any process, is refused (``DatabaseError``);
+        the copy is one transaction, so a failure or an exception from ``progress(pages_done,
+        pages_total)`` leaves the target as it was; no ``-wal``/``-shm`` file is left to replay.
+        Returns ``{"backup", "target", "bytes", "pages", "schema_version", "created"}``."""
     def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> dict[str, Any]: ...
-    def vacuum(self) -> None: ...
+    def vacuum(self, *, progress: Callable[[int, None], object] | None = None) -> None:
+        """Rebuild the file, reclaiming free pages (holds the write lock while it runs).
+        ``progress(ticks, None)`` is called about every 0.1 s; an exception from it (or Ctrl-C)
+        interrupts the VACUUM, which then changes nothing."""
     def analyze(self) -> None: ...
     def integrity_check(self) -> list[str]: ...
-    def purge(self, *, older_than: Seconds, statuses: Sequence[StatusName] | None = ("completed",)) -> int: ...
+    def purge(
+        self,
+        *,
+        older_than: Seconds,
+        statuses: Sequence[StatusName] | None = ("completed",),
+        batch_size: int = 2000,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> int:
+        """Delete finished tasks (and their logs) that finished more than ``older_than`` ago,
+        ``batch_size`` per transaction; ``progress(deleted, total)`` after each batch. An
+        exception from it (or Ctrl-C) stops the purge; batches already deleted stay deleted."""
 
     # runs of the task manager adapter (used by RunRegistry and QueuedTaskManager)
     def save_run(

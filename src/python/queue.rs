@@ -21,6 +21,54 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A Python progress callback for a long core operation that runs with the GIL released: the
+/// GIL is taken back only to call it (at most every `MIN_GAP`, and always for the first and last
+/// report) and to let Ctrl-C through. An exception from it is kept and stops the operation.
+struct Callback {
+    f: Option<Py<PyAny>>,
+    raised: Option<PyErr>,
+    last: Option<std::time::Instant>,
+}
+
+impl Callback {
+    const MIN_GAP: Duration = Duration::from_millis(100);
+
+    fn new(f: Option<Py<PyAny>>) -> Callback {
+        Callback {
+            f: f.filter(|f| Python::attach(|py| !f.is_none(py))),
+            raised: None,
+            last: None,
+        }
+    }
+
+    fn call(&mut self, done: u64, total: Option<u64>) -> crate::error::Result<()> {
+        let edge = self.last.is_none() || total == Some(done);
+        if !edge && self.last.is_some_and(|t| t.elapsed() < Self::MIN_GAP) {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        let f = &self.f;
+        let r = Python::attach(|py| {
+            py.check_signals().and_then(|_| match f {
+                Some(f) => f.call1(py, (done, total)).map(drop),
+                None => Ok(()),
+            })
+        });
+        r.map_err(|e| {
+            self.raised = Some(e);
+            crate::error::Error::Database("stopped by the progress callback".into())
+        })
+    }
+
+    /// The operation's result, with the callback's exception in place of the error it caused.
+    fn result<T>(&mut self, r: crate::error::Result<T>) -> PyResult<T> {
+        match (r, self.raised.take()) {
+            (Err(_), Some(e)) => Err(e),
+            (r, _) => r.py(),
+        }
+    }
+}
+
 #[pyclass(name = "Queue", module = "prismq_queue", frozen)]
 pub struct PyQueue {
     inner: RwLock<Option<Arc<Queue>>>,
@@ -926,10 +974,59 @@ impl PyQueue {
         py.detach(move || q.explain_claim(s)).py()
     }
 
-    fn backup(&self, py: Python<'_>, dest_path: std::path::PathBuf) -> PyResult<()> {
+    /// A consistent copy while others keep working; returns `{"path", "bytes", "pages"}`.
+    /// `progress(pages_done, pages_total)` is called between steps (at most every 0.1 s); an
+    /// exception from it (or Ctrl-C) stops the backup and leaves `dest_path` as it was.
+    #[pyo3(signature = (dest_path, *, overwrite=false, progress=None))]
+    fn backup<'py>(
+        &self,
+        py: Python<'py>,
+        dest_path: std::path::PathBuf,
+        overwrite: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let dest = dest_path.to_string_lossy().into_owned();
         let q = self.q()?;
-        py.detach(move || q.backup(&dest)).py()
+        let mut cb = Callback::new(progress);
+        let r = py.detach(|| q.backup_with(&dest, overwrite, &mut |d, t| cb.call(d, Some(t))));
+        let r = cb.result(r)?;
+        let d = PyDict::new(py);
+        d.set_item("path", r.path)?;
+        d.set_item("bytes", r.bytes)?;
+        d.set_item("pages", r.pages)?;
+        Ok(d)
+    }
+
+    /// Replace the database file `target` (created if missing) with the backup file `backup`,
+    /// safely: the backup is checked first, a target in use by any process is refused, and no
+    /// stale WAL is left to replay (see the core's `maintenance::restore`). Returns `{"backup",
+    /// "target", "bytes", "pages", "schema_version", "created"}`. `progress(pages_done,
+    /// pages_total)` as for `backup`; an exception from it leaves the target as it was.
+    #[staticmethod]
+    #[pyo3(signature = (backup, target, *, progress=None))]
+    fn restore<'py>(
+        py: Python<'py>,
+        backup: std::path::PathBuf,
+        target: std::path::PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (backup, target) = (
+            backup.to_string_lossy().into_owned(),
+            target.to_string_lossy().into_owned(),
+        );
+        let mut cb = Callback::new(progress);
+        let r = py.detach(|| {
+            crate::maintenance::restore(&backup, &target, &mut |d, t| cb.call(d, Some(t)))
+        });
+        let r = cb.result(r)?;
+        let d = PyDict::new(py);
+        d.set_item("backup", r.backup)?;
+        d.set_item("target", r.target)?;
+        d.set_item("bytes", r.bytes)?;
+        d.set_item("pages", r.pages)?;
+        d.set_item("schema_version", r.schema_version)?;
+        d.set_item("created", r.created)?;
+        Ok(d)
     }
 
     #[pyo3(signature = (mode="passive"))]
@@ -944,9 +1041,23 @@ impl PyQueue {
         Ok(d)
     }
 
-    fn vacuum(&self, py: Python<'_>) -> PyResult<()> {
+    /// Rebuild the file. `progress(ticks, None)` is called about every 0.1 s while it runs
+    /// (VACUUM cannot tell how far it is); an exception from it (or Ctrl-C) interrupts the
+    /// VACUUM, which then changes nothing.
+    #[pyo3(signature = (*, progress=None))]
+    fn vacuum(&self, py: Python<'_>, progress: Option<Py<PyAny>>) -> PyResult<()> {
         let q = self.q()?;
-        py.detach(move || q.vacuum()).py()
+        let cb = Arc::new(parking_lot::Mutex::new(Callback::new(progress)));
+        let ticker = cb.clone();
+        let mut ticks = 0u64;
+        let r = py.detach(move || {
+            q.vacuum_with(Box::new(move || {
+                ticks += 1;
+                ticker.lock().call(ticks, None)
+            }))
+        });
+        let mut cb = cb.lock();
+        cb.result(r)
     }
 
     fn analyze(&self, py: Python<'_>) -> PyResult<()> {
@@ -959,14 +1070,24 @@ impl PyQueue {
         py.detach(move || q.integrity_check()).py()
     }
 
-    /// Delete finished tasks (and their logs) older than `older_than` (seconds or timedelta).
-    #[pyo3(signature = (*, older_than, statuses=None))]
+    /// Delete finished tasks (and their logs) older than `older_than` (seconds or timedelta),
+    /// `batch_size` tasks per transaction (other writers wait at most one batch). After each
+    /// batch `progress(deleted, total)` is called; an exception from it (or Ctrl-C) stops the
+    /// purge, keeping the batches already deleted.
+    #[pyo3(signature = (*, older_than, statuses=None, batch_size=2000, progress=None))]
     fn purge(
         &self,
         py: Python<'_>,
         older_than: &Bound<PyAny>,
         statuses: Option<&Bound<PyAny>>,
+        batch_size: i64,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<usize> {
+        if !(1..=1_000_000).contains(&batch_size) {
+            return Err(invalid(format!(
+                "batch_size must be between 1 and 1000000, got {batch_size}"
+            )));
+        }
         let ms = seconds_ms(older_than, "older_than")?;
         if ms < 0 {
             return Err(invalid("older_than must be zero or positive"));
@@ -979,7 +1100,13 @@ impl PyQueue {
                 .collect::<PyResult<_>>()?,
         };
         let q = self.q()?;
-        py.detach(move || q.purge(ms, &statuses)).py()
+        let mut cb = Callback::new(progress);
+        let r = py.detach(|| {
+            q.purge_with(ms, &statuses, batch_size as usize, &mut |d, t| {
+                cb.call(d, Some(t))
+            })
+        });
+        cb.result(r)
     }
 
     /// Import the older Python queue's file (see `crate::legacy`). Returns the report as a dict.
