@@ -5,7 +5,7 @@ from prismq_queue import Queue, web
 
 auth = web.Auth(tokens={"s3cret": web.Token(scopes={"read", "write", "admin"}, projects=None)})
 router = web.create_router(Queue("jobs.db"), auth=auth)   # mount under any prefix
-app = web.create_app(Queue("jobs.db"), auth=auth)         # router under /api, a page at /
+app = web.create_app(Queue("jobs.db"), auth=auth)         # router under /api, the dashboard at /
 ```
 
 Needs the ``web`` extra (``pip install "prismq_queue[web]"``: fastapi, uvicorn, httpx).
@@ -35,8 +35,13 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
   tasks; running ones only with ``{"include_running": true}``), ``GET /metrics`` [read]
   (Prometheus text).
 - Live: ``WS /projects/{P}/queue/ws`` and ``GET /projects/{P}/queue/events`` (SSE) [read], with
-  the events ``queue:updated:{P}`` and ``task:step:progress:{P}`` (see ``_live`` for the messages
-  and how a WebSocket authenticates).
+  the events ``queue:updated:{P}`` and ``task:step:progress:{P}``; over every queue,
+  ``WS /queue/ws`` and ``GET /queue/events`` [read] (see ``_live`` for the messages and how a
+  WebSocket authenticates).
+- Dashboard: ``GET /queue/history`` (depth samples), ``/queue/breakdown`` (per queue and type),
+  ``/queue/failures`` (recent failed attempts and dead letters), ``/queue/search?q=`` (by id or
+  idempotency key, with the log) [read]; ``GET /queue/workers`` lists each worker's running
+  tasks. See ``_dashboard`` and ``_monitor``.
 
 Access: ``Authorization: Bearer <token>``. No or an unknown token: 401 with ``WWW-Authenticate``.
 A token without the endpoint's scope, or restricted to other projects: 403. Scopes are
@@ -67,26 +72,18 @@ import logging
 import os
 from typing import Any, Union
 
+import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 
 from .._prismq_queue import Queue, __version__
 from ._auth import SCOPES, Auth, Token
+from ._monitor import Monitor
+from ._page import add_dashboard
 from ._router import PROJECT_QUEUE_PREFIX, create_router, project_queue
 
 log = logging.getLogger("prismq_queue.web")
 
 __all__ = ["Auth", "Token", "SCOPES", "create_router", "create_app", "project_queue", "PROJECT_QUEUE_PREFIX"]
-
-_PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>prismq_queue</title></head>
-<body style="font-family: sans-serif; margin: 2rem">
-<h1>prismq_queue</h1>
-<p>The dashboard is not built yet. The REST API is under <a href="{api}">{api}</a>;
-its schema is at <a href="{openapi}">{openapi}</a> and the interactive docs at <a href="{docs}">{docs}</a>.</p>
-</body></html>
-"""
-
 
 def create_app(
     queue: Union[Queue, str, "os.PathLike[str]"],
@@ -96,30 +93,37 @@ def create_app(
     title: str = "prismq_queue",
     **router_options: Any,
 ) -> FastAPI:
-    """A FastAPI app with the router under ``prefix`` (``/api``) and a page at ``/``.
+    """A FastAPI app with the router under ``prefix`` (``/api``) and the dashboard at ``/``.
 
     ``queue`` is a ``Queue`` or a database path (then the app opens it and closes it at shutdown).
+    ``router_options`` go to ``create_router`` (``events_interval``, ``threads``, ``cache_ttl``,
+    ``history_interval``, ``history_size``). The dashboard's depth sampler and event watcher
+    (``_monitor.Monitor``) start with the app and stop before the queue is closed.
     """
     owned = isinstance(queue, (str, os.PathLike))
     q: Any = Queue(os.fspath(queue)) if owned else queue
+    monitor = Monitor(
+        q,
+        interval=router_options.pop("history_interval", 5.0),
+        size=router_options.pop("history_size", 720),
+        events_interval=router_options.get("events_interval", 1.0),
+    )
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        monitor.start()
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(monitor.stop)
             if owned:
                 q.close()
 
     app = FastAPI(title=title, version=__version__, lifespan=lifespan, description="prismq_queue REST API")
-    app.include_router(create_router(q, auth=auth, **router_options), prefix=prefix)
-    page = _PLACEHOLDER.format(api=prefix or "/", openapi=app.openapi_url, docs=app.docs_url)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
-        return HTMLResponse(page)
-
+    app.include_router(create_router(q, auth=auth, monitor=monitor, **router_options), prefix=prefix)
+    add_dashboard(app, api_prefix=prefix)
     app.state.queue = q
+    app.state.monitor = monitor
     return app

@@ -17,6 +17,14 @@ Messages (JSON; SSE puts ``event`` in the ``event:`` line and ``data`` in the ``
 - ``{"event": "task:step:progress:{project_id}", "data": {"project_id", "task_id", "type",
   "status", "progress", "step", "message", "at"}}`` when a handler reported progress.
 
+The global stream, over every queue (the dashboard's): ``WS /queue/ws`` and ``GET /queue/events``
+(SSE) [read; a project-restricted token is refused, since it shows every project]. Its messages
+are the events of ``prismq_queue.events`` as they are, ``{"event": kind, "data": Event.as_dict()}``
+with ``kind`` one of ``task.created``, ``task.status``, ``task.progress``, ``queue.updated``, plus
+``{"event": "queue.depth", "data": {"at", "queued", "scheduled", "running", "completed", "failed",
+"cancelled", "total"}}`` each time the server samples the depth (see ``_monitor``), and ``ready``
+first. One ``events.watch`` stream of the router's monitor serves every connection.
+
 Authentication: the WebSocket takes the token from the ``Authorization: Bearer`` header, or from
 the ``token`` query parameter, or, when neither is given, from the first message the client sends,
 ``{"token": "..."}`` (within 10 seconds); browsers cannot set headers on a WebSocket, and the
@@ -45,6 +53,7 @@ from .._prismq_queue import Queue
 from ._auth import Auth, bearer_from_header, check
 from ._errors import needs
 from ._models import PROJECT_ID_PATTERN, LiveEvent, valid_project_id
+from ._monitor import Monitor
 
 log = logging.getLogger("prismq_queue.web")
 
@@ -248,80 +257,17 @@ def add_routes(
         await websocket.accept()
         feed: Optional[_Feed] = None
         try:
-            secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
-            if secret is None and auth.enabled:
-                try:
-                    first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
-                    secret = str(json.loads(first).get("token") or "") or None
-                except (asyncio.TimeoutError, ValueError, AttributeError, TypeError):
-                    secret = None
-            token = auth.lookup(secret)
-            refused = check(token, secret is not None, "read", project_id)
-            if refused is None and not valid_project_id(project_id):
-                refused = (422, "invalid project id", {})
-            if refused is not None:
-                status, detail, _ = refused
-                code = 4000 + status  # 4401, 4403, 4422
-                await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
-                await websocket.close(code=code, reason=detail[:120])
+            if not await _ws_allowed(websocket, auth, project_id):
                 return
             feed = _Feed(hub, project_id, on_change)
             await feed.start()
         except BaseException as exc:
             if feed is not None:
                 feed.close()
-            if isinstance(exc, WebSocketDisconnect):
-                return
-            if not isinstance(exc, Exception):
-                raise  # cancelled
-            log.exception("websocket for project %s could not start", project_id)
-            if websocket.client_state == WebSocketState.CONNECTED:
-                await websocket.close(code=1011)
+            await _ws_start_failed(websocket, exc, f"project {project_id}")
             return
-
-        async def receive() -> None:
-            # Client messages are read (and ignored, except {"type": "ping"}) to notice a disconnect.
-            while True:
-                msg = await websocket.receive()
-                if msg["type"] == "websocket.disconnect":
-                    return
-                text = msg.get("text")
-                if text and '"ping"' in text:
-                    await websocket.send_json({"event": "pong", "data": {}})
-
-        async def send() -> None:
-            await websocket.send_json({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
-            while True:
-                batch = await feed.next_batch()
-                if batch is None:
-                    return
-                for m in batch:
-                    await websocket.send_json(m)
-
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def until_disconnect() -> None:
-                    await receive()
-                    tg.cancel_scope.cancel()
-
-                async def until_stream_ends() -> None:
-                    await send()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(until_disconnect)
-                tg.start_soon(until_stream_ends)
-        except WebSocketDisconnect:
-            pass
-        except Exception:  # noqa: BLE001 - logged; the socket is closed below
-            log.exception("websocket for project %s failed", project_id)
-        finally:
-            feed.close()
-        if websocket.client_state == WebSocketState.CONNECTED and websocket.application_state == WebSocketState.CONNECTED:
-            try:
-                await websocket.close()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        ready = {"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}}
+        await _pump(websocket, ready, feed.next_batch, feed.close, f"project {project_id}")
 
     @router.get(
         "/projects/{project_id}/queue/events",
@@ -338,6 +284,195 @@ def add_routes(
             try:
                 await feed.start()
                 yield _sse({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
+                while True:
+                    batch = await feed.next_batch(timeout=SSE_KEEPALIVE)
+                    if batch is None:
+                        return
+                    if not batch:
+                        yield ": keepalive\n\n"
+                    for m in batch:
+                        yield _sse(m)
+            finally:
+                feed.close()
+
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+
+async def _ws_allowed(websocket: WebSocket, auth: Auth, project_id: Optional[str]) -> bool:
+    """Authenticate an accepted WebSocket (header, ``?token=`` or a first ``{"token": ...}``
+    message); when refused, send the error, close with 4401/4403/4422 and return False."""
+    secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
+    if secret is None and auth.enabled:
+        try:
+            first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
+            secret = str(json.loads(first).get("token") or "") or None
+        except (asyncio.TimeoutError, ValueError, AttributeError, TypeError):
+            secret = None
+    token = auth.lookup(secret)
+    refused = check(token, secret is not None, "read", project_id)
+    if refused is None and project_id is not None and not valid_project_id(project_id):
+        refused = (422, "invalid project id", {})
+    if refused is None:
+        return True
+    status, detail, _ = refused
+    await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
+    await websocket.close(code=4000 + status, reason=detail[:120])  # 4401, 4403, 4422
+    return False
+
+
+async def _ws_start_failed(websocket: WebSocket, exc: BaseException, what: str) -> None:
+    if isinstance(exc, WebSocketDisconnect):
+        return
+    if not isinstance(exc, Exception):
+        raise exc  # cancelled
+    log.exception("websocket for %s could not start", what)
+    if websocket.client_state == WebSocketState.CONNECTED:
+        await websocket.close(code=1011)
+
+
+async def _pump(
+    websocket: WebSocket,
+    ready: dict[str, Any],
+    next_batch: Callable[[], Awaitable[Optional[list[dict[str, Any]]]]],
+    close: Callable[[], None],
+    what: str,
+) -> None:
+    """Send ``ready`` then every batch until the stream ends or the client leaves; ``close`` the
+    feed in any case (it awaits nothing: this may run in a cancelled handler)."""
+
+    async def receive() -> None:
+        # Client messages are read (and ignored, except {"type": "ping"}) to notice a disconnect.
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            text = msg.get("text")
+            if text and '"ping"' in text:
+                await websocket.send_json({"event": "pong", "data": {}})
+
+    async def send() -> None:
+        await websocket.send_json(ready)
+        while True:
+            batch = await next_batch()
+            if batch is None:
+                return
+            for m in batch:
+                await websocket.send_json(m)
+
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def until_disconnect() -> None:
+                await receive()
+                tg.cancel_scope.cancel()
+
+            async def until_stream_ends() -> None:
+                await send()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_disconnect)
+            tg.start_soon(until_stream_ends)
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # noqa: BLE001 - logged; the socket is closed below
+        log.exception("websocket for %s failed", what)
+    finally:
+        close()
+    if websocket.client_state == WebSocketState.CONNECTED and websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+GLOBAL_EVENTS = ["task.created", "task.status", "task.progress", "queue.updated", "queue.depth"]
+
+
+class _GlobalFeed:
+    """One connection's view of the monitor's stream over every queue."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.loop = asyncio.get_running_loop()
+        self.pending: asyncio.Queue[Any] = asyncio.Queue()
+        self.subscribed = False
+
+    def start(self) -> None:
+        self.monitor.subscribe(self.deliver)
+        self.subscribed = True
+
+    def deliver(self, kind: str, item: Any) -> None:
+        # Called from the monitor's threads.
+        try:
+            self.loop.call_soon_threadsafe(self.pending.put_nowait, (kind, item))
+        except RuntimeError:  # the loop is closed: this connection is gone
+            self.monitor.unsubscribe(self.deliver)
+
+    async def next_batch(self, timeout: Optional[float] = None) -> Optional[list[dict[str, Any]]]:
+        """Like ``_Feed.next_batch``: [] on timeout, None once the monitor stopped."""
+        try:
+            first = await asyncio.wait_for(self.pending.get(), timeout) if timeout else await self.pending.get()
+        except asyncio.TimeoutError:
+            return []
+        items = [first]
+        while not self.pending.empty():
+            items.append(self.pending.get_nowait())
+        messages = []
+        for kind, item in items:
+            if kind == "end":
+                return messages or None
+            if kind == "depth":
+                messages.append({"event": "queue.depth", "data": item})
+            else:
+                messages.append({"event": item.kind, "data": item.as_dict()})
+        return messages
+
+    def close(self) -> None:
+        if self.subscribed:
+            self.monitor.unsubscribe(self.deliver)
+            self.subscribed = False
+
+
+def add_global_routes(router: APIRouter, auth: Auth, monitor: Monitor, *, sse_dependencies: Optional[list[Any]] = None) -> None:
+    """``WS /queue/ws`` and ``GET /queue/events``: every queue's events (see the module doc)."""
+
+    def ready() -> dict[str, Any]:
+        return {"event": "ready", "data": {"events": GLOBAL_EVENTS, "history_interval": monitor.interval}}
+
+    @router.websocket("/queue/ws", name="events_ws")
+    async def events_ws(websocket: WebSocket) -> None:
+        """WebSocket of every queue's live events (see the module doc of prismq_queue.web._live)."""
+        await websocket.accept()
+        feed: Optional[_GlobalFeed] = None
+        try:
+            if not await _ws_allowed(websocket, auth, None):
+                return
+            feed = _GlobalFeed(monitor)
+            await anyio.to_thread.run_sync(feed.start)  # may start the monitor's threads
+        except BaseException as exc:
+            if feed is not None:
+                feed.close()
+            await _ws_start_failed(websocket, exc, "every queue")
+            return
+        await _pump(websocket, ready(), feed.next_batch, feed.close, "every queue")
+
+    @router.get(
+        "/queue/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": LiveEvent.model_json_schema()}}, "description": "Server-Sent Events"}},
+        tags=["live"],
+        summary="Every queue's live events as Server-Sent Events (the WebSocket's fallback)",
+        dependencies=sse_dependencies or [],
+    )
+    @needs("read", query_token=True)
+    async def events_sse(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[str]:
+            feed = _GlobalFeed(monitor)
+            try:
+                await anyio.to_thread.run_sync(feed.start)
+                yield _sse(ready())
                 while True:
                     batch = await feed.next_batch(timeout=SSE_KEEPALIVE)
                     if batch is None:

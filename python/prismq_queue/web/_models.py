@@ -265,6 +265,18 @@ class ProjectRemoveResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- operations
+class WorkerTask(BaseModel):
+    """A task a worker is running now."""
+
+    id: int
+    type: str
+    queue: str
+    progress: Optional[float] = None
+    step: Optional[str] = None
+    message: Optional[str] = None
+    started_at: Optional[datetime] = None
+
+
 class WorkerModel(BaseModel):
     id: str
     host: Optional[str] = None
@@ -276,6 +288,7 @@ class WorkerModel(BaseModel):
     heartbeat_age: float
     tasks_done: int
     stale: bool
+    current_tasks: List[WorkerTask] = Field(default_factory=list, description="Running tasks this worker holds.")
 
 
 class WorkersResponse(BaseModel):
@@ -333,3 +346,107 @@ class LiveEvent(BaseModel):
 
     event: str = Field(..., description="'queue:updated:{project_id}' or 'task:step:progress:{project_id}' (or 'ready').")
     data: Dict[str, JSON]
+
+
+# ---------------------------------------------------------------- the dashboard's endpoints
+class DepthSample(BaseModel):
+    """``Queue.stats()`` at one moment (``at``: ms since the epoch)."""
+
+    at: int
+    queued: int = Field(..., description="Queued, due now or later.")
+    scheduled: int = Field(..., description="Queued tasks whose run_after is still in the future.")
+    running: int
+    completed: int
+    failed: int = Field(..., description="Dead letters.")
+    cancelled: int
+    total: int
+
+
+class HistoryResponse(BaseModel):
+    interval: float = Field(..., description="Seconds between two samples.")
+    size: int = Field(..., description="Samples kept at most (older ones are dropped).")
+    started_at: Optional[int] = Field(None, description="When sampling started, ms since the epoch.")
+    samples: List[DepthSample] = Field(..., description="Oldest first.")
+
+
+class SinceStart(BaseModel):
+    """Outcomes seen by the server's event stream since it started (not stored in the database)."""
+
+    completed: int = 0
+    failed: int = Field(0, description="Tasks moved to the dead letter.")
+    cancelled: int = 0
+    retried: int = Field(0, description="Failed attempts followed by a retry.")
+
+
+class BreakdownRow(BaseModel):
+    queue: str
+    type: Optional[str] = Field(None, description="Null on the rows of the per-queue table.")
+    queued: int = Field(..., description="Now: queued, due or not (including retrying).")
+    retrying: int = Field(..., description="Now: queued again after a failed attempt or an expired lease.")
+    running: int
+    failed: int = Field(..., description="Now: dead letters (counted up to finished_scan_limit).")
+    cancelled: int = Field(..., description="Now (counted up to finished_scan_limit).")
+    since_start: SinceStart
+
+
+class BreakdownTotals(BaseModel):
+    queued: int
+    scheduled: int
+    running: int
+    retrying: int
+    completed: int
+    failed: int
+    cancelled: int
+    total: int
+    oldest_queued_age_seconds: Optional[float] = None
+
+
+class BreakdownResponse(BaseModel):
+    """Counts by status per queue and per queue and type. Completed tasks are only counted in
+    ``totals`` (by status, exact) and in ``since_start``: counting them per type would read every
+    finished row."""
+
+    at: datetime
+    since: Optional[datetime] = Field(None, description="When the server started counting since_start.")
+    totals: BreakdownTotals
+    queues: List[BreakdownRow]
+    types: List[BreakdownRow]
+    finished_scan_limit: int = Field(..., description="Dead letters and cancelled tasks read at most, per status.")
+    finished_scan_capped: bool = Field(..., description="True when there were more: failed/cancelled are lower bounds.")
+
+
+class FailureItem(BaseModel):
+    """A failed attempt and the task as it is now (``task.status``: ``queued`` = will retry at
+    ``task.run_after``, ``failed`` = dead letter, ``running``/``completed`` = tried again)."""
+
+    task: TaskModel
+    failed_at: datetime
+    error: Optional[str] = None
+    attempts: int = Field(..., description="Attempts made when it failed.")
+    worker: Optional[str] = None
+
+
+class FailuresResponse(BaseModel):
+    items: List[FailureItem] = Field(..., description="Newest first.")
+    since: Optional[datetime] = Field(
+        None, description="Failed attempts followed by a retry are known from this time on; dead letters from any time."
+    )
+
+
+class TaskLogModel(BaseModel):
+    id: int
+    at: datetime
+    level: str
+    message: str
+    details: JSON = None
+
+
+class SearchMatch(BaseModel):
+    matched_by: Literal["id", "idempotency_key"]
+    task: TaskModel
+    logs: List[TaskLogModel] = Field(..., description="The task's log lines, oldest first (at most 200).")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    matches: List[SearchMatch] = Field(..., description="Empty when no task has this id or idempotency key.")

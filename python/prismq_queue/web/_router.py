@@ -16,9 +16,10 @@ from fastapi.security import HTTPBearer
 
 from .._prismq_queue import Queue, Task
 from ..errors import TaskNotFound
-from . import _live
+from . import _dashboard, _live
 from ._auth import Auth
 from ._errors import ApiError, FieldInvalid, needs, route_class
+from ._monitor import Monitor
 from ._threads import ThreadPool
 from ._models import (
     PROJECT_ID_PATTERN,
@@ -192,7 +193,15 @@ class SnapshotCache:
 
 
 def create_router(
-    queue: Queue, *, auth: Auth, events_interval: float = 1.0, threads: int = 4, cache_ttl: float = 1.0
+    queue: Queue,
+    *,
+    auth: Auth,
+    events_interval: float = 1.0,
+    threads: int = 4,
+    cache_ttl: float = 1.0,
+    history_interval: float = 5.0,
+    history_size: int = 720,
+    monitor: Optional[Monitor] = None,
 ) -> APIRouter:
     """A ``fastapi.APIRouter`` with the whole REST API, to mount under any prefix.
 
@@ -200,6 +209,10 @@ def create_router(
     logs a warning). ``events_interval`` is passed to ``events.watch`` for the live endpoints;
     ``threads`` is the size of the thread pool that runs the queue calls; ``cache_ttl`` how long
     ``/queue/stats`` and project status results may be reused (see ``SnapshotCache``; 0: never).
+    ``history_interval`` and ``history_size``: seconds between two depth samples of
+    ``/queue/history`` and how many are kept. ``monitor``: the ``_monitor.Monitor`` behind the
+    dashboard's endpoints, when the caller starts and stops it (``create_app`` does, in its
+    lifespan); otherwise the router makes one, started at its first use, stopped with the router.
     """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
@@ -214,6 +227,9 @@ def create_router(
             "write and administer the queue"
         )
     router = APIRouter(route_class=route_class(auth), responses=ERRORS)
+    own_monitor = monitor is None
+    if monitor is None:
+        monitor = Monitor(queue, interval=history_interval, size=history_size, events_interval=events_interval)
 
     # Every queue call runs in a thread: SQLite never blocks the event loop. Pools of their own
     # (not anyio's default limiter, which the host app's sync endpoints share) cost less per call.
@@ -513,6 +529,20 @@ def create_router(
     async def workers() -> Any:
         def go() -> dict[str, Any]:
             ws = queue.workers()
+            holding: dict[str, list[dict[str, Any]]] = {}
+            for t in queue.list(status="running", limit=1000):
+                if t.locked_by is not None:
+                    holding.setdefault(t.locked_by, []).append(
+                        {
+                            "id": t.id,
+                            "type": t.type,
+                            "queue": t.queue,
+                            "progress": t.progress,
+                            "step": t.step,
+                            "message": t.message,
+                            "started_at": t.started_at,
+                        }
+                    )
             rows = [
                 {
                     "id": w.id,
@@ -525,6 +555,7 @@ def create_router(
                     "heartbeat_age": w.heartbeat_age,
                     "tasks_done": w.tasks_done,
                     "stale": w.stale,
+                    "current_tasks": holding.get(w.id, []),
                 }
                 for w in ws
             ]
@@ -615,6 +646,10 @@ def create_router(
     # on every route would be solved on every request, for nothing: ~10% of a small request.)
     sse_deps = [Security(HTTPBearer(auto_error=False, description="A token configured with web.Auth"))] if auth.enabled else []
     _live.add_routes(router, queue, auth, run, interval=events_interval, on_change=cache.invalidate, sse_dependencies=sse_deps)
+    _live.add_global_routes(router, auth, monitor, sse_dependencies=sse_deps)
+    _dashboard.add_routes(router, queue, run, monitor, cache)
+    if own_monitor:
+        weakref.finalize(router, monitor.stop)
     # The pools' idle threads go with the router (the routes hold the only references to them).
     weakref.finalize(router, reads.shutdown)
     weakref.finalize(router, writes.shutdown)
