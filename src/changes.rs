@@ -306,6 +306,7 @@ impl Queue {
         stop: &AtomicBool,
     ) -> Result<bool> {
         let deadline = Instant::now() + timeout;
+        let mut waiter = self.db.notifier.waiter(&self.db.path);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(false);
@@ -313,11 +314,11 @@ impl Queue {
             if self.change_token()? != token {
                 return Ok(true);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(false);
             }
-            std::thread::sleep(WAIT_POLL.min(deadline - now));
+            // Wakes on commits of any process (see `notify`); `stop` is seen within a poll.
+            waiter.nap(deadline);
         }
     }
 

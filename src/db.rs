@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, DropBehavior, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,9 +60,14 @@ impl Default for DbOptions {
 
 pub struct Db {
     writer: Mutex<Connection>,
-    /// A second connection for reads, so `get`/`list`/`stats` never wait behind this process's
-    /// writes. `None` for `:memory:`, where a second connection would see another database.
-    reader: Option<Mutex<Connection>>,
+    /// Connections for reads, so `get`/`list`/`stats` never wait behind this process's writes,
+    /// nor behind each other: a web app's threads read in parallel (WAL readers don't block).
+    /// `None` for `:memory:`, where a second connection would see another database.
+    readers: Option<ReaderPool>,
+    /// The connection whose `PRAGMA data_version` tells of other connections' commits. It must be
+    /// one connection for the life of the handle (the value is per connection), so it is not
+    /// taken from the pool. `None` for `:memory:`.
+    watch: Option<Mutex<Connection>>,
     busy_timeout: Duration,
     pub path: String,
     /// Signalled after every commit of this process (see `notify`).
@@ -184,17 +189,22 @@ impl Db {
             Ok(c)
         })?;
         retry_busy(deadline, || schema::migrate(&mut writer))?;
-        let reader = if path == ":memory:" || path.starts_with("file::memory:") {
-            None
-        } else {
-            let r = retry_busy(deadline, || {
+        let in_memory = path == ":memory:" || path.starts_with("file::memory:");
+        let open_reader = || {
+            retry_busy(deadline, || {
                 let c = open_one(path)?;
                 configure(&c, opts, path)?;
                 Ok(c)
-            })?;
-            Some(Mutex::new(r))
+            })
         };
-        let checkpointer = if reader.is_some() {
+        let (readers, watch) = if in_memory {
+            (None, None)
+        } else {
+            let first = open_reader()?;
+            let pool = ReaderPool::new(first, path.to_string(), opts.clone());
+            (Some(pool), Some(Mutex::new(open_reader()?)))
+        };
+        let checkpointer = if !in_memory {
             let c = retry_busy(deadline, || {
                 let c = open_one(path)?;
                 configure(&c, opts, path)?;
@@ -208,7 +218,8 @@ impl Db {
         };
         Ok(Db {
             writer: Mutex::new(writer),
-            reader,
+            readers,
+            watch,
             busy_timeout: opts.busy_timeout,
             path: path.to_string(),
             notifier: Default::default(),
@@ -241,20 +252,26 @@ impl Db {
     /// `PRAGMA data_version` of the read connection: it changes whenever another connection
     /// (this process's writer included) has committed since the last call.
     pub fn data_version(&self) -> Result<i64> {
-        self.read(|c| {
+        let q = |c: &Connection| -> Result<i64> {
             Ok(c.prepare_cached("PRAGMA data_version")?
                 .query_row([], |r| r.get(0))?)
-        })
+        };
+        match &self.watch {
+            Some(w) => q(&w.lock()),
+            None => self.read(q),
+        }
     }
 
     /// Run `f` on the read connection (a consistent snapshot for the duration of `f` when it
     /// opens a transaction; single statements are consistent on their own).
     pub fn read<T>(&self, mut f: impl FnMut(&Connection) -> Result<T>) -> Result<T> {
         let deadline = Instant::now() + self.busy_timeout;
-        match &self.reader {
-            Some(r) => {
-                let conn = r.lock();
-                retry_busy(deadline, || f(&conn))
+        match &self.readers {
+            Some(pool) => {
+                let conn = pool.take()?;
+                let out = retry_busy(deadline, || f(conn.get()));
+                drop(conn);
+                out
             }
             None => {
                 let conn = self.writer.lock();
@@ -288,6 +305,94 @@ fn retry_busy<T>(deadline: Instant, mut f: impl FnMut() -> Result<T>) -> Result<
                 sleep_us = (sleep_us * 2).min(20_000);
             }
             other => return other,
+        }
+    }
+}
+
+/// Most read connections one handle opens: enough for a web app's read threads to run side by
+/// side; more would only compete for the same cores and hold more page cache.
+const MAX_READERS: usize = 4;
+
+/// Read connections, opened on demand up to `MAX_READERS`; a reader waits only when all of them
+/// are busy. One connection is opened up front, so a bad path fails at `open`, not at a read.
+struct ReaderPool {
+    idle: Mutex<PoolState>,
+    returned: Condvar,
+    path: String,
+    opts: DbOptions,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    opened: usize,
+}
+
+/// A connection taken from the pool; it goes back when dropped.
+struct PooledReader<'a> {
+    pool: &'a ReaderPool,
+    conn: Option<Connection>,
+}
+
+impl PooledReader<'_> {
+    fn get(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled reader holds its connection until dropped")
+    }
+}
+
+impl Drop for PooledReader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.idle.lock().idle.push(c);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+impl ReaderPool {
+    fn new(first: Connection, path: String, opts: DbOptions) -> ReaderPool {
+        ReaderPool {
+            idle: Mutex::new(PoolState {
+                idle: vec![first],
+                opened: 1,
+            }),
+            returned: Condvar::new(),
+            path,
+            opts,
+        }
+    }
+
+    fn take(&self) -> Result<PooledReader<'_>> {
+        let mut st = self.idle.lock();
+        loop {
+            if let Some(c) = st.idle.pop() {
+                return Ok(PooledReader {
+                    pool: self,
+                    conn: Some(c),
+                });
+            }
+            if st.opened < MAX_READERS {
+                // Open outside the lock: it touches the file and may wait for a busy database.
+                st.opened += 1;
+                drop(st);
+                let opened = open_one(&self.path).and_then(|c| {
+                    configure(&c, &self.opts, &self.path)?;
+                    Ok(c)
+                });
+                return match opened {
+                    Ok(c) => Ok(PooledReader {
+                        pool: self,
+                        conn: Some(c),
+                    }),
+                    Err(e) => {
+                        self.idle.lock().opened -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            self.returned.wait(&mut st);
         }
     }
 }

@@ -17,11 +17,12 @@
 
 Waiting, without busy polling: one *waiter* thread per queue handle in the process, shared by all
 its streams (a web server with a thousand subscribers still has one), sleeps in
-``Queue.wait_for_change(since=token)`` with the GIL released. There the core wakes every 20 ms to
-compare this process's commit counter and SQLite's ``PRAGMA data_version`` (which moves on other
-processes' commits; a read of the shared-memory WAL index, no I/O) with the token, and sleeps
-again while both are unchanged. An idle queue with streams costs about a quarter of a percent of a
-core (0.3% measured on the 2-core test machine), however many streams. The waiter exits when the
+``Queue.wait_for_change(since=token)`` with the GIL released. There the core sleeps until this
+process commits or the operating system reports a write to the database's WAL file (another
+process's commit), with a 50 ms poll as the fallback, and compares this process's commit counter
+and SQLite's ``PRAGMA data_version`` (which moves on other processes' commits; a read of the
+shared-memory WAL index, no I/O) with the token, sleeping again while both are unchanged. An idle
+queue with streams thus costs a small fraction of a percent of a core, however many streams. The waiter exits when the
 last stream of its queue closes.
 
 After each wake-up a stream takes one *look*: it diffs the database against what it saw last
