@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -250,3 +251,34 @@ def test_metrics_reflect_the_workload(queue):
     assert m["depth"]["queued"] == 2 and m["depth"]["running"] == 1
     assert m["by_type"]["a"]["queued"] == 2 and m["by_queue"]["x"]["running"] == 1
     assert "busy_retries" in m["lock_contention"]
+
+
+def test_a_long_read_does_not_hold_up_reads_in_other_threads(tmp_path):
+    # A backup holds a read snapshot for its whole copy; here it sits in its progress callback.
+    # A dashboard's or API's reads on other threads of the same handle must go on meanwhile
+    # (each read takes its own connection), not wait for the backup to finish.
+    with Queue(str(tmp_path / "q.db")) as q:
+        ids = q.enqueue_many([{"type": "t", "payload": {"blob": "x" * 2000, "i": i}} for i in range(2000)])
+        in_backup, release = threading.Event(), threading.Event()
+
+        def progress(done, total):
+            in_backup.set()
+            release.wait(60)
+
+        backup = threading.Thread(target=q.backup, args=(str(tmp_path / "b.db"),), kwargs={"progress": progress})
+        backup.start()
+        try:
+            assert in_backup.wait(30), "the backup never reported progress"
+            got = []
+            reader = threading.Thread(target=lambda: got.append((q.get(ids[7]).id, q.stats()["queued"])))
+            reader.start()
+            reader.join(15)
+            finished_while_backup_held_its_snapshot = not reader.is_alive()
+        finally:
+            release.set()
+            backup.join(60)
+        reader.join(60)
+        assert finished_while_backup_held_its_snapshot
+        assert got == [(ids[7], 2000)]
+        with Queue(str(tmp_path / "b.db")) as b:
+            assert b.stats()["queued"] == 2000
