@@ -20,8 +20,11 @@ pub static BUSY_WAIT_US: AtomicU64 = AtomicU64::new(0);
 /// Sleep a little, a little longer each time, while another connection holds the lock. Short
 /// first sleeps matter: the typical write transaction here lasts tens of microseconds.
 fn busy_handler(count: i32) -> bool {
-    if count > 4000 {
-        return false; // hand control back to the transaction-level retry loop
+    // After about 0.1 s hand control back to the transaction-level retry loop, which is the one
+    // that knows `busy_timeout`: waiting longer here would overrun a short timeout (and keep a
+    // checkpoint waiting for readers while it holds the write lock).
+    if count > 80 {
+        return false;
     }
     let base_us: u64 = match count {
         0..=9 => 20 << (count / 2),

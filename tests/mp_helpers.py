@@ -124,3 +124,16 @@ def mixed_work(path, worker_id, rounds, barrier, out):
             errors.append(f"{type(e).__name__}: {e}")
     out.put((worker_id, settled, errors))
     q.close()
+
+
+def hold_write_lock(path, seconds, started, out):
+    """Hold the write lock of the file for `seconds`, as another tool (a sqlite3 shell) might."""
+    import sqlite3
+
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    started.set()
+    time.sleep(seconds)
+    con.execute("ROLLBACK")
+    con.close()
+    out.put("released")

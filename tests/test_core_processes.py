@@ -309,3 +309,22 @@ def test_a_sqlite_file_with_someone_elses_tables_is_refused(db_path, table, hint
         assert con.execute(f"SELECT name FROM {table}").fetchall() == [("ada",)]
     finally:
         con.close()
+
+
+def test_a_short_busy_timeout_is_honoured_and_nothing_is_written(db_path, procs):
+    Queue(db_path).close()
+    started = CTX.Event()
+    procs.start(mp_helpers.hold_write_lock, db_path, 30.0, started, procs.out)
+    assert started.wait(DEADLINE)
+    with Queue(db_path, busy_timeout=1.0) as q:
+        t0 = time.monotonic()
+        with pytest.raises(DatabaseError, match="busy_timeout"):
+            q.enqueue("t")
+        waited = time.monotonic() - t0
+        # The error comes once busy_timeout has passed, not after an internal wait of its own
+        # (it used to take over 8 s whatever the timeout). Generous bounds: a loaded machine.
+        assert 1.0 <= waited < 6.0, waited
+    for p in procs.procs:
+        p.terminate()
+    with Queue(db_path) as q:
+        assert q.stats()["total"] == 0
