@@ -1,14 +1,20 @@
 """The ``prismq-queue`` command line (also ``python -m prismq_queue``), built on click.
 
-Every command takes ``--db`` (default: ``prismq_queue.db`` here, or ``$PRISMQ_DB``) and most take
-``--json`` for scripts. Exit codes: 0 done; 1 the operation could not be done (the task had already
-finished, a database error); 2 bad usage or an invalid value; 3 no such task.
+Every command takes ``--db`` (default: ``prismq_queue.db`` here, or ``$PRISMQ_DB``) and every command that
+prints data takes ``--json`` for scripts. Exit codes: 0 done; 1 the operation could not be done (the task had
+already finished, the database is in use or unusable, the port is taken); 2 bad usage or an invalid value; 3 no
+such task.
+
+Long operations (backup, restore, vacuum, purge, import-legacy) draw a progress bar on stderr when stderr is a
+terminal, or with --progress; never on stdout, so --json output stays clean.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
 import threading
 import time
@@ -100,6 +106,95 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def _open(db: str) -> Queue:
     return Queue(db)
+
+
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: ``90``, ``90s``, ``15m``, ``12h``, ``7d``. With
+    ``allow_off``, ``off`` (or ``0``) means None: the feature is turned off."""
+
+    name = "duration"
+    UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def __init__(self, allow_off: bool = False) -> None:
+        self.allow_off = allow_off
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or isinstance(value, (int, float)):
+            return value
+        text = str(value).strip().lower()
+        if self.allow_off and text in ("off", "none", "never", "0"):
+            return None
+        m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", text)
+        if not m:
+            off = ", or 'off'" if self.allow_off else ""
+            self.fail(f"{value!r} is not a duration: give seconds or a number with a unit, like 90, 15m, 12h, 7d{off}",
+                      param, ctx)
+        return float(m.group(1)) * self.UNITS[m.group(2)]
+
+
+def progress_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--progress/--no-progress", "show_progress", default=None,
+                        help="Progress on stderr (default: only when stderr is a terminal).")(fn)
+
+
+class _Progress:
+    """A progress report on stderr for a core call's ``progress(done, total)`` callback: click's
+    bar on a terminal; plain lines (at most a few a second, as the core calls) when asked for
+    with --progress and stderr is not a terminal; nothing otherwise. ``total`` None: the
+    operation cannot tell how far it is (VACUUM), so only the time spent is shown."""
+
+    def __init__(self, label: str, unit: str, show: bool | None) -> None:
+        tty = sys.stderr.isatty()
+        self.enabled = tty if show is None else show
+        self.tty = tty
+        self.label = label
+        self.unit = unit
+        self.started = time.monotonic()
+        self._bar: Any = None
+        self._spin = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if total is None:
+            elapsed = time.monotonic() - self.started
+            if self.tty:
+                self._spin += 1
+                spinner = "|/-\\"[self._spin % 4]
+                click.echo(f"\r{self.label} {spinner} {elapsed:.0f}s", err=True, nl=False)
+            else:
+                click.echo(f"{self.label}: running, {elapsed:.1f}s", err=True)
+            return
+        if self.tty:
+            if self._bar is None:
+                self._bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr, show_pos=True)
+                self._bar.__enter__()
+            self._bar.length = max(total, 1)
+            self._bar.update(done - self._bar.pos)
+        else:
+            pct = 100 * done / total if total else 100
+            click.echo(f"{self.label}: {done}/{total} {self.unit} ({pct:.0f}%)", err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+        elif self.enabled and self.tty and self._spin:
+            click.echo("", err=True)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 # ------------------------------------------------------------------ producing and inspecting
@@ -237,12 +332,48 @@ def workers(db: str, as_json: bool) -> None:
 # ------------------------------------------------------------------ maintenance
 @main.command()
 @db_option
-@click.argument("dest")
-def backup(db: str, dest: str) -> None:
-    """Write a consistent copy of the database to DEST while others keep working."""
-    with _open(db) as q:
-        q.backup(dest)
-    click.echo(f"backed up {db} to {dest}")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
+@progress_option
+@json_option
+def backup(db: str, dest: str, force: bool, show_progress: bool | None, as_json: bool) -> None:
+    """Write a consistent copy of the database to DEST while others keep working.
+
+    The copy is one point in time, written to a temporary file and renamed to DEST when complete; it is a
+    single self-contained file (put it back with `restore`). DEST must not exist unless --force.
+    """
+    if not os.path.exists(db):
+        raise InvalidArgument(f"the database {db!r} does not exist: nothing to back up (check --db)")
+    started = time.monotonic()
+    with _open(db) as q, _Progress("backup", "pages", show_progress) as bar:
+        r = q.backup(dest, overwrite=force, progress=bar)
+    r.update(source=os.path.abspath(db), seconds=round(time.monotonic() - started, 3))
+    if as_json:
+        return _print_json(r)
+    click.echo(f"backed up {db} to {dest}: {_size(r['bytes'])} in {r['seconds']:.1f}s")
+
+
+@main.command()
+@db_option
+@click.argument("backup_file", metavar="BACKUP", type=click.Path(dir_okay=False))
+@progress_option
+@json_option
+def restore(db: str, backup_file: str, show_progress: bool | None, as_json: bool) -> None:
+    """Replace the database (--db) with BACKUP, safely; creates --db if it does not exist.
+
+    BACKUP is checked first (a prismq_queue database this version can open, integrity_check clean). The
+    database must not be in use: stop every worker, `serve` and app that has it open (exit 1 otherwise,
+    nothing changed). The copy is one transaction, and no old -wal/-shm file is left to replay onto it.
+    """
+    started = time.monotonic()
+    with _Progress("restore", "pages", show_progress) as bar:
+        r = Queue.restore(backup_file, db, progress=bar)
+    r["seconds"] = round(time.monotonic() - started, 3)
+    if as_json:
+        return _print_json(r)
+    made = " (created)" if r["created"] else ""
+    click.echo(f"restored {backup_file} into {db}{made}: {_size(r['bytes'])}, schema version {r['schema_version']}, "
+               f"in {r['seconds']:.1f}s")
 
 
 @main.command()
@@ -259,23 +390,54 @@ def checkpoint(db: str, mode: str, as_json: bool) -> None:
 
 @main.command()
 @db_option
-def vacuum(db: str) -> None:
-    """Rebuild the file to reclaim free pages (takes the write lock while it runs)."""
-    with _open(db) as q:
-        q.vacuum()
-    click.echo("vacuumed")
+@progress_option
+@json_option
+def vacuum(db: str, show_progress: bool | None, as_json: bool) -> None:
+    """Rebuild the file to reclaim free pages (holds the write lock while it runs: workers wait).
+
+    Ctrl-C interrupts it and changes nothing.
+    """
+    if not os.path.exists(db):
+        raise InvalidArgument(f"the database {db!r} does not exist (check --db)")
+    before = os.path.getsize(db)
+    started = time.monotonic()
+    with _open(db) as q, _Progress("vacuum", "", show_progress) as bar:
+        q.vacuum(progress=bar)
+    # The rebuilt file went through the WAL: copy it back and shrink the WAL, if no other process
+    # is reading right now (best effort, never waiting long; a later checkpoint does it otherwise).
+    try:
+        with Queue(db, busy_timeout=2.0) as q:
+            q.checkpoint("truncate")
+    except QueueError:
+        pass
+    r = {"path": os.path.abspath(db), "bytes_before": before, "bytes": os.path.getsize(db),
+         "seconds": round(time.monotonic() - started, 3)}
+    if as_json:
+        return _print_json(r)
+    click.echo(f"vacuumed {db}: {_size(before)} -> {_size(r['bytes'])} in {r['seconds']:.1f}s")
 
 
 @main.command()
 @db_option
-@click.option("--older-than", type=float, required=True, help="Seconds since the task finished.")
+@click.option("--older-than", type=Duration(), required=True,
+              help="Age since the task finished: seconds, or with a unit (90s, 15m, 12h, 7d).")
 @click.option("--status", "statuses", type=click.Choice(["completed", "failed", "cancelled"]), multiple=True,
               help="Repeatable; default: completed.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True,
+              help="Tasks deleted per transaction: other processes wait at most one batch for the write lock.")
+@progress_option
 @json_option
-def purge(db: str, older_than: float, statuses: tuple[str, ...], as_json: bool) -> None:
-    """Delete finished tasks (and their logs) that finished more than --older-than seconds ago."""
-    with _open(db) as q:
-        n = q.purge(older_than=older_than, statuses=list(statuses) or ["completed"])
+def purge(db: str, older_than: float, statuses: tuple[str, ...], batch_size: int, show_progress: bool | None,
+          as_json: bool) -> None:
+    """Delete finished tasks (and their logs) that finished more than --older-than ago.
+
+    Runs in batches; Ctrl-C stops it between batches (the batches done stay deleted).
+    """
+    if older_than < 0:
+        raise click.BadParameter("must be zero or positive", param_hint="--older-than")
+    with _open(db) as q, _Progress("purge", "tasks", show_progress) as bar:
+        n = q.purge(older_than=older_than, statuses=list(statuses) or ["completed"], batch_size=batch_size,
+                    progress=bar)
     _print_json({"deleted": n}) if as_json else click.echo(f"deleted {n} tasks")
 
 
@@ -293,8 +455,9 @@ def _describe_problem(p: dict[str, Any]) -> str:
 @click.argument("old_db", metavar="OLD.db")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="Tasks per transaction: other processes wait at most one batch for the write lock.")
+@progress_option
 @json_option
-def import_legacy(db: str, old_db: str, batch_size: int, as_json: bool) -> None:
+def import_legacy(db: str, old_db: str, batch_size: int, show_progress: bool | None, as_json: bool) -> None:
     """Import OLD.db, the file of the older Python queue, into the queue (--db).
 
     OLD.db is opened read-only and never changed. Leased and processing tasks come back as
@@ -303,24 +466,13 @@ def import_legacy(db: str, old_db: str, batch_size: int, as_json: bool) -> None:
     again imports nothing twice and resumes an import that was stopped. Rows with unreadable
     values are skipped and listed (exit 1): fix them in OLD.db and run it again.
     """
-    import os
-
     # Check the old file before --db is opened, so a wrong file creates nothing.
     info = Queue.inspect_legacy(old_db)
     if os.path.exists(db) and os.path.samefile(db, old_db):
         raise InvalidArgument(f"--db {db!r} is OLD.db itself: give the new queue's file with --db")
     total = info["tasks"]
-    with _open(db) as q:
-        if total > batch_size:
-            with click.progressbar(length=total, label=f"importing {total} tasks", file=sys.stderr,
-                                   show_pos=True) as bar:
-                def advance(done: int, all_rows: int) -> None:
-                    bar.length = all_rows
-                    bar.update(done - bar.pos)
-
-                report = q.import_legacy(old_db, progress=advance, batch_size=batch_size)
-        else:
-            report = q.import_legacy(old_db, batch_size=batch_size)
+    with _open(db) as q, _Progress(f"importing {total} tasks", "tasks", show_progress) as bar:
+        report = q.import_legacy(old_db, progress=bar, batch_size=batch_size)
     if as_json:
         _print_json(report)
     else:
@@ -371,7 +523,10 @@ def import_legacy(db: str, old_db: str, batch_size: int, as_json: bool) -> None:
 @click.option("--capabilities", default=None, help="key=value,... or a JSON object.")
 @click.option("--worker-id", default=None)
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds running tasks get to finish on stop.")
-def worker(db: str | None, config_path: str | None, handlers: tuple[str, ...], **options: Any) -> None:
+@click.option("--stop-on-stdin-eof", is_flag=True, hidden=True,
+              help="Drain and exit when stdin closes (serve's embedded workers: their parent is gone).")
+def worker(db: str | None, config_path: str | None, handlers: tuple[str, ...], stop_on_stdin_eof: bool,
+           **options: Any) -> None:
     """Run a worker until SIGTERM/SIGINT (Ctrl-C), then drain gracefully.
 
     Settings come from defaults, then --config, then PRISMQ_WORKER_* variables, then these flags.
@@ -385,7 +540,82 @@ def worker(db: str | None, config_path: str | None, handlers: tuple[str, ...], *
         w = Worker(q, registry, **settings.worker_kwargs())
         click.echo(f"worker {w.worker_id} on {settings.db}: types {', '.join(sorted(registry.get_registered_types()))}",
                    err=True)
+        if stop_on_stdin_eof:
+            threading.Thread(target=_stop_at_eof, args=(w,), name="prismq-stdin-watch", daemon=True).start()
         w.run()
+
+
+def _stop_at_eof(w: Any) -> None:
+    # Blocks until the parent closes the pipe, or dies (the OS closes it then): portable, unlike
+    # watching the parent's pid, and free while waiting.
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    logging.getLogger("prismq_queue.worker").info("stdin closed (serve stopped or is gone): draining")
+    w.stop()
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="PRISMQ_HOST",
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="PRISMQ_PORT",
+              help="0 picks a free port (printed).")
+@click.option("--workers", "workers_n", type=click.IntRange(0, 256), default=2, show_default=True,
+              help="Embedded worker processes.")
+@click.option("--handlers", multiple=True,
+              help="module:registry, or a handlers file; repeatable. None: demo mode (demo handlers and demo tasks).")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=None,
+              help="Handlers running at once in each worker (default 5).")
+@click.option("--queues", default=None, help="Comma-separated queues the workers take (default: every queue).")
+@click.option("--shutdown-grace", type=Duration(), default="30s", show_default=True,
+              help="On stop, time running tasks get to finish before they are handed back to the queue.")
+@click.option("--token", default=None, envvar="PRISMQ_TOKEN",
+              help="The API/dashboard token (env PRISMQ_TOKEN; default: a random one per start, printed).")
+@click.option("--no-auth", is_flag=True, help="No authentication at all (only on a trusted machine).")
+@click.option("--retention", type=Duration(allow_off=True), default="7d", show_default=True,
+              help="Purge completed and cancelled tasks this long after they finished ('off': keep them).")
+@click.option("--purge-interval", type=Duration(allow_off=True), default="1h", show_default=True,
+              help="How often the purge runs (the first one 10s after the start).")
+@click.option("--sweep-interval", type=Duration(allow_off=True), default="30s", show_default=True,
+              help="How often expired leases of crashed workers go back to the queue.")
+@click.option("--analyze-interval", type=Duration(allow_off=True), default="1d", show_default=True,
+              help="How often the planner's statistics are refreshed (ANALYZE, PRAGMA optimize).")
+@click.option("--checkpoint-interval", type=Duration(allow_off=True), default="5m", show_default=True,
+              help="How often the WAL is checked (and checkpointed, passively).")
+@click.pass_context
+def serve(ctx: click.Context, db: str, host: str, port: int, workers_n: int, handlers: tuple[str, ...],
+          concurrency: int | None, queues: str | None, shutdown_grace: float, token: str | None, no_auth: bool,
+          retention: float | None, purge_interval: float | None, sweep_interval: float | None,
+          analyze_interval: float | None, checkpoint_interval: float | None) -> None:
+    """Run everything on one database: the REST API, the live dashboard, worker processes and maintenance.
+
+    Prints the dashboard's URL (with its token). With no --handlers it runs in demo mode: demo handlers, and a
+    demo task every second, so tasks flow on the dashboard at once. Ctrl-C (or SIGTERM) stops it cleanly:
+    running tasks finish within --shutdown-grace or go back to the queue.
+    """
+    try:
+        from . import serve as serving
+    except ImportError as e:  # pragma: no cover - depends on the installed extras
+        raise click.ClickException(f"serve needs the web extra ({e}): pip install 'prismq_queue[web]'") from None
+    if token is not None and (not token.strip() or token != token.strip()):
+        raise click.BadParameter("must be a non-empty string without surrounding spaces", param_hint="--token")
+    opts = serving.ServeOptions(
+        db=db, host=host, port=port, workers=workers_n, handlers=list(handlers), concurrency=concurrency,
+        queues=queues, shutdown_grace=shutdown_grace, token=token, auth=not no_auth,
+        schedule=serving.Schedule(sweep=sweep_interval, purge=purge_interval, retention=retention,
+                                  analyze=analyze_interval, checkpoint=checkpoint_interval),
+        verbose=(ctx.parent.params.get("verbose") or 0) if ctx.parent else 0,
+        echo=lambda line: click.echo(line),
+    )
+    try:
+        code = serving.run(opts)
+    except serving.ServeError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code)
 
 
 @main.command()
