@@ -30,6 +30,7 @@ class Lines:
 
     def __init__(self, pipe):
         self.lines: list[str] = []
+        self.closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
@@ -42,8 +43,6 @@ class Lines:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
-
-    closed = False
 
     def wait_for(self, pattern, timeout=60.0):
         """The first match of ``pattern`` (a regex) in any line, waiting up to ``timeout``."""

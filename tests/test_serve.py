@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 
 import httpx
 import pytest
@@ -164,7 +163,6 @@ def test_bad_options_are_usage_errors_and_create_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even the database file
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="0.0.0.0 may prompt a firewall dialog on Windows")
 def test_no_auth_on_every_interface_warns_loudly(tmp_path, serve_in):
     s = serve_in("--port", 0, "--workers", 0, "--no-auth", "--host", "0.0.0.0")
     text = s.out.text()
