@@ -76,6 +76,7 @@ export class DepthChart {
     const extra = this.data[0].length - this.maxPoints;
     if (extra > 0) this.data = this.data.map((column) => column.slice(extra));
     if (this.plot) this.plot.setData(this.data);
+    this.container.dataset.points = String(this.data[0].length); // for tests and curious readers
   }
 
   get points() {

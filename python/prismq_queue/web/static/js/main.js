@@ -187,6 +187,9 @@ function showPrompt(reason) {
 }
 
 async function start() {
+  if (live) live.stop(); // (a new token: start over)
+  live = null;
+  retryNotes.clear();
   try {
     await api("queue/stats"); // one cheap read first: 401/403 shows the prompt, no panel flashes
   } catch (e) {
@@ -226,6 +229,12 @@ function wire() {
     openTask($("search-input").value);
   });
   $("search-close").addEventListener("click", () => ($("search-results").hidden = true));
+  // A link with another #token= opened in this tab changes only the fragment: no page load.
+  window.addEventListener("hashchange", () => {
+    if (!new URLSearchParams(location.hash.slice(1)).has("token")) return;
+    takeTokenFromUrl();
+    start();
+  });
   setInterval(tickAges, 1000);
   setInterval(() => started && schedule("workers", 0), 5000);
   setInterval(() => started && ["breakdown", "active", "failures", "dead"].forEach((p) => schedule(p, 0)), 30000);
