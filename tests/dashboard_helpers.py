@@ -14,7 +14,7 @@ from pathlib import Path
 from prismq_queue import TaskHandlerRegistry
 
 FULL = "dash-full-token"
-READER = "dash-read-token"
+READER = "dash+read/token"  # a "+" and a "/": the page must not mangle them
 
 registry = TaskHandlerRegistry()
 

@@ -327,7 +327,7 @@ async def _ws_start_failed(websocket: WebSocket, exc: BaseException, what: str) 
         return
     if not isinstance(exc, Exception):
         raise exc  # cancelled
-    log.exception("websocket for %s could not start", what)
+    log.error("websocket for %s could not start", what, exc_info=exc)
     if websocket.client_state == WebSocketState.CONNECTED:
         await websocket.close(code=1011)
 

@@ -21,13 +21,24 @@ export const token = {
 
 /** Move a `#token=...` fragment into sessionStorage and strip it from the address bar. */
 export function takeTokenFromUrl() {
-  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-  const value = params.get("token");
-  if (value === null) return;
+  // Split by hand: URLSearchParams would turn a "+" of the token into a space.
+  const parts = location.hash.replace(/^#/, "").split("&");
+  const found = parts.find((p) => p.startsWith("token="));
+  if (found === undefined) return;
+  let value = found.slice("token=".length);
+  try {
+    value = decodeURIComponent(value);
+  } catch (e) {
+    // not percent-encoded: take it as it is
+  }
   if (value.trim()) token.set(value.trim());
-  params.delete("token");
-  const rest = params.toString();
+  const rest = parts.filter((p) => p !== found && p !== "").join("&");
   history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+}
+
+/** Whether the address bar carries a token. */
+export function urlHasToken() {
+  return location.hash.replace(/^#/, "").split("&").some((p) => p.startsWith("token="));
 }
 
 // The API prefix comes from the page (the server fills it in); URLs are resolved relative to

@@ -6,7 +6,7 @@
 // panel is also polled, and every panel is re-read now and then in case an event was missed
 // while reconnecting.
 
-import { api, ApiError, takeTokenFromUrl, token, wsUrl } from "./api.js";
+import { api, ApiError, takeTokenFromUrl, token, urlHasToken, wsUrl } from "./api.js";
 import { DepthChart } from "./chart.js";
 import { setServerNow, tickAges } from "./dom.js";
 import { LiveStream } from "./live.js";
@@ -231,7 +231,7 @@ function wire() {
   $("search-close").addEventListener("click", () => ($("search-results").hidden = true));
   // A link with another #token= opened in this tab changes only the fragment: no page load.
   window.addEventListener("hashchange", () => {
-    if (!new URLSearchParams(location.hash.slice(1)).has("token")) return;
+    if (!urlHasToken()) return;
     takeTokenFromUrl();
     start();
   });
