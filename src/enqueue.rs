@@ -138,6 +138,51 @@ pub(crate) fn read_wclock(tx: &Transaction) -> Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// Task ids are never handed out twice. SQLite gives a new row the largest id in the table plus
+/// one, so once `purge` deleted the newest tasks their ids would come back: an old id would then
+/// name another task, and a change feed that looks for ids above the highest it saw would miss
+/// the new ones. `purge` records the highest id it removed as the floor (`raise_id_floor`); the
+/// first task inserted afterwards is moved just above it, and the floor is dropped once passed.
+/// (AUTOINCREMENT would do the same on every insert, and needs a rebuild of the table.)
+pub(crate) struct IdFloor(Option<i64>);
+
+impl IdFloor {
+    /// Read once per writing transaction, before its inserts.
+    pub(crate) fn read(tx: &Transaction) -> Result<IdFloor> {
+        Ok(IdFloor(
+            tx.prepare_cached("SELECT value FROM meta WHERE key = 'id_floor'")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .optional()?,
+        ))
+    }
+
+    /// The id of the row just inserted as `id`: moved above the floor when it is not.
+    pub(crate) fn place(&mut self, tx: &Transaction, id: i64) -> Result<i64> {
+        let Some(floor) = self.0.take() else {
+            return Ok(id);
+        };
+        tx.prepare_cached("DELETE FROM meta WHERE key = 'id_floor'")?
+            .execute([])?;
+        if id > floor {
+            return Ok(id);
+        }
+        // A row inserted in this same transaction: nothing refers to it yet.
+        tx.prepare_cached("UPDATE tasks SET id = ?2 WHERE id = ?1")?
+            .execute([id, floor + 1])?;
+        Ok(floor + 1)
+    }
+}
+
+/// Remember that ids up to `top` were used (called by `purge` when it removed the newest task).
+pub(crate) fn raise_id_floor(tx: &Transaction, top: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('id_floor', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute([top])?;
+    Ok(())
+}
+
 impl Queue {
     pub fn enqueue(&self, task: &NewTask) -> Result<i64> {
         Ok(self.enqueue_many(std::slice::from_ref(task))?[0])
@@ -191,6 +236,7 @@ impl Queue {
             new_lanes.clear();
             let now = now_ms();
             let clock = read_wclock(tx)?;
+            let mut floor = IdFloor::read(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
             // Two statements: the plain insert (no RETURNING, no conflict clause, so no statement
             // journal) for the common case, the conflict-aware one only when a key is given.
@@ -230,11 +276,11 @@ impl Queue {
                 let id = match &t.idempotency_key {
                     None => {
                         insert.execute(args)?;
-                        tx.last_insert_rowid()
+                        floor.place(tx, tx.last_insert_rowid())?
                     }
                     Some(key) => {
                         if insert_keyed.execute(args)? == 1 {
-                            tx.last_insert_rowid()
+                            floor.place(tx, tx.last_insert_rowid())?
                         } else {
                             tx.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
                                 .query_row([key], |r| r.get(0))?

@@ -1063,6 +1063,7 @@ impl Queue {
             new_lanes.clear();
             let now = now_ms();
             let clock = read_wclock(tx)?;
+            let mut floor = crate::enqueue::IdFloor::read(tx)?;
             let mut out = BatchOutcome::default();
             for raw in batch {
                 let legacy_id = match as_int(&raw.vals[C_ID]) {
@@ -1167,7 +1168,7 @@ impl Queue {
                             p.idempotency_key,
                             p.requires.as_ref().map(|m| Value::Object(m.clone()).to_string()),
                         ])?;
-                        let task_id = tx.last_insert_rowid();
+                        let task_id = floor.place(tx, tx.last_insert_rowid())?;
                         for l in p.logs.iter().chain(&p.notes) {
                             insert_log(tx, task_id, l)?;
                         }

@@ -299,7 +299,7 @@ impl Queue {
                 .query_row([&s.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             let Some((id, status, holder, lease_until)) = existing else {
-                let row = tx
+                let mut row = tx
                     .prepare_cached(&format!(
                         "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, attempts, max_attempts,
                                             run_after, wkey, created_at, started_at, updated_at, locked_by,
@@ -324,6 +324,7 @@ impl Queue {
                         ],
                         TaskRow::from_row,
                     )?;
+                row.id = crate::enqueue::IdFloor::read(tx)?.place(tx, row.id)?;
                 log_in(
                     tx,
                     row.id,

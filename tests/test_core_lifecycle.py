@@ -282,3 +282,23 @@ def test_a_long_read_does_not_hold_up_reads_in_other_threads(tmp_path):
         assert got == [(ids[7], 2000)]
         with Queue(str(tmp_path / "b.db")) as b:
             assert b.stats()["queued"] == 2000
+
+
+def test_task_ids_are_never_handed_out_again_after_a_purge(queue):
+    first = queue.enqueue_many([{"type": "t"} for _ in range(5)])
+    for t in queue.claim("w", limit=5):
+        queue.complete(t)
+    cursor = queue.change_cursor()
+    time.sleep(0.01)  # finished strictly before the purge's cutoff
+    # The newest tasks are purged too: without care SQLite would reuse their ids.
+    assert queue.purge(older_than=0, statuses=["completed"]) == 5
+    fresh = queue.enqueue("t")
+    assert fresh > max(first)
+    more = queue.enqueue_many([{"type": "t"}, {"type": "t"}])
+    assert more == [fresh + 1, fresh + 2]
+    with pytest.raises(TaskNotFound):
+        queue.get(first[-1])  # an old id names nothing, not a new task
+    # A change feed opened before the purge still reports the new tasks as new.
+    changes, _more = queue.changes_since(cursor)
+    created = {c[1] for c in changes if c[0] == "task.created"}
+    assert {fresh, *more} <= created

@@ -153,9 +153,20 @@ impl Queue {
         progress(0, total)?;
         loop {
             let n = self.db.write(|tx| {
-                Ok(tx
+                let top = || -> Result<i64> {
+                    Ok(tx
+                        .prepare_cached("SELECT coalesce(max(id), 0) FROM tasks")?
+                        .query_row([], |r| r.get(0))?)
+                };
+                let before = top()?;
+                let n = tx
                     .prepare_cached(&sql)?
-                    .execute(params_from_iter(args.iter()))?)
+                    .execute(params_from_iter(args.iter()))?;
+                if n > 0 && top()? < before {
+                    // The newest task went: keep its id from being handed out again.
+                    crate::enqueue::raise_id_floor(tx, before)?;
+                }
+                Ok(n)
             })?;
             done += n;
             // Tasks deleted by another purge meanwhile, or retried, make the count an upper bound.
