@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 import signal
 import subprocess
 import sys
@@ -84,7 +85,8 @@ class Serve:
 
     def start(self, timeout=90.0):
         m = self.out.wait_for(URL.pattern, timeout)
-        self.base, self.token = m.group(1), m.group(2)
+        self.base = m.group(1)
+        self.token = None if m.group(2) is None else unquote(m.group(2))  # the URL carries it encoded
         self.out.wait_for("Press Ctrl-C", timeout)
         return self
 

@@ -200,3 +200,13 @@ def test_maintenance_runs_on_its_schedule(tmp_path, serve_in):
         assert q.get(fresh).status == "queued"
     s.interrupt()
     assert s.wait() == 0, s.output()
+
+
+def test_a_token_with_url_characters_survives_the_printed_link(tmp_path, serve_in):
+    token = "a&b#c d/e+f%"
+    s = serve_in("--port", 0, "--workers", 0, "--token", token)
+    assert s.token == token, s.out.text()
+    with httpx.Client(base_url=s.base, timeout=30) as http:
+        assert http.get("/api/queue/stats", headers=s.headers).status_code == 200
+    s.interrupt()
+    assert s.wait() == 0, s.output()

@@ -719,3 +719,37 @@ async def test_router_thread_pool_runs_calls_off_the_loop_and_passes_errors():
     pool.shutdown()
     with pytest.raises(RuntimeError):
         await pool.run(lambda: None)
+
+
+def test_concurrent_misses_of_the_stats_cache_count_once(queue):
+    # When the cached stats expire under load, the requests that arrive while they are being
+    # recounted wait for that one count instead of each starting another.
+    import asyncio
+    import threading
+
+    import httpx
+
+    calls, gate = [], threading.Event()
+
+    def slow_stats(*a, **k):
+        calls.append(1)
+        gate.wait(30)
+        return queue.stats(*a, **k)
+
+    app = FastAPI()
+    app.include_router(web.create_router(QueueProxy(queue, stats=slow_stats), auth=AUTH, cache_ttl=60))
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            pending = [asyncio.ensure_future(c.get("/queue/stats", headers=ALL)) for _ in range(6)]
+            while not calls:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # let the other five arrive and miss too
+            gate.set()
+            return await asyncio.gather(*pending)
+
+    queue.enqueue("a")
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len({r.text for r in responses}) == 1 and responses[0].json()["queued_tasks"] == 1
+    assert len(calls) == 1

@@ -41,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
+from urllib.parse import quote
 
 from ._prismq_queue import Queue
 from .errors import DatabaseError, InvalidArgument, QueueError
@@ -378,7 +379,7 @@ def run(opts: ServeOptions) -> int:
     say = opts.echo
     say(f"prismq-queue serve: database {db}")
     if token:
-        say(f"  dashboard: {base}/#token={token}")
+        say(f"  dashboard: {base}/#token={quote(token, safe='')}")
         say(f"  REST API:  {base}/api  (header: Authorization: Bearer {token}; docs at {base}/docs)")
     else:
         say(f"  dashboard: {base}/")

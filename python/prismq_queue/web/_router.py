@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, List, Optional, TypeVar
 
 from fastapi import APIRouter, Body, Path, Query, Security
 from fastapi.routing import APIRoute
@@ -165,12 +166,40 @@ class SnapshotCache:
     dropped at once when a request through this router changes that project, and when a live
     event stream of this router sees a change in it, so a client that refetches after an event
     gets the change. ``ttl=0`` turns caching off. Task endpoints are never cached.
+
+    Requests that miss while the same value is already being computed wait for that computation
+    instead of starting their own (``fetch``): when an entry expires under load, every read
+    thread used to recount the same rows at once, and task reads queued behind them.
     """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = float(ttl)
         self._entries: dict[tuple[Any, ...], tuple[float, int, Any]] = {}
         self._generation: dict[Optional[str], int] = {}
+        # key -> (generation it was started at, the computation); touched only on the event loop
+        self._inflight: dict[tuple[Any, ...], tuple[int, "asyncio.Future[Any]"]] = {}
+
+    async def fetch(self, key: tuple[Any, ...], project: Optional[str], compute: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached value, the one being computed (when nothing changed since it started), or
+        a fresh one from ``compute``."""
+        cached = self.get(key, project)
+        if cached is not None:
+            return cached
+        generation = self.generation(project)
+        if self.ttl > 0:
+            running = self._inflight.get(key)
+            if running is not None and running[0] == generation:
+                return await asyncio.shield(running[1])
+        task = asyncio.ensure_future(compute())
+        self._inflight[key] = (generation, task)
+        try:
+            # Shielded: a client that disconnects must not cancel what others wait for.
+            result = await asyncio.shield(task)
+        finally:
+            if self._inflight.get(key, (0, None))[1] is task:
+                del self._inflight[key]
+        self.put(key, project, generation, result)
+        return result
 
     def generation(self, project: Optional[str]) -> int:
         return self._generation.get(project, 0)
@@ -338,13 +367,11 @@ def create_router(
     @router.get("/queue/stats", response_model=QueueStatsResponse, tags=["queue (older API)"], summary="Counts by status")
     @needs("read")
     async def stats() -> Any:
-        key = ("stats",)
-        cached = cache.get(key, None)
-        if cached is not None:
-            return cached
-        generation = cache.generation(None)
+        return await cache.fetch(("stats",), None, _stats)
+
+    async def _stats() -> dict[str, Any]:
         s = await run(queue.stats)
-        result = {
+        return {
             "total_tasks": s["total"],
             "queued_tasks": s["queued"],
             "processing_tasks": s["running"],
@@ -354,8 +381,6 @@ def create_router(
             "cancelled_tasks": s["cancelled"],
             "scheduled_tasks": s.get("scheduled", 0),
         }
-        cache.put(key, None, generation, result)
-        return result
 
     # ------------------------------------------------------------ projects
     @router.get(
@@ -372,10 +397,6 @@ def create_router(
     ) -> Any:
         qn = project_queue(project_id)
         key = ("status", project_id, limit, include_finished)
-        cached = cache.get(key, project_id)
-        if cached is not None:
-            return cached
-        generation = cache.generation(project_id)
 
         def go() -> dict[str, Any]:
             s = queue.stats(queue=qn)
@@ -415,9 +436,7 @@ def create_router(
                 "finished": finished,
             }
 
-        result = await run(go)
-        cache.put(key, project_id, generation, result)
-        return result
+        return await cache.fetch(key, project_id, lambda: run(go))
 
     @router.post(
         "/projects/{project_id}/queue/add",
