@@ -134,7 +134,7 @@ def main():
     args = ap.parse_args()
     n = 20_000 if args.quick else 100_000
     results = {}
-    settings = [(1, 5), (1, 20), (2, 20), (4, 10)] if not args.quick else [(1, 5), (2, 20)]
+    settings = [(1, 5), (1, 20), (1, 40), (2, 20), (4, 10)] if not args.quick else [(1, 5), (2, 20)]
     for procs, conc in settings:
         results[f"throughput_{procs}proc_c{conc}"] = throughput(n, procs, conc)
     results["pickup"] = pickup_latency(50 if args.quick else 300)
