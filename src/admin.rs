@@ -44,6 +44,40 @@ fn exists(tx: &rusqlite::Connection, id: i64) -> Result<bool> {
         .is_some())
 }
 
+/// The condition that restricts a stats count to queue ?1. A queue is the set of its lanes and
+/// every index the counts walk carries lane_id, so the queued counts are ranges of that queue's
+/// lanes only and the finished counts never visit a table row. Two texts, not
+/// `?1 IS NULL OR ...`: with the OR the planner scans the whole index instead of seeking lanes.
+fn in_queue(by_queue: bool) -> &'static str {
+    if by_queue {
+        "lane_id IN (SELECT id FROM lanes WHERE queue = ?1)"
+    } else {
+        "?1 IS NULL"
+    }
+}
+
+/// One count per status, each over the partial index that holds only its rows (?1: the queue).
+fn stats_count_sql(by_queue: bool) -> [(&'static str, String); 5] {
+    let q = in_queue(by_queue);
+    [
+        ("queued", format!("SELECT count(*) FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND {q}")),
+        // running rows are few (one per busy worker slot): reading their table rows is cheap
+        ("running", format!("SELECT count(*) FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND {q}")),
+        ("failed", format!("SELECT count(*) FROM tasks INDEXED BY tasks_dead WHERE status IN ('failed', 'cancelled') AND status = 'failed' AND {q}")),
+        ("cancelled", format!("SELECT count(*) FROM tasks INDEXED BY tasks_dead WHERE status IN ('failed', 'cancelled') AND status = 'cancelled' AND {q}")),
+        ("completed", format!("SELECT count(*) FROM tasks INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND status = 'completed' AND {q}")),
+    ]
+}
+
+/// The oldest due task's run_after and the number not yet due (?1: the queue, ?2: now).
+fn stats_due_sql(by_queue: bool) -> String {
+    format!(
+        "SELECT min(CASE WHEN run_after <= ?2 THEN run_after END), count(CASE WHEN run_after > ?2 THEN 1 END)
+         FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND {}",
+        in_queue(by_queue)
+    )
+}
+
 impl Queue {
     pub fn get(&self, id: i64) -> Result<TaskRow> {
         self.db.read(|c| {
@@ -71,7 +105,15 @@ impl Queue {
                 f.limit
             )));
         }
-        let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1");
+        // Running tasks are few (one per busy worker slot) but spread over the whole table: a
+        // walk in id order would step over every finished row to find them. Their partial
+        // index holds only them; sorting that handful by id is cheaper than the walk.
+        let from = if f.status == Some(Status::Running) {
+            "tasks INDEXED BY tasks_lease WHERE status = 'running'"
+        } else {
+            "tasks WHERE 1"
+        };
+        let mut sql = format!("SELECT {COLUMNS} FROM {from}");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(s) = f.status {
             if matches!(s, Status::Failed | Status::Cancelled) {
@@ -112,29 +154,18 @@ impl Queue {
     }
 
     pub fn stats(&self, queue: Option<&str>) -> Result<Stats> {
+        let by_queue = queue.is_some();
         self.db.read(|c| {
             let tx = c.unchecked_transaction()?; // one snapshot for all the numbers
-            // Each count walks a partial index that holds only its rows (and, with no queue
-            // filter, covers the query): no pass over the whole table.
             let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-            for (name, sql) in [
-                ("queued", "SELECT count(*) FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND (?1 IS NULL OR queue = ?1)"),
-                ("running", "SELECT count(*) FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND (?1 IS NULL OR queue = ?1)"),
-                ("failed", "SELECT count(*) FROM tasks INDEXED BY tasks_dead WHERE status IN ('failed', 'cancelled') AND status = 'failed' AND (?1 IS NULL OR queue = ?1)"),
-                ("cancelled", "SELECT count(*) FROM tasks INDEXED BY tasks_dead WHERE status IN ('failed', 'cancelled') AND status = 'cancelled' AND (?1 IS NULL OR queue = ?1)"),
-                ("completed", "SELECT count(*) FROM tasks INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND status = 'completed' AND (?1 IS NULL OR queue = ?1)"),
-            ] {
-                let n: i64 = tx.prepare_cached(sql)?.query_row([queue], |r| r.get(0))?;
+            for (name, sql) in stats_count_sql(by_queue) {
+                let n: i64 = tx.prepare_cached(&sql)?.query_row([queue], |r| r.get(0))?;
                 counts.insert(name, n);
             }
             let now = now_ms();
             let (oldest, scheduled): (Option<i64>, i64) = tx
-                .prepare_cached(
-                    "SELECT min(CASE WHEN run_after <= ?1 THEN run_after END),
-                            count(CASE WHEN run_after > ?1 THEN 1 END)
-                     FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND (?2 IS NULL OR queue = ?2)",
-                )?
-                .query_row(params![now, queue], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                .prepare_cached(&stats_due_sql(by_queue))?
+                .query_row(params![queue, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
             tx.finish()?;
             Ok(Stats {
                 total: counts.values().sum(),
@@ -234,5 +265,49 @@ impl Queue {
             )?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::testutil::file_queue;
+
+    /// Counts of one queue stay inside that queue's lanes: the queued ones seek each lane of
+    /// the claim index, the finished ones are answered by their index alone (lane_id is in it),
+    /// so no count reads table rows of other queues' finished history.
+    #[test]
+    fn per_queue_stats_seek_lanes_and_cover_finished_counts() {
+        let (_dir, q) = file_queue();
+        let plans: Vec<(String, Vec<String>)> =
+            q.db.read(|c| {
+                let mut out = Vec::new();
+                let mut all: Vec<(String, String)> = stats_count_sql(true)
+                    .into_iter()
+                    .map(|(n, s)| (n.to_string(), s))
+                    .collect();
+                all.push(("due".into(), stats_due_sql(true)));
+                for (name, sql) in all {
+                    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let args: &[&dyn rusqlite::ToSql] =
+                        if name == "due" { &[&"q", &0] } else { &[&"q"] };
+                    let rows = stmt
+                        .query_map(args, |r| r.get::<_, String>(3))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    out.push((name, rows));
+                }
+                Ok(out)
+            })
+            .unwrap();
+        for (name, plan) in &plans {
+            let tasks: Vec<&String> = plan.iter().filter(|l| l.contains(" tasks ")).collect();
+            assert_eq!(tasks.len(), 1, "{name}: {plan:?}");
+            let line = tasks[0];
+            match name.as_str() {
+                "queued" | "due" => assert!(line.contains("(lane_id=?)"), "{name}: {plan:?}"),
+                "running" => assert!(line.contains("tasks_lease"), "{name}: {plan:?}"),
+                _ => assert!(line.contains("COVERING INDEX"), "{name}: {plan:?}"),
+            }
+        }
     }
 }

@@ -303,6 +303,32 @@ def test_project_status_positions_progress_and_counts(client, queue):
     assert empty["items"] == [] and empty["counts"]["total"] == 0
 
 
+
+@pytest.mark.parametrize("scan_limit", [None, 10], ids=["whole queue read", "backlog deeper than the scan"])
+def test_project_status_positions_are_queue_position_for_every_item(client, queue, monkeypatch, scan_limit):
+    """Positions counted from the listing (or, past the scan limit, asked of the core) are the
+    core's Queue.position: per type, due tasks only, every `requires` variant in the same line."""
+    from prismq_queue.web import _router
+
+    if scan_limit is not None:
+        monkeypatch.setattr(_router, "MAX_QUEUED_SCAN", scan_limit)
+    qn = "project:p7"
+    for i in range(30):
+        queue.enqueue(
+            ["render", "encode"][i % 2],
+            queue=qn,
+            priority=[5, 1, 50, 5, 900][i % 5],
+            delay=3600 if i % 7 == 3 else None,
+            requires={"gpu": True} if i % 4 == 1 else None,
+        )
+    [taken] = queue.claim("w-1", queues=[qn], types=["render"])
+    s = client.get(api("/projects/p7/queue/status?limit=1000"), headers=ALL).json()
+    queued = [i for i in s["items"] if i["status"] == "queued"]
+    assert len(queued) == (29 if scan_limit is None else scan_limit) and taken.id in {i["item_id"] for i in s["items"] if i["status"] == "running"}
+    got = {i["item_id"]: i["position"] for i in queued}
+    assert got == {tid: queue.position(tid) for tid in got}
+    assert len(set(got.values())) > 3  # the positions differ: the check can fail
+
 def test_project_delete_cancels_queued_and_running_and_leaves_finished(client, queue):
     q_item = add(client, "p1").json()["item_id"]
     r_item = add(client, "p1").json()["item_id"]

@@ -80,6 +80,14 @@ class Monitor:
             if self._threads or self._stopping.is_set():  # running, or being stopped
                 return
             self.started_at = _now_ms()
+            # The stream's cursor is taken here, in the caller's thread: an outcome committed
+            # after start() returns is counted, however late the watch thread gets to run.
+            from ..events import watch
+
+            try:
+                self._stream = watch(self.queue, interval=self.events_interval)
+            except Exception as e:  # noqa: BLE001 - the watch thread tries again
+                log.warning("dashboard event stream could not start, the monitor tries again: %s", e)
             self._threads = [
                 threading.Thread(target=self._sample_loop, name="prismq-web-history", daemon=True),
                 threading.Thread(target=self._watch_loop, name="prismq-web-monitor", daemon=True),
@@ -182,7 +190,8 @@ class Monitor:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                self._stream = watch(self.queue, interval=self.events_interval)
+                if self._stream is None:  # the first one was made by start()
+                    self._stream = watch(self.queue, interval=self.events_interval)
                 if self._stopping.is_set():  # stop() ran while the stream was being made
                     self._stream.close()
                     return
@@ -197,6 +206,7 @@ class Monitor:
             finally:
                 if self._stream is not None:
                     self._stream.close()
+                    self._stream = None
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, 30.0)
 
