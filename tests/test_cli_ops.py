@@ -80,6 +80,49 @@ def test_backup_and_restore_roundtrip_with_json(tmp_path):
         assert snapshot(q) == before
 
 
+def page_size(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_files_with_sqlite_default_page_size_keep_working_and_restore_across_sizes(tmp_path):
+    """New files get 1 KiB pages (fewer WAL bytes per claim); a file made by earlier builds keeps
+    its 4 KiB pages, works as before, and backups restore in either direction."""
+    new, old, bak_old, bak_new = tmp_path / "new.db", tmp_path / "old.db", tmp_path / "old.bak", tmp_path / "new.bak"
+    filled(new)
+    filled(old)
+    con = sqlite3.connect(old)  # what an earlier build made: SQLite's default page size
+    con.execute("PRAGMA journal_mode = DELETE")
+    con.execute("PRAGMA page_size = 4096")
+    con.execute("VACUUM")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.close()
+    assert (page_size(new), page_size(old)) == (1024, 4096)
+    with Queue(old) as q:
+        before_old = snapshot(q)
+        q.enqueue("more")
+        [t] = q.claim("w", types=["more"])
+        q.complete(t)
+        assert q.integrity_check() == []
+        before_old = snapshot(q)
+    assert page_size(old) == 4096
+    with Queue(new) as q:
+        before_new = snapshot(q)
+
+    cli("backup", "--db", old, bak_old)
+    cli("backup", "--db", new, bak_new)
+    cli("restore", "--db", new, bak_old)  # 4 KiB pages into a 1 KiB file
+    cli("restore", "--db", old, bak_new)  # and back
+    assert (page_size(new), page_size(old)) == (4096, 1024)
+    for db, before in ((new, before_old), (old, before_new)):
+        with Queue(db) as q:
+            assert snapshot(q) == before
+            assert q.integrity_check() == []
+
+
 HOLD = """
 import sys
 from prismq_queue import Queue
