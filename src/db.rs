@@ -136,7 +136,7 @@ fn open_one(path: &str) -> Result<Connection> {
 }
 
 /// The page size of a newly created database file (see `configure`).
-pub const NEW_FILE_PAGE_SIZE: i64 = 1024;
+pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
 fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
     let sync = match opts.synchronous.to_ascii_lowercase().as_str() {
@@ -150,13 +150,13 @@ fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
         }
     };
     // Only a file that is still empty takes this (SQLite ignores it afterwards; a file made with
-    // another page size keeps it). Why 1 KiB and not SQLite's 4 KiB: a queue's writes are small
+    // another page size keeps it). Why 2 KiB and not SQLite's 4 KiB: a queue's writes are small
     // and scattered (a claim touches the row and one entry in each of four indexes), and WAL
     // appends every touched page whole, so a claim + complete cycle wrote ~8 pages of 4 KiB for
-    // a few hundred bytes of change. With 1 KiB pages the same cycle costs a quarter of the
-    // bytes: +30% claim+complete per call and +10% enqueue per call, measured by
-    // benches/bench_core.py (see benches/README.md); the trees get one level deeper, which
-    // the claim p99 at 100,000 queued does not show.
+    // a few hundred bytes of change. Measured alternately by benches/bench_page_size.py
+    // (medians of three rounds, one machine): against 4 KiB, 2 KiB gives +17% enqueue and +12%
+    // claim+complete per call, batched claims and the worker's throughput the same or better;
+    // 1 KiB gains more per call (+23%) but costs the worker 8% (deeper trees, more pages).
     conn.execute_batch(&format!("PRAGMA page_size = {NEW_FILE_PAGE_SIZE}"))
         .map_err(|e| describe_open_error(e, path))?;
     let mode: String = conn

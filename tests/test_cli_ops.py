@@ -89,7 +89,7 @@ def page_size(db):
 
 
 def test_files_with_sqlite_default_page_size_keep_working_and_restore_across_sizes(tmp_path):
-    """New files get 1 KiB pages (fewer WAL bytes per claim); a file made by earlier builds keeps
+    """New files get 2 KiB pages (fewer WAL bytes per claim); a file made by earlier builds keeps
     its 4 KiB pages, works as before, and backups restore in either direction."""
     new, old, bak_old, bak_new = tmp_path / "new.db", tmp_path / "old.db", tmp_path / "old.bak", tmp_path / "new.bak"
     filled(new)
@@ -100,7 +100,7 @@ def test_files_with_sqlite_default_page_size_keep_working_and_restore_across_siz
     con.execute("VACUUM")
     con.execute("PRAGMA journal_mode = WAL")
     con.close()
-    assert (page_size(new), page_size(old)) == (1024, 4096)
+    assert (page_size(new), page_size(old)) == (2048, 4096)
     with Queue(old) as q:
         before_old = snapshot(q)
         q.enqueue("more")
@@ -114,9 +114,9 @@ def test_files_with_sqlite_default_page_size_keep_working_and_restore_across_siz
 
     cli("backup", "--db", old, bak_old)
     cli("backup", "--db", new, bak_new)
-    cli("restore", "--db", new, bak_old)  # 4 KiB pages into a 1 KiB file
+    cli("restore", "--db", new, bak_old)  # 4 KiB pages into a 2 KiB file
     cli("restore", "--db", old, bak_new)  # and back
-    assert (page_size(new), page_size(old)) == (4096, 1024)
+    assert (page_size(new), page_size(old)) == (4096, 2048)
     for db, before in ((new, before_old), (old, before_new)):
         with Queue(db) as q:
             assert snapshot(q) == before
