@@ -676,7 +676,8 @@ def test_openapi_has_response_models_errors_and_security(client):
         assert name in schemas
 
 
-def test_dashboard_placeholder(client):
+def test_the_dashboard_page_is_served_at_the_root_without_a_token_and_knows_the_api_prefix(client):
+    # The page itself holds no data (it asks for a token, then calls the API), so it needs none.
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/api" in r.text
