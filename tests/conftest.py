@@ -33,3 +33,29 @@ def snapshot(q):
         rows += [t.as_dict() for t in page]
         after = page[-1].id
     return q.stats(), rows
+
+
+
+def cli_runner():
+    """A click CliRunner as click 8.2+ makes it: ``result.stderr`` on its own and
+    ``result.output`` with both streams. Click 8.1 (the newest for Python 3.9) gives either one
+    or the other, so there the result's ``output`` is stdout followed by stderr."""
+    from click.testing import CliRunner, Result
+
+    try:
+        CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2: no mix_stderr, streams kept apart already
+        return CliRunner()
+
+    class _Result(Result):
+        @property
+        def output(self) -> str:
+            return self.stdout + self.stderr
+
+    class _Runner(CliRunner):
+        def invoke(self, *args, **kwargs):
+            result = super().invoke(*args, **kwargs)
+            result.__class__ = _Result
+            return result
+
+    return _Runner(mix_stderr=False)

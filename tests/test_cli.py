@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_runner
 
 from prismq_queue import Queue
 from prismq_queue.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, main
@@ -20,7 +20,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = cli_runner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     if ok:
         assert result.exit_code == 0, result.output
     return result

@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from conftest import snapshot as _snapshot
 from prismq_queue import SCHEMA_VERSION, Queue, TaskNotFound
 from prismq_queue.cli import EXIT_FAILED, EXIT_USAGE, main
@@ -21,7 +21,7 @@ from serve_helpers import env
 
 
 def cli(*args, code=0):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = cli_runner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == code, result.output
     return result
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_runner
 
 from conftest import snapshot
 from prismq_queue import InvalidArgument, Queue
@@ -97,7 +97,7 @@ def contents(q: Queue):
 
 
 def cli(*args, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = cli_runner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     if ok:
         assert result.exit_code == 0, result.output
     return result

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_runner
 from manager_helpers import start_run_and_hang
 from worker_handlers import run_worker
 
@@ -456,7 +456,7 @@ async def test_switching_back_and_forth_loses_no_queued_durable_task(path, monke
     legacy.start_task(run, asyncio.sleep(0))
     await legacy.wait_all()
     assert run.status == RunStatus.COMPLETED
-    listed = CliRunner().invoke(cli, ["list", "--db", path, "--status", "queued", "--json"])
+    listed = cli_runner().invoke(cli, ["list", "--db", path, "--status", "queued", "--json"])
     assert listed.exit_code == 0, listed.output
     assert sorted(str(t["id"]) for t in json.loads(listed.output)) == sorted(ids)
 
