@@ -11,7 +11,6 @@ keeps the size it was made with, which is how a file of an earlier build behaves
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sqlite3
 import sys

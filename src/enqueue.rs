@@ -147,15 +147,6 @@ pub(crate) fn read_wclock(tx: &Transaction) -> Result<f64> {
 pub(crate) struct IdFloor(Option<i64>);
 
 impl IdFloor {
-    /// Read once per writing transaction, before its inserts.
-    pub(crate) fn read(tx: &Transaction) -> Result<IdFloor> {
-        Ok(IdFloor(
-            tx.prepare_cached("SELECT value FROM meta WHERE key = 'id_floor'")?
-                .query_row([], |r| r.get::<_, i64>(0))
-                .optional()?,
-        ))
-    }
-
     /// The id of the row just inserted as `id`: moved above the floor when it is not.
     pub(crate) fn place(&mut self, tx: &Transaction, id: i64) -> Result<i64> {
         let Some(floor) = self.0.take() else {
@@ -171,6 +162,22 @@ impl IdFloor {
             .execute([id, floor + 1])?;
         Ok(floor + 1)
     }
+}
+
+/// What a transaction that inserts tasks reads from `meta` before its inserts, in one statement
+/// (enqueue is a hot path): the weighted-random race clock (see `read_wclock`) and the id floor.
+pub(crate) fn read_insert_meta(tx: &Transaction) -> Result<(f64, IdFloor)> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT (SELECT value FROM meta WHERE key = 'wclock'),
+                    (SELECT value FROM meta WHERE key = 'id_floor')",
+        )?
+        .query_row([], |r| {
+            Ok((
+                r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
+                IdFloor(r.get::<_, Option<i64>>(1)?),
+            ))
+        })?)
 }
 
 /// Remember that ids up to `top` were used (called by `purge` when it removed the newest task).
@@ -235,8 +242,7 @@ impl Queue {
         let ids = self.db.write(|tx| {
             new_lanes.clear();
             let now = now_ms();
-            let clock = read_wclock(tx)?;
-            let mut floor = IdFloor::read(tx)?;
+            let (clock, mut floor) = read_insert_meta(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
             // Two statements: the plain insert (no RETURNING, no conflict clause, so no statement
             // journal) for the common case, the conflict-aware one only when a key is given.

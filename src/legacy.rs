@@ -45,7 +45,8 @@
 use crate::claim::lanes::LaneKey;
 use crate::claim::strategy::race_key;
 use crate::enqueue::{
-    read_wclock, requires_text, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY,
+    read_insert_meta, requires_text, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_PRIORITY,
+    MIN_PRIORITY,
 };
 use crate::error::{Error, Result};
 use crate::queue::Queue;
@@ -1062,8 +1063,7 @@ impl Queue {
         self.db.write(|tx| {
             new_lanes.clear();
             let now = now_ms();
-            let clock = read_wclock(tx)?;
-            let mut floor = crate::enqueue::IdFloor::read(tx)?;
+            let (clock, mut floor) = read_insert_meta(tx)?;
             let mut out = BatchOutcome::default();
             for raw in batch {
                 let legacy_id = match as_int(&raw.vals[C_ID]) {

@@ -299,6 +299,7 @@ impl Queue {
                 .query_row([&s.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             let Some((id, status, holder, lease_until)) = existing else {
+                let (clock, mut floor) = crate::enqueue::read_insert_meta(tx)?;
                 let mut row = tx
                     .prepare_cached(&format!(
                         "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, attempts, max_attempts,
@@ -316,7 +317,7 @@ impl Queue {
                             DEFAULT_PRIORITY,
                             1 + s.rerun_attempts,
                             now,
-                            race_key(read_wclock(tx)?, DEFAULT_PRIORITY),
+                            race_key(clock, DEFAULT_PRIORITY),
                             s.worker_id,
                             now + s.lease_ms,
                             token,
@@ -324,7 +325,7 @@ impl Queue {
                         ],
                         TaskRow::from_row,
                     )?;
-                row.id = crate::enqueue::IdFloor::read(tx)?.place(tx, row.id)?;
+                row.id = floor.place(tx, row.id)?;
                 log_in(
                     tx,
                     row.id,

@@ -59,3 +59,15 @@ def cli_runner():
             return result
 
     return _Runner(mix_stderr=False)
+
+
+def pragma(path, name):
+    """The value of ``PRAGMA name`` of the database file at ``path``, read by Python's sqlite3
+    (a separate library: what any other tool would see)."""
+    import sqlite3
+
+    con = sqlite3.connect(str(path))
+    try:
+        return con.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        con.close()

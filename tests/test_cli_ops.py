@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import cli_runner
+from conftest import cli_runner, pragma
 from conftest import snapshot as _snapshot
 from prismq_queue import SCHEMA_VERSION, Queue, TaskNotFound
 from prismq_queue.cli import EXIT_FAILED, EXIT_USAGE, main
@@ -81,11 +81,7 @@ def test_backup_and_restore_roundtrip_with_json(tmp_path):
 
 
 def page_size(db):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        con.close()
+    return pragma(db, "page_size")
 
 
 def test_files_with_sqlite_default_page_size_keep_working_and_restore_across_sizes(tmp_path):

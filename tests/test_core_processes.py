@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 import mp_helpers
+from conftest import pragma
 from prismq_queue import SCHEMA_VERSION, DatabaseError, Queue, SchemaVersionError
 
 CTX = mp.get_context("spawn")
@@ -75,11 +76,7 @@ def procs():
 
 
 def user_version(path):
-    con = sqlite3.connect(path)
-    try:
-        return con.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        con.close()
+    return pragma(path, "user_version")
 
 
 def all_tasks(q):

@@ -58,11 +58,6 @@ def add_routes(
     )
     @needs("read")
     async def breakdown() -> Any:
-        key = ("breakdown",)
-        cached = cache.get(key, None)
-        if cached is not None:
-            return cached
-        generation = cache.generation(None)
         if not monitor.running:
             await run(monitor.start)
 
@@ -125,9 +120,7 @@ def add_routes(
                 "finished_scan_capped": capped,
             }
 
-        result = await run(go)
-        cache.put(key, None, generation, result)
-        return result
+        return await cache.fetch(("breakdown",), None, lambda: run(go))
 
     @router.get(
         "/queue/failures",
