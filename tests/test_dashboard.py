@@ -401,15 +401,18 @@ def test_global_sse_over_a_real_server(queue):
 
 def test_app_stops_its_monitor_before_closing_its_queue(tmp_path):
     def monitor_threads():
-        return [t for t in threading.enumerate() if t.name in ("prismq-web-history", "prismq-web-monitor") and t.is_alive()]
+        names = ("prismq-web-history", "prismq-web-monitor")
+        return {t for t in threading.enumerate() if t.name in names and t.is_alive()}
 
-    before = len(monitor_threads())
+    # By identity: another test's monitor may still be winding down while this one runs.
+    before = monitor_threads()
     path = str(tmp_path / "app.db")
     app = web.create_app(path, auth=AUTH, history_interval=0.1)
     with TestClient(app) as c:
-        assert len(monitor_threads()) == before + 2
+        ours = monitor_threads() - before
+        assert len(ours) == 2
         assert c.get("/api/queue/history", headers=READER).status_code == 200
     assert app.state.queue.closed
-    assert len(monitor_threads()) == before
+    assert not any(t.is_alive() for t in ours)
     with Queue(path) as q:
         assert q.stats()["total"] == 0
