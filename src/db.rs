@@ -168,7 +168,8 @@ fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
              WAL needs a local file system that supports shared memory"
         )));
     }
-    // The page cache stays at SQLite's default 2 MB on purpose: a bigger one makes commits slower.
+    // The page cache stays at SQLite's default 2 MB on purpose: a bigger one makes commits slower
+    // (the pooled read connections, which never commit a write, get a bigger one: READ_CACHE_KIB).
     // When a B-tree rebalance reorders its new pages, SQLite renumbers them through the locking
     // page's number (1 GiB / page size + 1) as a temporary key; that marks the cache as holding a
     // page past the end of the file, so the next commit's truncation walks every cached page
@@ -190,8 +191,19 @@ fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Page cache per connection, in KiB (see `configure` for why it is not bigger).
+/// Page cache of the connections that write, in KiB (see `configure` for why it is not bigger).
 const CACHE_KIB: u32 = 2000;
+/// Page cache of the pooled read connections, in KiB. Only a commit pays for a big cache, and
+/// these never commit a write; they serve stats counts and listings over the whole table.
+const READ_CACHE_KIB: u32 = 16000;
+
+/// A pooled read connection: configured like every connection, with the bigger read cache.
+fn open_reader_conn(path: &str, opts: &DbOptions) -> Result<Connection> {
+    let c = open_one(path)?;
+    configure(&c, opts, path)?;
+    c.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB};"))?;
+    Ok(c)
+}
 
 fn describe_open_error(e: rusqlite::Error, path: &str) -> Error {
     match e.sqlite_error_code() {
@@ -221,19 +233,18 @@ impl Db {
         })?;
         retry_busy(deadline, || schema::migrate(&mut writer))?;
         let in_memory = path == ":memory:" || path.starts_with("file::memory:");
-        let open_reader = || {
-            retry_busy(deadline, || {
-                let c = open_one(path)?;
-                configure(&c, opts, path)?;
-                Ok(c)
-            })
-        };
         let (readers, watch) = if in_memory {
             (None, None)
         } else {
-            let first = open_reader()?;
+            let first = retry_busy(deadline, || open_reader_conn(path, opts))?;
             let pool = ReaderPool::new(first, path.to_string(), opts.clone());
-            (Some(pool), Some(Mutex::new(open_reader()?)))
+            // The watch connection only reads `PRAGMA data_version`: the small cache will do.
+            let watch = retry_busy(deadline, || {
+                let c = open_one(path)?;
+                configure(&c, opts, path)?;
+                Ok(c)
+            })?;
+            (Some(pool), Some(Mutex::new(watch)))
         };
         let checkpointer = if !in_memory {
             let c = retry_busy(deadline, || {
@@ -407,10 +418,7 @@ impl ReaderPool {
                 // Open outside the lock: it touches the file and may wait for a busy database.
                 st.opened += 1;
                 drop(st);
-                let opened = open_one(&self.path).and_then(|c| {
-                    configure(&c, &self.opts, &self.path)?;
-                    Ok(c)
-                });
+                let opened = open_reader_conn(&self.path, &self.opts);
                 return match opened {
                     Ok(c) => Ok(PooledReader {
                         pool: self,
@@ -425,5 +433,29 @@ impl ReaderPool {
             }
             self.returned.wait(&mut st);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_size(c: &Connection) -> i64 {
+        c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn only_the_read_pool_gets_the_big_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let db = Db::open(path.to_str().unwrap(), &DbOptions::default()).unwrap();
+        // Commits get slower with the cache (see `configure`): the writer keeps the small one.
+        assert_eq!(cache_size(&db.writer.lock()), -(CACHE_KIB as i64));
+        assert_eq!(
+            cache_size(&db.watch.as_ref().unwrap().lock()),
+            -(CACHE_KIB as i64)
+        );
+        let read = db.read(|c| Ok(cache_size(c))).unwrap();
+        assert_eq!(read, -(READ_CACHE_KIB as i64));
     }
 }
