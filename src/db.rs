@@ -138,7 +138,7 @@ fn open_one(path: &str) -> Result<Connection> {
 /// The page size of a newly created database file (see `configure`).
 pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
-fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
+fn configure(conn: &Connection, opts: &DbOptions, path: &str, cache_kib: u32) -> Result<()> {
     let sync = match opts.synchronous.to_ascii_lowercase().as_str() {
         "normal" => "NORMAL",
         "full" => "FULL",
@@ -168,40 +168,36 @@ fn configure(conn: &Connection, opts: &DbOptions, path: &str) -> Result<()> {
              WAL needs a local file system that supports shared memory"
         )));
     }
-    // The page cache stays at SQLite's default 2 MB on purpose: a bigger one makes commits slower
-    // (the pooled read connections, which never commit a write, get a bigger one: READ_CACHE_KIB).
-    // When a B-tree rebalance reorders its new pages, SQLite renumbers them through the locking
-    // page's number (1 GiB / page size + 1) as a temporary key; that marks the cache as holding a
-    // page past the end of the file, so the next commit's truncation walks every cached page
-    // (pcache1TruncateUnsafe, SQLite 3.54). On a queue, whose indexes lose entries at one end and
-    // gain them at the other, that is a few percent of commits, and the walk grows with the cache:
-    // 11-16% of the CPU of one-at-a-time enqueues with a 16 MB cache. Measured alternately by
-    // bench_core (medians of three rounds): 2 MB against 16 MB gives claim+complete 0.72 vs 0.59
-    // of raw sqlite3, and claim p99 at 100,000 queued (fifo, priority, weighted) 0.37, 0.39,
-    // 0.71 ms vs 0.96, 0.93, 1.13 ms (lifo 0.46 both). The hot pages
-    // of a queue (both ends of the claim indexes, the table's tail) fit in 2 MB; cold reads come
-    // from the OS's file cache.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{CACHE_KIB};
+         PRAGMA cache_size = -{cache_kib};
          PRAGMA wal_autocheckpoint = 50000;"
     ))?;
     Ok(())
 }
 
-/// Page cache of the connections that write, in KiB (see `configure` for why it is not bigger).
+/// Page cache, in KiB, of every connection but the pooled readers: SQLite's default 2 MB, on
+/// purpose, because a bigger cache makes commits slower. When a B-tree rebalance reorders its new
+/// pages, SQLite renumbers them through the locking page's number (1 GiB / page size + 1) as a
+/// temporary key; that marks the cache as holding a page past the end of the file, so the next
+/// commit's truncation walks every cached page (pcache1TruncateUnsafe, SQLite 3.54). A queue's
+/// indexes lose entries at one end and gain them at the other, so that is a few percent of
+/// commits, and the walk grows with the cache: 11-16% of the CPU of one-at-a-time enqueues with
+/// 16 MB. Measured alternately by bench_core (medians of three rounds), 2 MB against 16 MB:
+/// claim+complete 0.72 vs 0.59 of raw sqlite3; claim p99 at 100,000 queued 0.37 / 0.46 / 0.39 /
+/// 0.71 ms vs 0.96 / 0.46 / 0.93 / 1.13 ms (fifo / lifo / priority / weighted). The hot pages of
+/// a queue (both ends of the claim indexes, the table's tail) fit in 2 MB.
 const CACHE_KIB: u32 = 2000;
 /// Page cache of the pooled read connections, in KiB. Only a commit pays for a big cache, and
 /// these never commit a write; they serve stats counts and listings over the whole table.
 const READ_CACHE_KIB: u32 = 16000;
 
-/// A pooled read connection: configured like every connection, with the bigger read cache.
-fn open_reader_conn(path: &str, opts: &DbOptions) -> Result<Connection> {
+/// A connection opened and configured, with a page cache of `cache_kib`.
+fn open_configured(path: &str, opts: &DbOptions, cache_kib: u32) -> Result<Connection> {
     let c = open_one(path)?;
-    configure(&c, opts, path)?;
-    c.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB};"))?;
+    configure(&c, opts, path, cache_kib)?;
     Ok(c)
 }
 
@@ -226,32 +222,20 @@ impl Db {
         let deadline = Instant::now() + opts.busy_timeout;
         // Opening a new file from many processes at once: the switch to WAL and the migration
         // both need the write lock, so they go through the same retry-until-deadline loop.
-        let mut writer = retry_busy(deadline, || {
-            let c = open_one(path)?;
-            configure(&c, opts, path)?;
-            Ok(c)
-        })?;
+        let mut writer = retry_busy(deadline, || open_configured(path, opts, CACHE_KIB))?;
         retry_busy(deadline, || schema::migrate(&mut writer))?;
         let in_memory = path == ":memory:" || path.starts_with("file::memory:");
         let (readers, watch) = if in_memory {
             (None, None)
         } else {
-            let first = retry_busy(deadline, || open_reader_conn(path, opts))?;
+            let first = retry_busy(deadline, || open_configured(path, opts, READ_CACHE_KIB))?;
             let pool = ReaderPool::new(first, path.to_string(), opts.clone());
             // The watch connection only reads `PRAGMA data_version`: the small cache will do.
-            let watch = retry_busy(deadline, || {
-                let c = open_one(path)?;
-                configure(&c, opts, path)?;
-                Ok(c)
-            })?;
+            let watch = retry_busy(deadline, || open_configured(path, opts, CACHE_KIB))?;
             (Some(pool), Some(Mutex::new(watch)))
         };
         let checkpointer = if !in_memory {
-            let c = retry_busy(deadline, || {
-                let c = open_one(path)?;
-                configure(&c, opts, path)?;
-                Ok(c)
-            })?;
+            let c = retry_busy(deadline, || open_configured(path, opts, CACHE_KIB))?;
             Some(crate::maintenance::checkpointer::Checkpointer::start(
                 c, path,
             )?)
@@ -418,7 +402,7 @@ impl ReaderPool {
                 // Open outside the lock: it touches the file and may wait for a busy database.
                 st.opened += 1;
                 drop(st);
-                let opened = open_reader_conn(&self.path, &self.opts);
+                let opened = open_configured(&self.path, &self.opts, READ_CACHE_KIB);
                 return match opened {
                     Ok(c) => Ok(PooledReader {
                         pool: self,
@@ -449,7 +433,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.db");
         let db = Db::open(path.to_str().unwrap(), &DbOptions::default()).unwrap();
-        // Commits get slower with the cache (see `configure`): the writer keeps the small one.
+        // Commits get slower with the cache (see `CACHE_KIB`): the writer keeps the small one.
         assert_eq!(cache_size(&db.writer.lock()), -(CACHE_KIB as i64));
         assert_eq!(
             cache_size(&db.watch.as_ref().unwrap().lock()),

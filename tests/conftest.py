@@ -35,7 +35,6 @@ def snapshot(q):
     return q.stats(), rows
 
 
-
 def cli_runner():
     """A click CliRunner as click 8.2+ makes it: ``result.stderr`` on its own and
     ``result.output`` with both streams. Click 8.1 (the newest for Python 3.9) gives either one

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import cli_runner
 
 from prismq_queue import Queue

@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from conftest import cli_runner, pragma
-from conftest import snapshot as _snapshot
+from conftest import cli_runner, pragma, snapshot as _snapshot
 from prismq_queue import SCHEMA_VERSION, Queue, TaskNotFound
 from prismq_queue.cli import EXIT_FAILED, EXIT_USAGE, main
 from serve_helpers import env

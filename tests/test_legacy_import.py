@@ -12,9 +12,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import cli_runner
 
-from conftest import snapshot
+from conftest import cli_runner, snapshot
 from prismq_queue import InvalidArgument, Queue
 from prismq_queue.cli import EXIT_FAILED, EXIT_USAGE, main
 

@@ -3,6 +3,7 @@ every scope and project rule."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -694,8 +695,6 @@ def test_create_app_with_a_path_opens_and_closes_the_queue(tmp_path):
 
 
 async def test_queue_calls_never_block_the_event_loop(queue):
-    import asyncio
-
     import httpx
 
     spans = []  # (start, end) of each slow call, in its worker thread
@@ -742,7 +741,6 @@ def test_import_prismq_queue_does_not_import_fastapi():
 
 
 async def test_router_thread_pool_runs_calls_off_the_loop_and_passes_errors():
-    import asyncio
     import threading
 
     from prismq_queue.web._threads import ThreadPool
