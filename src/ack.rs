@@ -4,12 +4,13 @@
 
 use crate::claim::strategy::race_key;
 use crate::claim::ClaimRequest;
+use crate::db::WriteTx;
 use crate::enqueue::read_wclock;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::{RetryOverrides, RetryPolicy};
 use crate::time::now_ms;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension};
 
 /// What identifies one claim of a task: its id and the lease token that claim received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub enum FailOutcome {
 }
 
 /// Explain why a fenced update matched no row.
-fn lease_lost(tx: &Transaction, lease: Lease) -> Error {
+fn lease_lost(tx: &WriteTx, lease: Lease) -> Error {
     let row: Option<(String, Option<i64>, Option<String>)> = tx
         .query_row(
             "SELECT status, lease_token, locked_by FROM tasks WHERE id = ?1",
@@ -69,7 +70,7 @@ fn lease_lost(tx: &Transaction, lease: Lease) -> Error {
 }
 
 pub(crate) fn log_in(
-    tx: &Transaction,
+    tx: &WriteTx,
     task_id: i64,
     at: i64,
     level: &str,
@@ -119,7 +120,7 @@ fn log_failures(items: &[(Lease, String, bool)], outcomes: &[Option<FailOutcome>
 impl Queue {
     fn complete_in(
         &self,
-        tx: &Transaction,
+        tx: &WriteTx,
         lease: Lease,
         result: Option<&str>,
         now: i64,
@@ -159,7 +160,7 @@ impl Queue {
 
     fn policy_for(
         &self,
-        tx: &Transaction,
+        tx: &WriteTx,
         queue: &str,
         task_policy: Option<&str>,
     ) -> Result<RetryPolicy> {
@@ -177,7 +178,7 @@ impl Queue {
 
     fn fail_in(
         &self,
-        tx: &Transaction,
+        tx: &WriteTx,
         lease: Lease,
         error: &str,
         retry: bool,

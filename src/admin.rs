@@ -3,13 +3,14 @@
 
 use crate::ack::log_in;
 use crate::claim::strategy::race_key;
+use crate::db::WriteTx;
 use crate::enqueue::{check_priority, read_wclock};
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
 use crate::task::{Status, TaskRow, COLUMNS};
 use crate::time::now_ms;
-use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, OptionalExtension};
 use std::collections::BTreeMap;
 
 pub const MAX_LIST_LIMIT: i64 = 10_000;
@@ -224,7 +225,7 @@ impl Queue {
         self.db.write(|tx| self.retry_in(tx, id))
     }
 
-    fn retry_in(&self, tx: &Transaction, id: i64) -> Result<bool> {
+    fn retry_in(&self, tx: &WriteTx, id: i64) -> Result<bool> {
         let now = now_ms();
         let priority: Option<i64> = tx
             .prepare_cached(

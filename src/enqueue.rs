@@ -1,11 +1,12 @@
 //! Enqueue one task or many in one transaction, with idempotency keys and delays.
 
 use crate::claim::strategy::race_key;
+use crate::db::WriteTx;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
 use crate::time::now_ms;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension};
 use serde_json::{Map, Value};
 
 pub const MIN_PRIORITY: i64 = 1;
@@ -130,7 +131,7 @@ pub fn requires_text(r: &Option<Map<String, Value>>) -> String {
     }
 }
 
-pub(crate) fn read_wclock(tx: &Transaction) -> Result<f64> {
+pub(crate) fn read_wclock(tx: &WriteTx) -> Result<f64> {
     Ok(tx
         .prepare_cached("SELECT value FROM meta WHERE key = 'wclock'")?
         .query_row([], |r| r.get::<_, f64>(0))
@@ -148,7 +149,7 @@ pub(crate) struct IdFloor(Option<i64>);
 
 impl IdFloor {
     /// The id of the row just inserted as `id`: moved above the floor when it is not.
-    pub(crate) fn place(&mut self, tx: &Transaction, id: i64) -> Result<i64> {
+    pub(crate) fn place(&mut self, tx: &WriteTx, id: i64) -> Result<i64> {
         let Some(floor) = self.0.take() else {
             return Ok(id);
         };
@@ -166,7 +167,7 @@ impl IdFloor {
 
 /// What a transaction that inserts tasks reads from `meta` before its inserts, in one statement
 /// (enqueue is a hot path): the weighted-random race clock (see `read_wclock`) and the id floor.
-pub(crate) fn read_insert_meta(tx: &Transaction) -> Result<(f64, IdFloor)> {
+pub(crate) fn read_insert_meta(tx: &WriteTx) -> Result<(f64, IdFloor)> {
     Ok(tx
         .prepare_cached(
             "SELECT (SELECT value FROM meta WHERE key = 'wclock'),
@@ -181,7 +182,7 @@ pub(crate) fn read_insert_meta(tx: &Transaction) -> Result<(f64, IdFloor)> {
 }
 
 /// Remember that ids up to `top` were used (called by `purge` when it removed the newest task).
-pub(crate) fn raise_id_floor(tx: &Transaction, top: i64) -> Result<()> {
+pub(crate) fn raise_id_floor(tx: &WriteTx, top: i64) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('id_floor', ?1)
          ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",

@@ -54,7 +54,7 @@ use crate::task::Status;
 use crate::time::now_ms;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use rusqlite::types::Value as Sql;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -893,7 +893,7 @@ struct BatchOutcome {
     logs: u64,
 }
 
-fn insert_log(tx: &Transaction, task_id: i64, l: &NewLog) -> Result<()> {
+fn insert_log(tx: &Connection, task_id: i64, l: &NewLog) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO task_logs (task_id, at, level, message, details) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

@@ -21,6 +21,7 @@ pub mod runs;
 pub mod schema;
 pub mod task;
 pub mod time;
+pub mod vfs;
 pub mod workers;
 
 #[cfg(feature = "python")]

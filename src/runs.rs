@@ -17,13 +17,14 @@ use crate::ack::log_in;
 use crate::claim::lanes::LaneKey;
 use crate::claim::new_lease_token;
 use crate::claim::strategy::race_key;
+use crate::db::WriteTx;
 use crate::enqueue::{read_wclock, NewTask, DEFAULT_PRIORITY};
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::task::{TaskRow, COLUMNS};
 use crate::time::now_ms;
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, OptionalExtension};
 
 /// The queue in which in-process runs are mirrored, unless the caller names another.
 pub const DEFAULT_RUNS_QUEUE: &str = "runs";
@@ -486,7 +487,7 @@ impl Queue {
 type Interrupted = (i64, String, Option<String>, Option<String>, i64);
 
 /// (id, type, run id, holder, priority) of the interrupted rows of `r.queue`.
-fn interrupted_in(tx: &Transaction, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
+fn interrupted_in(tx: &WriteTx, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
     let mut out = Vec::new();
     // Running rows: only the running ones are in this index, so this never walks the backlog.
     let mut stmt = tx.prepare_cached(

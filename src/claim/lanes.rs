@@ -2,9 +2,10 @@
 //! filtered by queues, types and capabilities probes only the lanes it may take from.
 //! Lanes are never deleted, so ids cached in a process stay valid.
 
+use crate::db::WriteTx;
 use crate::error::Result;
 use crate::queue::Queue;
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -67,7 +68,7 @@ impl Queue {
     /// `created` and cached by the caller once `tx` has committed.
     pub(crate) fn lane_id_in(
         &self,
-        tx: &Transaction,
+        tx: &WriteTx,
         key: &LaneKey,
         created: &mut Vec<(LaneKey, i64)>,
     ) -> Result<i64> {

@@ -5,12 +5,13 @@
 pub mod lanes;
 pub mod strategy;
 
+use crate::db::WriteTx;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::task::{TaskRow, COLUMNS};
 use crate::time::now_ms;
 use lanes::LaneFilter;
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 use std::cmp::Ordering;
 use strategy::{Candidate, Strategy};
 
@@ -73,7 +74,7 @@ impl Queue {
     /// The claim itself, inside a write transaction the caller owns (see `ack::settle`).
     pub(crate) fn claim_in(
         &self,
-        tx: &Transaction,
+        tx: &WriteTx,
         req: &ClaimRequest,
         now: i64,
     ) -> Result<Vec<TaskRow>> {

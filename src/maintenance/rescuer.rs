@@ -5,14 +5,15 @@
 
 use crate::ack::log_in;
 use crate::claim::strategy::race_key;
+use crate::db::WriteTx;
 use crate::enqueue::read_wclock;
 use crate::error::Result;
 use crate::queue::Queue;
 use crate::time::now_ms;
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 
 impl Queue {
-    pub(crate) fn rescue_expired_in(&self, tx: &Transaction, now: i64) -> Result<usize> {
+    pub(crate) fn rescue_expired_in(&self, tx: &WriteTx, now: i64) -> Result<usize> {
         let expired: Vec<(i64, i64, i64, i64, Option<String>)> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT id, attempts, max_attempts, priority, locked_by FROM tasks INDEXED BY tasks_lease
