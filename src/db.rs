@@ -482,4 +482,45 @@ mod tests {
         let read = db.read(|c| Ok(cache_size(c))).unwrap();
         assert_eq!(read, -(READ_CACHE_KIB as i64));
     }
+
+    #[test]
+    fn write_transactions_go_through_the_wal_batching_vfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let db = Db::open(path.to_str().unwrap(), &DbOptions::default()).unwrap();
+        let insert = |db: &Db, n: i64| {
+            db.write(|tx| {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, randomblob(1500))",
+                    [format!("k{n}")],
+                )?;
+                Ok(())
+            })
+            .unwrap()
+        };
+        insert(&db, 0); // the first commit also writes the WAL header
+        for n in 1..10 {
+            let before = crate::vfs::wal_write_calls();
+            insert(&db, n);
+            // A row of 1.5 KB on 2 KiB pages: several pages per commit, one write call.
+            assert_eq!(crate::vfs::wal_write_calls() - before, 1);
+        }
+        // And a failed transaction leaves nothing behind (rolled back from the cached ROLLBACK).
+        let e = db.write(|tx| {
+            tx.execute("INSERT INTO meta (key, value) VALUES ('k1', 0)", [])?;
+            Ok(())
+        });
+        assert!(e.is_err());
+        let n: i64 = db
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .unwrap();
+        assert_eq!(n, 10);
+        assert!(db.writer.lock().is_autocommit());
+    }
 }
