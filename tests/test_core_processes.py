@@ -216,6 +216,36 @@ def test_eight_busy_processes_never_see_database_is_locked(db_path, procs):
         assert sorted(w.id for w in q.workers()) == [f"w{i}" for i in range(n)]
 
 
+# -- other SQLite builds ----------------------------------------------------------------------
+
+
+def test_another_sqlite_build_sees_every_commit_whole_while_a_process_writes(db_path, procs):
+    # Our connections gather a commit's WAL frames and write them at once (src/vfs.rs). A reader
+    # in another process on another SQLite build (Python's sqlite3, 3.40) must still see only
+    # whole transactions, in order, and a sound file. This process never opens a Queue on the
+    # file: two SQLite libraries in one process do not see each other's POSIX locks.
+    started = CTX.Event()
+    procs.start(mp_helpers.keep_writing, db_path, 2.0, procs.out, started)
+    assert started.wait(DEADLINE), "the writer never committed"
+    c = sqlite3.connect(db_path, timeout=30)
+    seen = []
+    deadline = time.monotonic() + 1.8
+    while time.monotonic() < deadline:
+        with c:  # one read transaction: count and contents from the same snapshot
+            n, top = c.execute(
+                "SELECT count(*), coalesce(max(json_extract(payload, '$.n')), -1) FROM tasks"
+            ).fetchone()
+        assert n % 50 == 0, n  # whole enqueue_many transactions only
+        assert top == n - 1, (n, top)  # the oldest n tasks, none missing
+        seen.append(n)
+    [written] = procs.results(1)
+    procs.join()
+    assert seen == sorted(seen) and len(set(seen)) > 3, seen[:20]
+    assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert c.execute("SELECT count(*) FROM tasks").fetchone() == (written,)
+    c.close()
+
+
 # -- backup --------------------------------------------------------------------------------------
 
 
