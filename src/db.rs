@@ -62,31 +62,29 @@ impl Default for DbOptions {
 }
 
 /// A write transaction on the writer connection: `BEGIN IMMEDIATE` on creation, `COMMIT` by
-/// `commit`, `ROLLBACK` when dropped uncommitted. It derefs to the connection. Unlike rusqlite's
-/// `Transaction`, which runs BEGIN and COMMIT through `execute_batch` and so parses them on every
+/// `commit`, `ROLLBACK` when dropped with the transaction still open (the connection is not in
+/// autocommit mode: `commit` was not called or failed). It derefs to the connection. Unlike
+/// rusqlite's `Transaction`, which runs BEGIN through `execute_batch` and so parses it on every
 /// transaction (2-3% of a one-at-a-time enqueue), all three statements come from the cache.
 pub struct WriteTx<'c> {
     conn: &'c Connection,
-    open: bool,
 }
 
 impl<'c> WriteTx<'c> {
     fn begin(conn: &'c Connection) -> rusqlite::Result<WriteTx<'c>> {
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        Ok(WriteTx { conn, open: true })
+        Ok(WriteTx { conn })
     }
 
-    /// If COMMIT fails the transaction is still open, and dropping `self` rolls it back.
-    fn commit(mut self) -> rusqlite::Result<()> {
+    fn commit(self) -> rusqlite::Result<()> {
         self.conn.prepare_cached("COMMIT")?.execute([])?;
-        self.open = false;
         Ok(())
     }
 }
 
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
-        if self.open && !self.conn.is_autocommit() {
+        if !self.conn.is_autocommit() {
             let rolled_back = self
                 .conn
                 .prepare_cached("ROLLBACK")

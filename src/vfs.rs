@@ -28,7 +28,7 @@ use rusqlite::ffi;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// The name connections open with (`Connection::open_with_flags_and_vfs`).
 pub const NAME: &CStr = c"prismq-wal-batch";
@@ -39,19 +39,16 @@ pub const NAME: &CStr = c"prismq-wal-batch";
 /// full disk.
 const MAX_BUFFER: usize = 64 * 1024;
 
+#[cfg(test)]
 thread_local! {
-    /// Write calls this thread made to WAL files through the default VFS (for the tests: a
-    /// commit should cost one).
+    /// Write calls this thread made to WAL files through this VFS (a commit should cost one).
     static WAL_WRITE_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// How many write calls this thread has made to WAL files so far.
+#[cfg(test)]
 pub fn wal_write_calls() -> u64 {
     WAL_WRITE_CALLS.with(|c| c.get())
-}
-
-fn count_wal_write() {
-    WAL_WRITE_CALLS.with(|c| c.set(c.get() + 1));
 }
 
 /// Register the VFS once per process (not as the default) and return its name.
@@ -73,6 +70,7 @@ unsafe fn register() -> Result<(), String> {
         return Err("SQLite has no default VFS".into());
     }
     let r = &*real;
+    let (v2, v3) = (r.iVersion >= 2, r.iVersion >= 3);
     let vfs = Box::new(ffi::sqlite3_vfs {
         iVersion: r.iVersion.min(3),
         szOsFile: (file_header_size() + r.szOsFile as usize) as c_int,
@@ -92,26 +90,23 @@ unsafe fn register() -> Result<(), String> {
         xSleep: r.xSleep.map(|_| x_sleep as _),
         xCurrentTime: r.xCurrentTime.map(|_| x_current_time as _),
         xGetLastError: r.xGetLastError.map(|_| x_get_last_error as _),
-        xCurrentTimeInt64: if r.iVersion >= 2 {
-            r.xCurrentTimeInt64.map(|_| x_current_time_i64 as _)
-        } else {
-            None
-        },
-        xSetSystemCall: if r.iVersion >= 3 {
-            r.xSetSystemCall.map(|_| x_set_system_call as _)
-        } else {
-            None
-        },
-        xGetSystemCall: if r.iVersion >= 3 {
-            r.xGetSystemCall.map(|_| x_get_system_call as _)
-        } else {
-            None
-        },
-        xNextSystemCall: if r.iVersion >= 3 {
-            r.xNextSystemCall.map(|_| x_next_system_call as _)
-        } else {
-            None
-        },
+        // Entries of later struct versions only where the default VFS has that version.
+        xCurrentTimeInt64: r
+            .xCurrentTimeInt64
+            .filter(|_| v2)
+            .map(|_| x_current_time_i64 as _),
+        xSetSystemCall: r
+            .xSetSystemCall
+            .filter(|_| v3)
+            .map(|_| x_set_system_call as _),
+        xGetSystemCall: r
+            .xGetSystemCall
+            .filter(|_| v3)
+            .map(|_| x_get_system_call as _),
+        xNextSystemCall: r
+            .xNextSystemCall
+            .filter(|_| v3)
+            .map(|_| x_next_system_call as _),
     });
     // Leaked on purpose: SQLite keeps the pointer for the life of the process.
     let rc = ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0);
@@ -160,7 +155,7 @@ fn file_header_size() -> usize {
 /// Open main database files, by the address of the name SQLite passed to `xOpen`. SQLite lays out
 /// the WAL's name after the database's in one allocation, and `sqlite3_filename_database` on the
 /// WAL's name returns that same address: this is how a WAL finds its database file.
-static MAINS: Mutex<Option<HashMap<usize, usize>>> = Mutex::new(None);
+static MAINS: LazyLock<Mutex<HashMap<usize, usize>>> = LazyLock::new(Default::default);
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 3,
@@ -237,17 +232,11 @@ unsafe extern "C" fn x_open(
     match role {
         Role::Main if !name.is_null() => {
             (*f).key = name as usize;
-            MAINS
-                .lock()
-                .get_or_insert_with(HashMap::new)
-                .insert(name as usize, f as usize);
+            MAINS.lock().insert(name as usize, f as usize);
         }
         Role::Wal if !name.is_null() => {
             let db_name = ffi::sqlite3_filename_database(name);
-            let main = MAINS
-                .lock()
-                .as_ref()
-                .and_then(|m| m.get(&(db_name as usize)).copied());
+            let main = MAINS.lock().get(&(db_name as usize)).copied();
             if let Some(main) = main {
                 let main = main as *mut File;
                 (*f).link = main;
@@ -263,15 +252,23 @@ unsafe fn real_methods(f: *mut File) -> &'static ffi::sqlite3_io_methods {
     &*(*(*f).real).pMethods
 }
 
+/// Write to the default VFS's file (counted, in tests, when it is a WAL).
+unsafe fn write_real(f: *mut File, data: *const c_void, amt: c_int, off: i64) -> c_int {
+    #[cfg(test)]
+    if (*f).role == Role::Wal {
+        WAL_WRITE_CALLS.with(|c| c.set(c.get() + 1));
+    }
+    (real_methods(f).xWrite.unwrap())((*f).real, data, amt, off)
+}
+
 /// Write the gathered frames out (no-op when there are none).
 unsafe fn flush(f: *mut File) -> c_int {
     let file = &mut *f;
     if file.buf.is_empty() {
         return ffi::SQLITE_OK;
     }
-    count_wal_write();
-    let rc = (real_methods(f).xWrite.unwrap())(
-        file.real,
+    let rc = write_real(
+        f,
         file.buf.as_ptr().cast(),
         file.buf.len() as c_int,
         file.buf_start,
@@ -306,10 +303,8 @@ unsafe extern "C" fn f_close(file: *mut ffi::sqlite3_file) -> c_int {
                 (*(*f).link).link = ptr::null_mut();
             }
             let mut mains = MAINS.lock();
-            if let Some(m) = mains.as_mut() {
-                if m.get(&(*f).key) == Some(&(f as usize)) {
-                    m.remove(&(*f).key);
-                }
+            if mains.get(&(*f).key) == Some(&(f as usize)) {
+                mains.remove(&(*f).key);
             }
         }
         Role::Other => {}
@@ -335,22 +330,19 @@ unsafe extern "C" fn f_write(
     let f = file.cast::<File>();
     let file = &mut *f;
     if file.role != Role::Wal || file.link.is_null() || amt <= 0 {
-        if file.role == Role::Wal {
-            count_wal_write();
-        }
-        return (real_methods(f).xWrite.unwrap())(file.real, data, amt, off);
+        return write_real(f, data, amt, off);
     }
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amt as usize);
     // A 24-byte write is a frame header; a non-zero "database size" field marks the commit frame.
     let is_commit_header = amt == 24 && bytes[4..8] != [0, 0, 0, 0];
-    if off != file.end || file.end < 0 {
-        // Not an in-order append: everything before it first, then it as it is.
+    if off != file.end {
+        // Not an in-order append (`end` is -1 when unknown): everything before it first, then
+        // it as it is.
         let rc = flush(f);
         if rc != ffi::SQLITE_OK {
             return rc;
         }
-        count_wal_write();
-        let rc = (real_methods(f).xWrite.unwrap())(file.real, data, amt, off);
+        let rc = write_real(f, data, amt, off);
         file.end = if rc == ffi::SQLITE_OK {
             off + amt as i64
         } else {
@@ -560,118 +552,35 @@ unsafe extern "C" fn f_unfetch(
     }
 }
 
-// The VFS's own methods: the default VFS's, called with its own object (some use their app data).
-
-unsafe extern "C" fn x_delete(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    sync_dir: c_int,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xDelete.unwrap())(r, name, sync_dir)
-}
-
-unsafe extern "C" fn x_access(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xAccess.unwrap())(r, name, flags, out)
-}
-
-unsafe extern "C" fn x_full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xFullPathname.unwrap())(r, name, n, out)
-}
-
-unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    let r = real_vfs(vfs);
-    ((*r).xDlOpen.unwrap())(r, name)
-}
-
-unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
-    let r = real_vfs(vfs);
-    ((*r).xDlError.unwrap())(r, n, out)
+/// A VFS method that calls the default VFS's own, with the default VFS's object (some of its
+/// methods use their app data).
+macro_rules! forward_to_default_vfs {
+    ($($name:ident => $field:ident ($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+        unsafe extern "C" fn $name(vfs: *mut ffi::sqlite3_vfs, $($arg: $ty),*) -> $ret {
+            let r = real_vfs(vfs);
+            ((*r).$field.unwrap())(r, $($arg),*)
+        }
+    )*};
 }
 
 type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
 
-unsafe extern "C" fn x_dl_sym(
-    vfs: *mut ffi::sqlite3_vfs,
-    h: *mut c_void,
-    sym: *const c_char,
-) -> Option<DlSym> {
-    let r = real_vfs(vfs);
-    ((*r).xDlSym.unwrap())(r, h, sym)
-}
-
-unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, h: *mut c_void) {
-    let r = real_vfs(vfs);
-    ((*r).xDlClose.unwrap())(r, h)
-}
-
-unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xRandomness.unwrap())(r, n, out)
-}
-
-unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, us: c_int) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xSleep.unwrap())(r, us)
-}
-
-unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xCurrentTime.unwrap())(r, out)
-}
-
-unsafe extern "C" fn x_get_last_error(
-    vfs: *mut ffi::sqlite3_vfs,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xGetLastError.unwrap())(r, n, out)
-}
-
-unsafe extern "C" fn x_current_time_i64(
-    vfs: *mut ffi::sqlite3_vfs,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xCurrentTimeInt64.unwrap())(r, out)
-}
-
-unsafe extern "C" fn x_set_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    p: ffi::sqlite3_syscall_ptr,
-) -> c_int {
-    let r = real_vfs(vfs);
-    ((*r).xSetSystemCall.unwrap())(r, name, p)
-}
-
-unsafe extern "C" fn x_get_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-) -> ffi::sqlite3_syscall_ptr {
-    let r = real_vfs(vfs);
-    ((*r).xGetSystemCall.unwrap())(r, name)
-}
-
-unsafe extern "C" fn x_next_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-) -> *const c_char {
-    let r = real_vfs(vfs);
-    ((*r).xNextSystemCall.unwrap())(r, name)
+forward_to_default_vfs! {
+    x_delete => xDelete(name: *const c_char, sync_dir: c_int) -> c_int;
+    x_access => xAccess(name: *const c_char, flags: c_int, out: *mut c_int) -> c_int;
+    x_full_pathname => xFullPathname(name: *const c_char, n: c_int, out: *mut c_char) -> c_int;
+    x_dl_open => xDlOpen(name: *const c_char) -> *mut c_void;
+    x_dl_error => xDlError(n: c_int, out: *mut c_char) -> ();
+    x_dl_sym => xDlSym(h: *mut c_void, sym: *const c_char) -> Option<DlSym>;
+    x_dl_close => xDlClose(h: *mut c_void) -> ();
+    x_randomness => xRandomness(n: c_int, out: *mut c_char) -> c_int;
+    x_sleep => xSleep(us: c_int) -> c_int;
+    x_current_time => xCurrentTime(out: *mut f64) -> c_int;
+    x_get_last_error => xGetLastError(n: c_int, out: *mut c_char) -> c_int;
+    x_current_time_i64 => xCurrentTimeInt64(out: *mut ffi::sqlite3_int64) -> c_int;
+    x_set_system_call => xSetSystemCall(name: *const c_char, p: ffi::sqlite3_syscall_ptr) -> c_int;
+    x_get_system_call => xGetSystemCall(name: *const c_char) -> ffi::sqlite3_syscall_ptr;
+    x_next_system_call => xNextSystemCall(name: *const c_char) -> *const c_char;
 }
 
 #[cfg(test)]
@@ -725,7 +634,7 @@ mod tests {
             .unwrap();
             assert_eq!(wal_write_calls() - before, 1, "commit {i}");
         }
-        // Through the default VFS the same commits take two calls per page.
+        // The counter is this VFS's: commits through the default VFS do not move it.
         let plain = open(&d.path().join("b.db"), false);
         plain
             .execute("INSERT INTO t (k, v) VALUES (1, 'x')", [])
