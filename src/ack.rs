@@ -2,10 +2,9 @@
 //! batch forms. Each is fenced by the lease token handed out by `claim`: a worker whose lease
 //! expired and was taken over (or whose task was cancelled) changes nothing and learns why.
 
-use crate::claim::strategy::race_key;
+use crate::claim::race::Race;
 use crate::claim::ClaimRequest;
 use crate::db::WriteTx;
-use crate::enqueue::read_wclock;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::{RetryOverrides, RetryPolicy};
@@ -199,7 +198,7 @@ impl Queue {
         if retry && attempts < max_attempts {
             let policy = self.policy_for(tx, &queue, task_policy.as_deref())?;
             let run_after = now + policy.delay_ms(attempts, rand::random::<f64>());
-            let key = race_key(read_wclock(tx)?, priority);
+            let key = Race::read(tx)?.key(priority);
             tx.prepare_cached(
                 "UPDATE tasks SET status = 'queued', run_after = ?2, wkey = ?3, error = ?4, updated_at = ?5,
                         lease_until = NULL, lease_token = NULL

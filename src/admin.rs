@@ -2,9 +2,9 @@
 //! and per-queue retry policies.
 
 use crate::ack::log_in;
-use crate::claim::strategy::race_key;
+use crate::claim::race::Race;
 use crate::db::WriteTx;
-use crate::enqueue::{check_priority, read_wclock};
+use crate::enqueue::check_priority;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
@@ -203,7 +203,7 @@ impl Queue {
     pub fn set_priority(&self, id: i64, priority: i64) -> Result<bool> {
         check_priority(priority)?;
         self.db.write(|tx| {
-            let key = race_key(read_wclock(tx)?, priority);
+            let key = Race::read(tx)?.key(priority);
             let n = tx
                 .prepare_cached(
                     "UPDATE tasks SET priority = ?2, wkey = ?3, updated_at = ?4
@@ -245,7 +245,7 @@ impl Queue {
                     lease_until = NULL, lease_token = NULL, updated_at = ?2
              WHERE id = ?1",
         )?
-        .execute(params![id, now, race_key(read_wclock(tx)?, priority)])?;
+        .execute(params![id, now, Race::read(tx)?.key(priority)])?;
         log_in(tx, id, now, "info", "re-queued by retry()")?;
         Ok(true)
     }

@@ -1,12 +1,12 @@
 //! Enqueue one task or many in one transaction, with idempotency keys and delays.
 
-use crate::claim::strategy::race_key;
+use crate::claim::race::Race;
 use crate::db::WriteTx;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
 use crate::time::now_ms;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde_json::{Map, Value};
 
 pub const MIN_PRIORITY: i64 = 1;
@@ -131,14 +131,6 @@ pub fn requires_text(r: &Option<Map<String, Value>>) -> String {
     }
 }
 
-pub(crate) fn read_wclock(tx: &WriteTx) -> Result<f64> {
-    Ok(tx
-        .prepare_cached("SELECT value FROM meta WHERE key = 'wclock'")?
-        .query_row([], |r| r.get::<_, f64>(0))
-        .optional()?
-        .unwrap_or(0.0))
-}
-
 /// Task ids are never handed out twice. SQLite gives a new row the largest id in the table plus
 /// one, so once `purge` deleted the newest tasks their ids would come back: an old id would then
 /// name another task, and a change feed that looks for ids above the highest it saw would miss
@@ -166,17 +158,21 @@ impl IdFloor {
 }
 
 /// What a transaction that inserts tasks reads from `meta` before its inserts, in one statement
-/// (enqueue is a hot path): the weighted-random race clock (see `read_wclock`) and the id floor.
-pub(crate) fn read_insert_meta(tx: &WriteTx) -> Result<(f64, IdFloor)> {
+/// (enqueue is a hot path): the weighted-random race (see `claim::race`) and the id floor.
+pub(crate) fn read_insert_meta(tx: &WriteTx) -> Result<(Race, IdFloor)> {
     Ok(tx
         .prepare_cached(
             "SELECT (SELECT value FROM meta WHERE key = 'wclock'),
+                    (SELECT value FROM meta WHERE key = 'race'),
                     (SELECT value FROM meta WHERE key = 'id_floor')",
         )?
         .query_row([], |r| {
             Ok((
-                r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-                IdFloor(r.get::<_, Option<i64>>(1)?),
+                Race {
+                    clock: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
+                    on: r.get::<_, Option<i64>>(1)?.unwrap_or(0) != 0,
+                },
+                IdFloor(r.get::<_, Option<i64>>(2)?),
             ))
         })?)
 }
@@ -243,7 +239,7 @@ impl Queue {
         let ids = self.db.write(|tx| {
             new_lanes.clear();
             let now = now_ms();
-            let (clock, mut floor) = read_insert_meta(tx)?;
+            let (race, mut floor) = read_insert_meta(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
             // Two statements: the plain insert (no RETURNING, no conflict clause, so no statement
             // journal) for the common case, the conflict-aware one only when a key is given.
@@ -273,7 +269,7 @@ impl Queue {
                     t.priority,
                     t.max_attempts,
                     run_after,
-                    race_key(clock, t.priority),
+                    race.key(t.priority),
                     now,
                     t.idempotency_key,
                     requires_json[i],

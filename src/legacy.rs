@@ -43,7 +43,6 @@
 //!   capabilities so the new workers can be started with the same ones.
 
 use crate::claim::lanes::LaneKey;
-use crate::claim::strategy::race_key;
 use crate::enqueue::{
     read_insert_meta, requires_text, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_PRIORITY,
     MIN_PRIORITY,
@@ -1063,7 +1062,7 @@ impl Queue {
         self.db.write(|tx| {
             new_lanes.clear();
             let now = now_ms();
-            let (clock, mut floor) = read_insert_meta(tx)?;
+            let (race, mut floor) = read_insert_meta(tx)?;
             let mut out = BatchOutcome::default();
             for raw in batch {
                 let legacy_id = match as_int(&raw.vals[C_ID]) {
@@ -1156,7 +1155,7 @@ impl Queue {
                             p.attempts,
                             p.max_attempts,
                             p.run_after,
-                            race_key(clock, p.priority),
+                            race.key(p.priority),
                             p.created_at,
                             p.started_at,
                             p.finished_at,

@@ -20,6 +20,7 @@
 //! A task that is not yet due gets the number of due tasks ahead of it in that order: it cannot
 //! be claimed before its `run_after` anyway.
 
+use crate::claim::race;
 use crate::claim::strategy::Strategy;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
@@ -47,7 +48,7 @@ fn count_sql(strategy: Strategy) -> &'static str {
         }
         Strategy::WeightedRandom => {
             "SELECT count(*) FROM tasks INDEXED BY tasks_claim_weighted
-             WHERE lane_id = ?1 AND status = 'queued' AND (wkey, id) < (?4, ?3) AND run_after <= ?2"
+             WHERE lane_id = ?1 AND status = 'queued' AND wkey >= 0 AND (wkey, id) < (?4, ?3) AND run_after <= ?2"
         }
     }
 }
@@ -56,6 +57,11 @@ impl Queue {
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
+        if strategy == Strategy::WeightedRandom && !self.db.read(race::is_on)? {
+            // A weighted-random position is the task's place in the race, so the race must run:
+            // start it as the first weighted claim would (once per file; see `claim::race`).
+            self.db.write(race::start)?;
+        }
         self.db.read(|c| {
             let tx = c.unchecked_transaction()?; // the task and the counts from one snapshot
             let row: Option<(String, String, String, i64, i64, f64)> = tx

@@ -16,9 +16,9 @@
 use crate::ack::log_in;
 use crate::claim::lanes::LaneKey;
 use crate::claim::new_lease_token;
-use crate::claim::strategy::race_key;
+use crate::claim::race::Race;
 use crate::db::WriteTx;
-use crate::enqueue::{read_wclock, NewTask, DEFAULT_PRIORITY};
+use crate::enqueue::{NewTask, DEFAULT_PRIORITY};
 use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::task::{TaskRow, COLUMNS};
@@ -300,7 +300,7 @@ impl Queue {
                 .query_row([&s.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             let Some((id, status, holder, lease_until)) = existing else {
-                let (clock, mut floor) = crate::enqueue::read_insert_meta(tx)?;
+                let (race, mut floor) = crate::enqueue::read_insert_meta(tx)?;
                 let mut row = tx
                     .prepare_cached(&format!(
                         "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, attempts, max_attempts,
@@ -318,7 +318,7 @@ impl Queue {
                             DEFAULT_PRIORITY,
                             1 + s.rerun_attempts,
                             now,
-                            race_key(clock, DEFAULT_PRIORITY),
+                            race.key(DEFAULT_PRIORITY),
                             s.worker_id,
                             now + s.lease_ms,
                             token,
@@ -408,11 +408,7 @@ impl Queue {
             let now = now_ms();
             let found = interrupted_in(tx, r, now)?;
             let mut out = Vec::with_capacity(found.len());
-            let clock = if found.is_empty() {
-                0.0
-            } else {
-                read_wclock(tx)?
-            };
+            let race = Race::read(tx)?;
             for (id, task_type, run_id, holder, priority) in found {
                 let who = holder.as_deref().unwrap_or("unknown worker");
                 let what = match &run_id {
@@ -446,7 +442,7 @@ impl Queue {
                         lane_id,
                         r.rerun_queue,
                         now,
-                        race_key(clock, priority),
+                        race.key(priority),
                         error
                     ])?;
                     log_in(tx, id, now, "warning", &error)?;

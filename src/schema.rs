@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -165,6 +165,18 @@ DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at, status, lane_id) WHERE finished_at IS NOT NULL;
 DROP INDEX tasks_dead;
 CREATE INDEX tasks_dead     ON tasks (status, id, lane_id)         WHERE status IN ('failed', 'cancelled');
+"#;
+
+/// V6: the weighted claim index holds only tasks in the race (see `claim::race`).
+const V6: &str = r#"
+-- Tasks queued while a file runs no weighted-random race carry wkey = -1 and stay out of this
+-- index, so files that never claim weighted random do not write its randomly ordered pages on
+-- every enqueue and claim. Queued tasks of a file being upgraded keep their keys (all >= 0) until
+-- the first weighted claim draws new ones. Same name, same columns. Processes of an older build
+-- that claim weighted random on this file must be stopped first: their claim names this index
+-- without the new condition, which SQLite refuses.
+DROP INDEX tasks_claim_weighted;
+CREATE INDEX tasks_claim_weighted ON tasks (lane_id, wkey, run_after) WHERE status = 'queued' AND wkey >= 0;
 "#;
 
 /// The CHECK on `tasks.status` as first written in V1, and the equivalent form V1 now has. SQLite

@@ -137,3 +137,9 @@ def hold_write_lock(path, seconds, started, out):
     con.execute("ROLLBACK")
     con.close()
     out.put("released")
+
+
+def claim_weighted_once(path, out):
+    """One weighted-random claim (on a file where none was made yet, it starts the race)."""
+    with Queue(path) as q:
+        out.put([t.id for t in q.claim("starter", strategy="weighted_random")])

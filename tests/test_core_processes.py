@@ -183,6 +183,37 @@ def test_no_task_is_claimed_twice(db_path, procs):
             assert (t.status, t.attempts, t.result) == ("completed", 1, {"by": claimed_by[t.id]}), t
 
 
+def test_every_task_joins_the_weighted_race_that_another_process_starts(db_path, procs):
+    """A file runs its weighted-random race from its first weighted claim on (tasks queued
+    before draw their keys then). A process that queued tasks before another process made that
+    claim, and stays open, must see the race from its next write on: every task it queues
+    afterwards, and every task it puts back (a retry after its backoff, a hand-back), is one a
+    weighted claim can take. Weighted claims then take every task, each once."""
+    with Queue(db_path) as q:
+        q.set_retry_policy("default", base=0.01, cap=0.01)
+        early = q.enqueue_many([{"type": "t", "priority": p} for p in (1, 5, 50, 500) * 5])
+        [retried] = q.claim("w", strategy="fifo")
+        [handed_back] = q.claim("w", strategy="fifo")
+
+        procs.start(mp_helpers.claim_weighted_once, db_path, procs.out)
+        [first] = procs.results(1)
+        procs.join()
+        assert len(first) == 1 and first[0] in early
+
+        late = q.enqueue_many([{"type": "t", "priority": p} for p in (1, 5, 50, 500) * 5])
+        q.fail(retried, "again")  # back after 10 ms
+        q.release(handed_back)
+        got = []
+        for _ in range(200):
+            tasks = q.claim("w", strategy="weighted_random", limit=7)
+            if not tasks and q.stats()["queued"] == 0:
+                break
+            got += [t.id for t in tasks]
+            time.sleep(0.001 if tasks else 0.01)  # a retried task waits out its backoff
+        assert sorted(got + first) == sorted(early + late)
+        assert q.stats()["queued"] == 0
+
+
 def test_eight_busy_processes_never_see_database_is_locked(db_path, procs):
     n, rounds = 8, 40
     Queue(db_path).close()

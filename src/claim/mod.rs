@@ -3,6 +3,7 @@
 //! task gets a fresh random lease token that fences its later complete/fail/renew/progress.
 
 pub mod lanes;
+pub mod race;
 pub mod strategy;
 
 use crate::db::WriteTx;
@@ -80,6 +81,9 @@ impl Queue {
     ) -> Result<Vec<TaskRow>> {
         // Crash recovery rides along: expired leases go back before we choose.
         self.rescue_expired_in(tx, now)?;
+        if req.strategy == Strategy::WeightedRandom {
+            race::start(tx)?;
+        }
         let lanes = self.eligible_lanes(tx, &req.filter)?;
         let limit = req.limit;
         let mut cands: Vec<Candidate> = Vec::new();
@@ -216,6 +220,8 @@ mod tests {
                 })
                 .collect();
             q.enqueue_many(&tasks).unwrap();
+            // The keys read below are the ones the claim compares: draw them first.
+            q.db.write(race::start).unwrap();
             for limit in [1, 7, 50, 120] {
                 let mut all: Vec<Candidate> = q
                     .db

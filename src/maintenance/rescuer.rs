@@ -4,9 +4,8 @@
 //! on demand through `sweep()`.
 
 use crate::ack::log_in;
-use crate::claim::strategy::race_key;
+use crate::claim::race::Race;
 use crate::db::WriteTx;
-use crate::enqueue::read_wclock;
 use crate::error::Result;
 use crate::queue::Queue;
 use crate::time::now_ms;
@@ -27,7 +26,7 @@ impl Queue {
         if expired.is_empty() {
             return Ok(0);
         }
-        let clock = read_wclock(tx)?;
+        let race = Race::read(tx)?;
         let mut moved: Vec<String> = Vec::new();
         for (id, attempts, max_attempts, priority, by) in &expired {
             let who = by.as_deref().unwrap_or("unknown worker");
@@ -50,7 +49,7 @@ impl Queue {
                     "UPDATE tasks SET status = 'queued', run_after = ?3, wkey = ?4, error = ?2, updated_at = ?3,
                             lease_until = NULL, lease_token = NULL WHERE id = ?1",
                 )?
-                .execute(params![id, msg, now, race_key(clock, *priority)])?;
+                .execute(params![id, msg, now, race.key(*priority)])?;
                 log_in(tx, *id, now, "warning", &msg)?;
                 if moved.len() < 10 {
                     moved.push(format!(
@@ -97,7 +96,7 @@ impl Queue {
                 "UPDATE tasks SET status = 'queued', attempts = max(attempts - 1, 0), run_after = ?2, wkey = ?3,
                         updated_at = ?2, lease_until = NULL, lease_token = NULL WHERE id = ?1",
             )?
-            .execute(params![lease.task_id, now, race_key(read_wclock(tx)?, priority)])?;
+            .execute(params![lease.task_id, now, Race::read(tx)?.key(priority)])?;
             log_in(tx, lease.task_id, now, "info", "lease handed back by its worker (shutdown); attempt not counted")?;
             Ok(true)
         })
