@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
 use crate::time::now_ms;
-use rusqlite::params;
+use rusqlite::{params, ToSql};
 use serde_json::{Map, Value};
 
 pub const MIN_PRIORITY: i64 = 1;
@@ -121,6 +121,35 @@ pub fn check_priority(p: i64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Rows per multi-row INSERT in `enqueue_many` (12 parameters each, far below SQLite's limit).
+const ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO tasks ... VALUES (...), (...), ...` for `ROWS_PER_INSERT` tasks without an
+/// idempotency key, formatted once (it keys the statement cache).
+static INSERT_ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // Parameter k of row r is ?(12 r + k); 0 stands for the literal status. The column order is
+    // the one-row INSERT's (created_at and updated_at share ?9).
+    const SLOTS: [usize; 14] = [1, 2, 3, 4, 5, 0, 6, 7, 8, 9, 9, 10, 11, 12];
+    let rows: Vec<String> = (0..ROWS_PER_INSERT)
+        .map(|r| {
+            let values: Vec<String> = SLOTS
+                .iter()
+                .map(|&k| match k {
+                    0 => "'queued'".to_string(),
+                    k => format!("?{}", r * 12 + k),
+                })
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
+                            created_at, updated_at, requires, timeout_ms, retry_policy)
+         VALUES {}",
+        rows.join(", ")
+    )
+});
 
 /// The canonical text of a `requires` object: keys sorted (serde_json's map is ordered), so two
 /// tasks with the same requirements share a lane.
@@ -254,13 +283,59 @@ impl Queue {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )?;
-            for (i, t) in tasks.iter().enumerate() {
+            // What a row needs beyond the task itself: its lane, due time and race key.
+            let mut placed = |i: usize| -> Result<(i64, i64, f64)> {
+                let t = &tasks[i];
                 let lane_id = self.lane_id_in(tx, &lane_keys[i], &mut new_lanes)?;
                 let run_after = match (t.run_after, t.delay_ms) {
                     (Some(at), _) => at,
                     (None, Some(d)) => now + d,
                     (None, None) => now,
                 };
+                Ok((lane_id, run_after, race.key(t.priority)))
+            };
+            let mut i = 0;
+            while i < tasks.len() {
+                // Tasks without a key go ROWS_PER_INSERT at a time through one multi-row INSERT
+                // (once any id floor is placed): each execution of a statement opens and closes a
+                // cursor on the table and every index, which the rows of one execution share.
+                if floor.0.is_none()
+                    && i + ROWS_PER_INSERT <= tasks.len()
+                    && tasks[i..i + ROWS_PER_INSERT]
+                        .iter()
+                        .all(|t| t.idempotency_key.is_none())
+                {
+                    let extra = (i..i + ROWS_PER_INSERT)
+                        .map(&mut placed)
+                        .collect::<Result<Vec<_>>>()?;
+                    let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 12);
+                    for (j, (lane_id, run_after, wkey)) in (i..).zip(&extra) {
+                        let t = &tasks[j];
+                        args.extend_from_slice(&[
+                            lane_id as &dyn ToSql,
+                            &t.task_type,
+                            &t.queue,
+                            &t.payload,
+                            &t.priority,
+                            &t.max_attempts,
+                            run_after,
+                            wkey,
+                            &now,
+                            &requires_json[j],
+                            &t.timeout_ms,
+                            &retry_texts[j],
+                        ]);
+                    }
+                    tx.prepare_cached(&INSERT_ROWS)?.execute(&*args)?;
+                    // Rows inserted without a rowid get the largest rowid plus one, in order, and
+                    // this transaction holds the write lock: the ids are consecutive.
+                    let last = tx.last_insert_rowid();
+                    ids.extend(last - ROWS_PER_INSERT as i64 + 1..=last);
+                    i += ROWS_PER_INSERT;
+                    continue;
+                }
+                let t = &tasks[i];
+                let (lane_id, run_after, wkey) = placed(i)?;
                 let args = params![
                     lane_id,
                     t.task_type,
@@ -269,7 +344,7 @@ impl Queue {
                     t.priority,
                     t.max_attempts,
                     run_after,
-                    race.key(t.priority),
+                    wkey,
                     now,
                     t.idempotency_key,
                     requires_json[i],
@@ -291,6 +366,7 @@ impl Queue {
                     }
                 };
                 ids.push(id);
+                i += 1;
             }
             Ok(ids)
         })?;

@@ -302,3 +302,31 @@ def test_task_ids_are_never_handed_out_again_after_a_purge(queue):
     changes, _more = queue.changes_since(cursor)
     created = {c[1] for c in changes if c[0] == "task.created"}
     assert {fresh, *more} <= created
+
+
+@pytest.mark.parametrize("purged_first", [False, True])
+def test_enqueue_many_returns_each_items_id_in_order(queue, purged_first):
+    """Large batches go in runs of rows per INSERT statement, with keyed items (and a pending id
+    floor after a purge of the newest tasks) taking the one-row path: every returned id must
+    still name its own item, in the order given."""
+    if purged_first:
+        old = queue.enqueue_many([{"type": "t"} for _ in range(3)])
+        for t in queue.claim("w", limit=3):
+            queue.complete(t)
+        time.sleep(0.01)
+        assert queue.purge(older_than=0, statuses=["completed"]) == 3
+    items = [{"type": "t", "payload": {"n": n}, "priority": 1 + n % 7} for n in range(250)]
+    for n in (40, 41, 200):  # runs of unkeyed items of several lengths between keyed ones
+        items[n]["idempotency_key"] = f"k{n}"
+    items.append({"type": "t", "payload": {"n": "again"}, "idempotency_key": "k40"})
+    ids = queue.enqueue_many(items)
+    assert len(ids) == len(items) and ids[-1] == ids[40]
+    assert len(set(ids)) == len(items) - 1 and ids[:-1] == sorted(ids[:-1])
+    if purged_first:
+        assert min(ids) > max(old)
+    for item, tid in zip(items[:-1], ids):
+        t = queue.get(tid)
+        assert (t.payload, t.priority, t.idempotency_key) == (
+            item["payload"], item["priority"], item.get("idempotency_key")
+        )
+    assert queue.stats()["queued"] == len(items) - 1
