@@ -353,7 +353,10 @@ mod tests {
             Strategy::WeightedRandom,
         ] {
             let plan = q.explain_claim(s).unwrap().join("\n");
-            assert!(plan.contains("USING INDEX tasks_claim_"), "{s:?}: {plan}");
+            assert!(
+                plan.contains("USING COVERING INDEX tasks_claim_"),
+                "{s:?}: {plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{s:?}: {plan}");
         }
     }
