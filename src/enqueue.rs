@@ -192,16 +192,14 @@ pub(crate) fn read_insert_meta(tx: &WriteTx) -> Result<(Race, IdFloor)> {
     Ok(tx
         .prepare_cached(
             "SELECT (SELECT value FROM meta WHERE key = 'wclock'),
-                    (SELECT value FROM meta WHERE key = 'race'),
                     (SELECT value FROM meta WHERE key = 'id_floor')",
         )?
         .query_row([], |r| {
             Ok((
                 Race {
                     clock: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-                    on: r.get::<_, Option<i64>>(1)?.unwrap_or(0) != 0,
                 },
-                IdFloor(r.get::<_, Option<i64>>(2)?),
+                IdFloor(r.get::<_, Option<i64>>(1)?),
             ))
         })?)
 }

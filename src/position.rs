@@ -48,7 +48,7 @@ fn count_sql(strategy: Strategy) -> &'static str {
         }
         Strategy::WeightedRandom => {
             "SELECT count(*) FROM tasks INDEXED BY tasks_claim_weighted
-             WHERE lane_id = ?1 AND status = 'queued' AND wkey >= 0 AND (wkey, id) < (?4, ?3) AND run_after <= ?2"
+             WHERE lane_id = ?1 AND status = 'queued' AND (wkey, id) < (?4, ?3) AND run_after <= ?2"
         }
     }
 }
@@ -57,10 +57,10 @@ impl Queue {
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
-        if strategy == Strategy::WeightedRandom && !self.db.read(race::is_on)? {
-            // A weighted-random position is the task's place in the race, so the race must run:
-            // start it as the first weighted claim would (once per file; see `claim::race`).
-            self.db.write(race::start)?;
+        if strategy == Strategy::WeightedRandom && !self.db.read(race::has_index)? {
+            // Counted over the weighted claim index, which the file's first weighted claim
+            // creates (see `claim::race`): create it as that claim would.
+            self.db.write(race::ensure_index)?;
         }
         self.db.read(|c| {
             let tx = c.unchecked_transaction()?; // the task and the counts from one snapshot
@@ -179,6 +179,7 @@ mod tests {
     fn counts_walk_a_range_of_the_claim_index() {
         let (_d, q) = file_queue();
         q.enqueue(&task("x", 1)).unwrap();
+        q.db.write(race::ensure_index).unwrap(); // as the first weighted position would
         for s in [
             Strategy::Priority,
             Strategy::Fifo,

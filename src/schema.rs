@@ -167,16 +167,11 @@ DROP INDEX tasks_dead;
 CREATE INDEX tasks_dead     ON tasks (status, id, lane_id)         WHERE status IN ('failed', 'cancelled');
 "#;
 
-/// V6: the weighted claim index holds only tasks in the race (see `claim::race`).
+/// V6: the weighted claim index only on files that claim weighted random (see `claim::race`).
 const V6: &str = r#"
--- Tasks queued while a file runs no weighted-random race carry wkey = -1 and stay out of this
--- index, so files that never claim weighted random do not write its randomly ordered pages on
--- every enqueue and claim. Queued tasks of a file being upgraded keep their keys (all >= 0) until
--- the first weighted claim draws new ones. Same name, same columns. Processes of an older build
--- that claim weighted random on this file must be stopped first: their claim names this index
--- without the new condition, which SQLite refuses.
+-- Its keys are random, so every enqueue and every claim in another order wrote it at a random
+-- page. The first weighted-random claim on a file creates it again, from the keys in the rows.
 DROP INDEX tasks_claim_weighted;
-CREATE INDEX tasks_claim_weighted ON tasks (lane_id, wkey, run_after) WHERE status = 'queued' AND wkey >= 0;
 "#;
 
 /// The CHECK on `tasks.status` as first written in V1, and the equivalent form V1 now has. SQLite

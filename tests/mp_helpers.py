@@ -140,6 +140,6 @@ def hold_write_lock(path, seconds, started, out):
 
 
 def claim_weighted_once(path, out):
-    """One weighted-random claim (on a file where none was made yet, it starts the race)."""
+    """One weighted-random claim (the first on a file creates its weighted index)."""
     with Queue(path) as q:
         out.put([t.id for t in q.claim("starter", strategy="weighted_random")])

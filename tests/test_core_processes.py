@@ -184,11 +184,11 @@ def test_no_task_is_claimed_twice(db_path, procs):
 
 
 def test_every_task_joins_the_weighted_race_that_another_process_starts(db_path, procs):
-    """A file runs its weighted-random race from its first weighted claim on (tasks queued
-    before draw their keys then). A process that queued tasks before another process made that
-    claim, and stays open, must see the race from its next write on: every task it queues
-    afterwards, and every task it puts back (a retry after its backoff, a hand-back), is one a
-    weighted claim can take. Weighted claims then take every task, each once."""
+    """A file has its weighted claim index from its first weighted claim on. A process that
+    queued tasks before another process made that claim, and stays open, must keep the index up
+    to date from its next write on: every task it queues afterwards, and every task it puts back
+    (a retry after its backoff, a hand-back), is one a weighted claim can take. Weighted claims
+    then take every task, each once."""
     with Queue(db_path) as q:
         q.set_retry_policy("default", base=0.01, cap=0.01)
         early = q.enqueue_many([{"type": "t", "priority": p} for p in (1, 5, 50, 500) * 5])

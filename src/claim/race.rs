@@ -1,4 +1,4 @@
-//! The weighted-random race, and when a file starts running it.
+//! The weighted-random race, and the index it needs, created at a file's first weighted claim.
 //!
 //! Weighted random uses an exponential race: each queued task holds a key
 //! `clock + Exp(1) * priority`, and the claim takes the smallest key. The minimum of independent
@@ -7,27 +7,25 @@
 //! true claim after claim as long as new keys start from the current `clock` (the last claimed
 //! key), which the claim advances. Every key is finite and the clock only grows, so no task starves.
 //!
-//! The keys are random, so their index (`tasks_claim_weighted`) is written at a random page by
-//! every enqueue and, when tasks are claimed in another order (priority, FIFO, LIFO), by every
-//! claim: 100 of the 130 WAL frames of a 100-task priority claim, and 14% of batched
-//! claim+complete throughput (benches/README.md, "The race starts at the first weighted claim").
-//! A file pays for that only once it is used: until the first weighted-random claim (or weighted
-//! `position`) on a file, tasks are queued with the key `NOT_RACING`, which keeps them out of the
-//! index (its `WHERE` has `wkey >= 0`). That first claim sets the `race` flag in `meta` and draws a
-//! fresh key for every queued task, in its own write transaction; from then on every task that
-//! enters the queue draws one. The flag is read inside each writing transaction, under the write
-//! lock, so a process that has not seen it yet cannot queue a task the race would never see.
+//! Every task draws its key when it enters the queue (a random number in its row: nothing to
+//! speak of). The keys' index, `tasks_claim_weighted`, is another matter: its order is random, so
+//! every enqueue writes it at a random page, and so does every claim that takes tasks in another
+//! order (priority, FIFO, LIFO): 100 of the 130 WAL frames of a 100-task priority claim, 14% of
+//! batched claim+complete throughput (benches/README.md, "The weighted index is built at the
+//! first weighted claim"). So a file has that index only once it is used: the first
+//! weighted-random claim on the file (or weighted `position`, or `explain_claim`) creates it, in
+//! its write transaction, from the keys already in the rows (a sort, like any `CREATE INDEX`).
+//! Creating an index changes the schema, which every connection of every process checks at each
+//! statement, so from then on every process maintains it: no process can queue a task the race
+//! would miss.
 
 use crate::db::WriteTx;
 use crate::error::Result;
-use rusqlite::OptionalExtension;
 
-/// The key of a task queued while the file runs no race: outside the weighted claim index.
-pub const NOT_RACING: f64 = -1.0;
-const _: () = assert!(
-    NOT_RACING < 0.0,
-    "the index's `wkey >= 0` must exclude NOT_RACING"
-);
+/// The weighted claim index: the order of the race keys within a lane, queued tasks only.
+/// `run_after` lets the claim step over tasks not yet due without visiting their rows.
+const CREATE_INDEX: &str = "CREATE INDEX IF NOT EXISTS tasks_claim_weighted
+     ON tasks (lane_id, wkey, run_after) WHERE status = 'queued'";
 
 /// A fresh race key for a task of `priority` entering the race at `clock`.
 pub fn race_key(clock: f64, priority: i64) -> f64 {
@@ -36,77 +34,54 @@ pub fn race_key(clock: f64, priority: i64) -> f64 {
     clock + (-u.ln()) * priority as f64
 }
 
-/// The race as a writing transaction sees it (read under the write lock).
+/// The race as a writing transaction sees it: the clock new keys start from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Race {
     pub clock: f64,
-    pub on: bool,
 }
 
 impl Race {
     pub(crate) fn read(tx: &WriteTx) -> Result<Race> {
-        Ok(tx
-            .prepare_cached(
-                "SELECT (SELECT value FROM meta WHERE key = 'wclock'),
-                        (SELECT value FROM meta WHERE key = 'race')",
-            )?
-            .query_row([], |r| {
-                Ok(Race {
-                    clock: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-                    on: r.get::<_, Option<i64>>(1)?.unwrap_or(0) != 0,
-                })
-            })?)
+        let clock: Option<f64> = tx
+            .prepare_cached("SELECT (SELECT value FROM meta WHERE key = 'wclock')")?
+            .query_row([], |r| r.get(0))?;
+        Ok(Race {
+            clock: clock.unwrap_or(0.0),
+        })
     }
 
     /// The key for a task of `priority` entering the queue now.
     pub(crate) fn key(&self, priority: i64) -> f64 {
-        if self.on {
-            race_key(self.clock, priority)
-        } else {
-            NOT_RACING
-        }
+        race_key(self.clock, priority)
     }
 }
 
-/// Start the race on this file if it is not running: every queued task draws a key from the
-/// current clock, as if it had been queued with one. Returns true when it started it now.
-pub(crate) fn start(tx: &WriteTx) -> Result<bool> {
-    let race = Race::read(tx)?;
-    if race.on {
+/// Whether this file has the weighted claim index.
+pub(crate) fn has_index(c: &rusqlite::Connection) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_claim_weighted')",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+/// Create the weighted claim index if this file does not have it yet. Returns true when it did.
+pub(crate) fn ensure_index(tx: &WriteTx) -> Result<bool> {
+    if has_index(tx)? {
         return Ok(false);
     }
-    let queued: Vec<(i64, i64)> = {
-        let mut stmt = tx.prepare(
-            "SELECT id, priority FROM tasks INDEXED BY tasks_claim_priority WHERE status = 'queued'",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut set = tx.prepare("UPDATE tasks SET wkey = ?2 WHERE id = ?1")?;
-    for (id, priority) in queued {
-        set.execute(rusqlite::params![id, race_key(race.clock, priority)])?;
-    }
-    tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('race', 1) ON CONFLICT (key) DO UPDATE SET value = 1",
-    )?
-    .execute([])?;
+    tx.execute_batch(CREATE_INDEX)?;
     Ok(true)
-}
-
-/// Whether the race runs on this file (for tests and `position`).
-pub(crate) fn is_on(c: &rusqlite::Connection) -> Result<bool> {
-    Ok(
-        c.prepare_cached("SELECT value FROM meta WHERE key = 'race'")?
-            .query_row([], |r| r.get::<_, i64>(0))
-            .optional()?
-            .unwrap_or(0)
-            != 0,
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::Lease;
+    use crate::claim::strategy::Strategy;
+    use crate::claim::ClaimRequest;
+    use crate::enqueue::NewTask;
+    use crate::queue::testutil::file_queue;
+    use crate::queue::Queue;
 
     #[test]
     fn exponential_race_matches_inverse_priority_weights() {
@@ -119,42 +94,14 @@ mod tests {
         assert!((share - 0.75).abs() < 0.01, "share {share}");
     }
 
-    #[test]
-    fn every_key_is_in_the_index_range_and_a_file_without_race_gives_none() {
-        for p in [1, 100, 1000] {
-            for _ in 0..10_000 {
-                assert!(race_key(0.0, p) >= 0.0);
-            }
-        }
-        let off = Race {
-            clock: 5.0,
-            on: false,
-        };
-        assert_eq!(off.key(1), NOT_RACING);
-        assert!(Race { on: true, ..off }.key(1) >= 5.0);
-    }
-
-    use crate::ack::Lease;
-    use crate::claim::strategy::Strategy;
-    use crate::claim::ClaimRequest;
-    use crate::enqueue::NewTask;
-    use crate::queue::testutil::file_queue;
-    use crate::queue::Queue;
-
-    /// (keys of the queued tasks, how many entries the weighted claim index holds)
-    fn keys_and_index(q: &Queue) -> (Vec<f64>, i64) {
+    /// How many entries the weighted claim index holds (it must exist).
+    fn indexed(q: &Queue) -> i64 {
         q.db.read(|c| {
-            let keys = c
-                .prepare("SELECT wkey FROM tasks WHERE status = 'queued' ORDER BY id")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<f64>>>()?;
-            let indexed = c.query_row(
-                "SELECT count(*) FROM tasks INDEXED BY tasks_claim_weighted
-                 WHERE status = 'queued' AND wkey >= 0",
+            Ok(c.query_row(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_claim_weighted WHERE status = 'queued'",
                 [],
                 |r| r.get(0),
-            )?;
-            Ok((keys, indexed))
+            )?)
         })
         .unwrap()
     }
@@ -170,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_runs_no_race_until_its_first_weighted_claim_then_every_queued_task_races() {
+    fn the_weighted_index_is_created_by_the_first_weighted_claim_and_kept_from_then_on() {
         let (_d, q) = file_queue();
         let tasks: Vec<NewTask> = (1..=30)
             .map(|p| {
@@ -180,46 +127,23 @@ mod tests {
             })
             .collect();
         q.enqueue_many(&tasks).unwrap();
-        // Other strategies, a retry and a hand-back leave the race off: no key, no index entry.
+        // Other strategies, a retry and a hand-back: no index.
         let failed = claim_one(&q, Strategy::Priority);
         q.fail(failed, "x", true).unwrap();
         let released = claim_one(&q, Strategy::Fifo);
         q.release(released).unwrap();
-        let (keys, indexed) = keys_and_index(&q);
-        assert_eq!(keys.len(), 30);
-        assert!(keys.iter().all(|&k| k == NOT_RACING), "{keys:?}");
-        assert_eq!(indexed, 0);
-        assert!(!q.db.read(is_on).unwrap());
+        assert!(!q.db.read(has_index).unwrap());
 
-        // The first weighted claim starts it: every queued task draws a key and is indexed.
+        // The first weighted claim creates it, holding every other queued task.
         claim_one(&q, Strategy::WeightedRandom);
-        assert!(q.db.read(is_on).unwrap());
-        let (keys, indexed) = keys_and_index(&q);
-        assert_eq!((keys.len(), indexed), (29, 29));
-        assert!(keys.iter().all(|&k| k >= 0.0), "{keys:?}");
-
-        // From then on a task entering the queue (new, retried) draws its key from the clock.
-        let clock = |q: &Queue| {
-            q.db.read(|c| {
-                Ok(
-                    c.query_row("SELECT value FROM meta WHERE key = 'wclock'", [], |r| {
-                        r.get::<_, f64>(0)
-                    })?,
-                )
-            })
-            .unwrap()
-        };
+        assert!(q.db.read(has_index).unwrap());
+        assert_eq!(indexed(&q), 29);
+        // And it is maintained from then on: new tasks, retries, claims in another order.
         let failed = claim_one(&q, Strategy::Priority);
         q.fail(failed, "x", true).unwrap();
         q.enqueue(&NewTask::new("t", "null")).unwrap();
-        let (keys, indexed) = keys_and_index(&q);
-        assert_eq!((keys.len(), indexed), (30, 30));
-        let now = clock(&q);
-        assert!(now > 0.0);
-        assert!(keys.iter().all(|&k| k >= 0.0));
-        assert!(keys.last().is_some_and(|&k| k >= now), "{keys:?} {now}");
-        // Starting it again draws nothing new.
-        assert!(!q.db.write(start).unwrap());
-        assert_eq!(keys_and_index(&q).0, keys);
+        claim_one(&q, Strategy::Fifo);
+        assert_eq!(indexed(&q), 29);
+        assert!(!q.db.write(ensure_index).unwrap());
     }
 }

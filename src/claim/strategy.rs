@@ -60,7 +60,7 @@ impl Strategy {
             }
             Strategy::WeightedRandom => {
                 "SELECT id, 0, run_after, wkey FROM tasks INDEXED BY tasks_claim_weighted
-                 WHERE lane_id = ?1 AND status = 'queued' AND wkey >= 0 AND run_after <= ?2
+                 WHERE lane_id = ?1 AND status = 'queued' AND run_after <= ?2
                  ORDER BY wkey LIMIT ?3"
             }
         }
