@@ -61,7 +61,7 @@ fn in_queue(by_queue: bool) -> &'static str {
 fn stats_count_sql(by_queue: bool) -> [(&'static str, String); 5] {
     let q = in_queue(by_queue);
     [
-        ("queued", format!("SELECT count(*) FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND {q}")),
+        ("queued", format!("SELECT count(*) FROM tasks INDEXED BY tasks_claim_priority WHERE status = 'queued' AND {q}")),
         // running rows are few (one per busy worker slot): reading their table rows is cheap
         ("running", format!("SELECT count(*) FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND {q}")),
         ("failed", format!("SELECT count(*) FROM tasks INDEXED BY tasks_dead WHERE status IN ('failed', 'cancelled') AND status = 'failed' AND {q}")),
@@ -74,7 +74,7 @@ fn stats_count_sql(by_queue: bool) -> [(&'static str, String); 5] {
 fn stats_due_sql(by_queue: bool) -> String {
     format!(
         "SELECT min(CASE WHEN run_after <= ?2 THEN run_after END), count(CASE WHEN run_after > ?2 THEN 1 END)
-         FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND {}",
+         FROM tasks INDEXED BY tasks_claim_priority WHERE status = 'queued' AND {}",
         in_queue(by_queue)
     )
 }

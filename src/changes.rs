@@ -352,7 +352,7 @@ impl Queue {
                     .collect::<rusqlite::Result<_>>()?;
                 let mut queued = 0i64;
                 let mut stmt = tx.prepare_cached(
-                    "SELECT count(*) FROM tasks INDEXED BY tasks_claim_time WHERE lane_id = ?1 AND status = 'queued'",
+                    "SELECT count(*) FROM tasks INDEXED BY tasks_claim_priority WHERE lane_id = ?1 AND status = 'queued'",
                 )?;
                 for lane in lanes {
                     queued += stmt.query_row([lane], |r| r.get::<_, i64>(0))?;

@@ -4,7 +4,7 @@
 //! Nothing here costs the hot paths (enqueue, claim, complete): every number is read from an
 //! index the queue keeps anyway, mostly without visiting a row.
 //!
-//! - depth by queue and type: one covering pass over `tasks_claim_time` (queued rows only),
+//! - depth by queue and type: one covering pass over `tasks_claim_priority` (queued rows only),
 //!   grouped by lane, plus the running rows through `tasks_lease`;
 //! - waiting retries: `tasks_retrying` (queued rows that already spent an attempt);
 //! - outcomes in the window: one covering range of `tasks_finished` (`finished_at >= since`);
@@ -153,7 +153,7 @@ impl Queue {
             }
             let mut depth: BTreeMap<i64, Depth> = BTreeMap::new();
             for (sql, which) in [
-                ("SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_claim_time
+                ("SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_claim_priority
                   WHERE status = 'queued' GROUP BY lane_id", 0),
                 ("SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_lease
                   WHERE status = 'running' GROUP BY lane_id", 1),
@@ -411,7 +411,7 @@ mod tests {
         let (_d, q) = file_queue();
         q.enqueue(&NewTask::new("x", "null")).unwrap();
         for sql in [
-            "SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_claim_time
+            "SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_claim_priority
              WHERE status = 'queued' GROUP BY lane_id",
             "SELECT lane_id, count(*) FROM tasks INDEXED BY tasks_retrying
              WHERE status = 'queued' AND attempts > 0 GROUP BY lane_id",
@@ -423,7 +423,7 @@ mod tests {
         // What the retry index saves: without it the same count reads every queued row.
         assert!(!reads_only_the_index(
             &q,
-            "SELECT count(*) FROM tasks INDEXED BY tasks_claim_time WHERE status = 'queued' AND attempts > 0"
+            "SELECT count(*) FROM tasks INDEXED BY tasks_claim_priority WHERE status = 'queued' AND attempts > 0"
         ));
     }
 }

@@ -20,7 +20,6 @@
 //! A task that is not yet due gets the number of due tasks ahead of it in that order: it cannot
 //! be claimed before its `run_after` anyway.
 
-use crate::claim::race;
 use crate::claim::strategy::Strategy;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
@@ -57,11 +56,9 @@ impl Queue {
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
-        if strategy == Strategy::WeightedRandom && !self.db.read(race::has_index)? {
-            // Counted over the weighted claim index, which the file's first weighted claim
-            // creates (see `claim::race`): create it as that claim would.
-            self.db.write(race::ensure_index)?;
-        }
+        // Counted over the strategy's claim index, which the file's first claim of that strategy
+        // creates (see `claim::indexes`): create it as that claim would.
+        self.ensure_claim_index(strategy)?;
         self.db.read(|c| {
             let tx = c.unchecked_transaction()?; // the task and the counts from one snapshot
             let row: Option<(String, String, String, i64, i64, f64)> = tx
@@ -179,7 +176,9 @@ mod tests {
     fn counts_walk_a_range_of_the_claim_index() {
         let (_d, q) = file_queue();
         q.enqueue(&task("x", 1)).unwrap();
-        q.db.write(race::ensure_index).unwrap(); // as the first weighted position would
+        for s in [Strategy::Fifo, Strategy::WeightedRandom] {
+            q.ensure_claim_index(s).unwrap(); // as the first position of s would
+        }
         for s in [
             Strategy::Priority,
             Strategy::Fifo,

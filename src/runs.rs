@@ -512,7 +512,7 @@ fn interrupted_in(tx: &WriteTx, r: &RecoverRuns, now: i64) -> Result<Vec<Interru
     }
     // Queued rows of the runs queue: put back by the rescuer after their holder stopped renewing.
     let mut stmt = tx.prepare_cached(
-        "SELECT id, type, idempotency_key, locked_by, priority FROM tasks INDEXED BY tasks_claim_time
+        "SELECT id, type, idempotency_key, locked_by, priority FROM tasks INDEXED BY tasks_claim_priority
          WHERE status = 'queued' AND lane_id IN (SELECT id FROM lanes WHERE queue = ?1) ORDER BY id",
     )?;
     let rows = stmt.query_map([&r.queue], |row| {

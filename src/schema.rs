@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -167,11 +167,18 @@ DROP INDEX tasks_dead;
 CREATE INDEX tasks_dead     ON tasks (status, id, lane_id)         WHERE status IN ('failed', 'cancelled');
 "#;
 
-/// V6: the weighted claim index only on files that claim weighted random (see `claim::race`).
+/// V6: the weighted claim index only on files that claim weighted random (see `claim::indexes`).
 const V6: &str = r#"
 -- Its keys are random, so every enqueue and every claim in another order wrote it at a random
 -- page. The first weighted-random claim on a file creates it again, from the keys in the rows.
 DROP INDEX tasks_claim_weighted;
+"#;
+
+/// V7: the FIFO/LIFO claim index only on files that claim FIFO or LIFO (see `claim::indexes`).
+const V7: &str = r#"
+-- Stats, metrics and change counts walk tasks_claim_priority instead, which holds every queued
+-- task too. The first FIFO or LIFO claim on a file creates this index again, from the rows.
+DROP INDEX tasks_claim_time;
 "#;
 
 /// The CHECK on `tasks.status` as first written in V1, and the equivalent form V1 now has. SQLite

@@ -2,6 +2,7 @@
 //! taken before anything is read, so two processes can never pick the same row; every claimed
 //! task gets a fresh random lease token that fences its later complete/fail/renew/progress.
 
+pub mod indexes;
 pub mod lanes;
 pub mod race;
 pub mod strategy;
@@ -81,9 +82,7 @@ impl Queue {
     ) -> Result<Vec<TaskRow>> {
         // Crash recovery rides along: expired leases go back before we choose.
         self.rescue_expired_in(tx, now)?;
-        if req.strategy == Strategy::WeightedRandom {
-            race::ensure_index(tx)?;
-        }
+        indexes::ensure_index(tx, req.strategy)?;
         let lanes = self.eligible_lanes(tx, &req.filter)?;
         let limit = req.limit;
         let mut cands: Vec<Candidate> = Vec::new();
@@ -157,14 +156,19 @@ impl Queue {
 }
 
 impl Queue {
+    /// Create the index `strategy` claims through if the file does not have it yet, as its first
+    /// claim would (see `indexes`): for `position` and `explain_claim`, which only read.
+    pub(crate) fn ensure_claim_index(&self, strategy: Strategy) -> Result<()> {
+        if !self.db.read(|c| indexes::has_index(c, strategy))? {
+            self.db.write(|tx| indexes::ensure_index(tx, strategy))?;
+        }
+        Ok(())
+    }
+
     /// `EXPLAIN QUERY PLAN` of the statement `claim` runs per lane for `strategy`: operators
     /// (and the tests) can see that it walks an index in order, with no temporary B-tree.
     pub fn explain_claim(&self, strategy: Strategy) -> Result<Vec<String>> {
-        if strategy == Strategy::WeightedRandom && !self.db.read(race::has_index)? {
-            // Its index is created by the file's first weighted claim (see `race`); the plan
-            // shown is the one that claim and every later one use.
-            self.db.write(race::ensure_index)?;
-        }
+        self.ensure_claim_index(strategy)?;
         self.db.read(|c| {
             let mut stmt =
                 c.prepare(&format!("EXPLAIN QUERY PLAN {}", strategy.candidate_sql()))?;
