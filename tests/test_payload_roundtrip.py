@@ -7,6 +7,8 @@ scanner does not consume whole falls back to ``json.loads``. Hypothesis draws th
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,3 +56,16 @@ def test_text_with_surrounding_whitespace_still_decodes(tmp_path):
     c.close()
     with Queue(str(tmp_path / "ws.db")) as q:
         assert q.get(tid).payload == {"a": [1, 2]}
+
+
+def test_dict_keys_come_back_in_the_order_they_were_given(tmp_path):
+    """As json.dumps and json.loads keep them: a payload or result is not re-sorted on the way."""
+    with Queue(tmp_path / "order.db") as q:
+        payload = {"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": [{"k2": 0, "k1": 1}]}
+        tid = q.enqueue("t", payload)
+        [t] = q.claim("w")
+        assert list(t.payload) == ["zeta", "alpha", "mid"]
+        assert list(t.payload["alpha"]) == ["y", "b"] and list(t.payload["mid"][0]) == ["k2", "k1"]
+        q.complete(t, {"second": 2, "first": 1})
+        assert list(q.get(tid).result) == ["second", "first"]
+        assert json.dumps(q.get(tid).payload) == json.dumps(payload)

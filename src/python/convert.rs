@@ -16,14 +16,12 @@ fn type_name(obj: &Bound<PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Serialise a Python value to JSON text, or say which argument could not be.
+/// Serialise a Python value to JSON text, or say which argument could not be. Written straight
+/// from the Python objects (no intermediate `serde_json::Value`), so dict keys keep their order,
+/// as with `json.dumps`.
 pub fn to_json(obj: &Bound<PyAny>, what: &str) -> PyResult<String> {
-    let v = to_value(obj, what)?;
-    Ok(v.to_string())
-}
-
-pub fn to_value(obj: &Bound<PyAny>, what: &str) -> PyResult<Value> {
-    json_value(obj, 0).map_err(|e| {
+    let mut out = Vec::with_capacity(64);
+    write_json(obj, 0, &mut out).map_err(|e| {
         let mut at: String = e.path.iter().rev().take(10).map(String::as_str).collect();
         if e.path.len() > 10 {
             at.push_str("[...]");
@@ -32,7 +30,15 @@ pub fn to_value(obj: &Bound<PyAny>, what: &str) -> PyResult<Value> {
             "{what}{at} is not JSON-serialisable: {}; pass dicts, lists, strings, numbers, booleans and None only",
             e.why
         ))
-    })
+    })?;
+    Ok(String::from_utf8(out).expect("JSON written from str and numbers is UTF-8"))
+}
+
+/// The same check as `to_json`, as a `serde_json::Value` (for the small objects the core reads:
+/// requirements, capabilities, retry settings).
+pub fn to_value(obj: &Bound<PyAny>, what: &str) -> PyResult<Value> {
+    let text = to_json(obj, what)?;
+    serde_json::from_str(&text).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
 /// Nesting deeper than this is refused (it also stops a list that contains itself).
@@ -60,27 +66,36 @@ fn not_json(why: String) -> NotJson {
     }
 }
 
+/// A JSON string (quoted and escaped) onto `out`.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+}
+
 /// What `json.dumps` accepts, minus its lossy corners: None, bool, int, finite float, str, list,
 /// tuple and dict with string keys. Sets, NaN/infinity, bytes and other objects are refused
 /// (never stored changed), and the error says where they were found.
-fn json_value(obj: &Bound<PyAny>, depth: usize) -> Result<Value, NotJson> {
+fn write_json(obj: &Bound<PyAny>, depth: usize, out: &mut Vec<u8>) -> Result<(), NotJson> {
     if depth > MAX_JSON_DEPTH {
         return Err(not_json(format!(
             "it is nested more than {MAX_JSON_DEPTH} levels deep (or contains itself)"
         )));
     }
     if obj.is_none() {
-        return Ok(Value::Null);
+        out.extend_from_slice(b"null");
+        return Ok(());
     }
     if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
+        out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+        return Ok(());
     }
     if obj.is_instance_of::<PyInt>() {
         if let Ok(i) = obj.extract::<i64>() {
-            return Ok(Value::from(i));
+            out.extend_from_slice(i.to_string().as_bytes());
+            return Ok(());
         }
         if let Ok(u) = obj.extract::<u64>() {
-            return Ok(Value::from(u));
+            out.extend_from_slice(u.to_string().as_bytes());
+            return Ok(());
         }
         return Err(not_json(format!(
             "the integer {obj} does not fit in 64 bits"
@@ -88,45 +103,54 @@ fn json_value(obj: &Bound<PyAny>, depth: usize) -> Result<Value, NotJson> {
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();
-        return serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| not_json(format!("{v} is not a finite number")));
+        if !v.is_finite() {
+            return Err(not_json(format!("{v} is not a finite number")));
+        }
+        serde_json::to_writer(out, &v).expect("writing to a Vec cannot fail");
+        return Ok(());
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_string()));
+        write_str(s.to_str()?, out);
+        return Ok(());
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let mut out = Vec::with_capacity(obj.len()?);
+        out.push(b'[');
         for (i, item) in obj.try_iter()?.enumerate() {
-            out.push(json_value(&item?, depth + 1).map_err(|mut e| {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(&item?, depth + 1, out).map_err(|mut e| {
                 e.path.push(format!("[{i}]"));
                 e
-            })?);
+            })?;
         }
-        return Ok(Value::Array(out));
+        out.push(b']');
+        return Ok(());
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let mut out = Map::new();
-        for (k, v) in d.iter() {
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_str()?.to_string(),
-                Err(_) => {
-                    return Err(not_json(format!(
-                        "its keys must be strings, got the {} key {k}",
-                        type_name(&k)
-                    )))
-                }
+        out.push(b'{');
+        for (n, (k, v)) in d.iter().enumerate() {
+            let Ok(key) = k.cast::<PyString>() else {
+                return Err(not_json(format!(
+                    "its keys must be strings, got the {} key {k}",
+                    type_name(&k)
+                )));
             };
-            let v = json_value(&v, depth + 1).map_err(|mut e| {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_str(key.to_str()?, out);
+            out.push(b':');
+            write_json(&v, depth + 1, out).map_err(|mut e| {
                 e.path.push(format!(
                     "[{}]",
                     k.repr().map(|r| r.to_string()).unwrap_or_default()
                 ));
                 e
             })?;
-            out.insert(key, v);
         }
-        return Ok(Value::Object(out));
+        out.push(b'}');
+        return Ok(());
     }
     Err(not_json(format!(
         "type {} is not supported",
