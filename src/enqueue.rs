@@ -1,5 +1,6 @@
 //! Enqueue one task or many in one transaction, with idempotency keys and delays.
 
+use crate::claim::lanes::LaneKey;
 use crate::claim::race::Race;
 use crate::db::WriteTx;
 use crate::error::{Error, Result};
@@ -234,16 +235,21 @@ impl Queue {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let lane_keys: Vec<(String, String, String)> = tasks
-            .iter()
-            .map(|t| {
-                (
-                    t.queue.clone(),
-                    t.task_type.clone(),
-                    requires_text(&t.requires),
-                )
-            })
-            .collect();
+        // Each task's lane, as an index into the distinct lanes of the batch: a batch usually
+        // holds runs of tasks of one queue and type, so a task like the one before it costs a
+        // comparison, not a key of three strings to build and hash.
+        let mut lane_keys: Vec<LaneKey> = Vec::new();
+        let mut lane_of: Vec<usize> = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let requires = requires_text(&t.requires);
+            let same = lane_keys
+                .last()
+                .is_some_and(|(q, ty, r)| *q == t.queue && *ty == t.task_type && *r == requires);
+            if !same {
+                lane_keys.push((t.queue.clone(), t.task_type.clone(), requires));
+            }
+            lane_of.push(lane_keys.len() - 1);
+        }
         let retry_texts: Vec<Option<String>> = tasks
             .iter()
             .map(|t| {
@@ -281,10 +287,14 @@ impl Queue {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
             )?;
+            let lane_ids = lane_keys
+                .iter()
+                .map(|k| self.lane_id_in(tx, k, &mut new_lanes))
+                .collect::<Result<Vec<i64>>>()?;
             // What a row needs beyond the task itself: its lane, due time and race key.
-            let mut placed = |i: usize| -> Result<(i64, i64, f64)> {
+            let placed = |i: usize| -> Result<(i64, i64, f64)> {
                 let t = &tasks[i];
-                let lane_id = self.lane_id_in(tx, &lane_keys[i], &mut new_lanes)?;
+                let lane_id = lane_ids[lane_of[i]];
                 let run_after = match (t.run_after, t.delay_ms) {
                     (Some(at), _) => at,
                     (None, Some(d)) => now + d,
@@ -304,7 +314,7 @@ impl Queue {
                         .all(|t| t.idempotency_key.is_none())
                 {
                     let extra = (i..i + ROWS_PER_INSERT)
-                        .map(&mut placed)
+                        .map(placed)
                         .collect::<Result<Vec<_>>>()?;
                     let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 12);
                     for (j, (lane_id, run_after, wkey)) in (i..).zip(&extra) {

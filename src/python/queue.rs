@@ -17,7 +17,7 @@ use crate::task::Status;
 use crate::workers::Heartbeat;
 use parking_lot::RwLock;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -445,10 +445,10 @@ impl PyQueue {
             let mut task_type = None;
             let mut payload = None;
             for (k, v) in d.iter() {
-                let key: String = k
-                    .extract()
+                let key = k
+                    .cast::<PyString>()
                     .map_err(|_| invalid(format!("item {i}: keys must be strings")))?;
-                match key.as_str() {
+                match key.to_str()? {
                     "type" => task_type = Some(v),
                     "payload" => payload = Some(v),
                     "queue" => args.queue = Some(v),
