@@ -292,7 +292,7 @@ impl Queue {
                 .map(|k| self.lane_id_in(tx, k, &mut new_lanes))
                 .collect::<Result<Vec<i64>>>()?;
             // What a row needs beyond the task itself: its lane, due time and race key.
-            let placed = |i: usize| -> Result<(i64, i64, f64)> {
+            let placed = |i: usize| -> (i64, i64, f64) {
                 let t = &tasks[i];
                 let lane_id = lane_ids[lane_of[i]];
                 let run_after = match (t.run_after, t.delay_ms) {
@@ -300,7 +300,7 @@ impl Queue {
                     (None, Some(d)) => now + d,
                     (None, None) => now,
                 };
-                Ok((lane_id, run_after, race.key(t.priority)))
+                (lane_id, run_after, race.key(t.priority))
             };
             let mut i = 0;
             while i < tasks.len() {
@@ -315,7 +315,7 @@ impl Queue {
                 {
                     let extra = (i..i + ROWS_PER_INSERT)
                         .map(placed)
-                        .collect::<Result<Vec<_>>>()?;
+                        .collect::<Vec<_>>();
                     let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 12);
                     for (j, (lane_id, run_after, wkey)) in (i..).zip(&extra) {
                         let t = &tasks[j];
@@ -343,7 +343,7 @@ impl Queue {
                     continue;
                 }
                 let t = &tasks[i];
-                let (lane_id, run_after, wkey) = placed(i)?;
+                let (lane_id, run_after, wkey) = placed(i);
                 let args = params![
                     lane_id,
                     t.task_type,
