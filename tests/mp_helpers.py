@@ -139,7 +139,7 @@ def hold_write_lock(path, seconds, started, out):
     out.put("released")
 
 
-def claim_weighted_once(path, out):
-    """One weighted-random claim (the first on a file creates its weighted index)."""
+def claim_once(path, strategy, out):
+    """One claim (the first FIFO, LIFO or weighted one on a file creates its strategy's index)."""
     with Queue(path) as q:
-        out.put([t.id for t in q.claim("starter", strategy="weighted_random")])
+        out.put([t.id for t in q.claim("starter", strategy=strategy)])

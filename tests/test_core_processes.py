@@ -183,19 +183,20 @@ def test_no_task_is_claimed_twice(db_path, procs):
             assert (t.status, t.attempts, t.result) == ("completed", 1, {"by": claimed_by[t.id]}), t
 
 
-def test_every_task_joins_the_weighted_race_that_another_process_starts(db_path, procs):
-    """A file has its weighted claim index from its first weighted claim on. A process that
-    queued tasks before another process made that claim, and stays open, must keep the index up
-    to date from its next write on: every task it queues afterwards, and every task it puts back
-    (a retry after its backoff, a hand-back), is one a weighted claim can take. Weighted claims
-    then take every task, each once."""
+@pytest.mark.parametrize("strategy", ["weighted_random", "fifo"])
+def test_every_task_is_in_the_claim_index_that_another_process_creates(db_path, procs, strategy):
+    """A file has its FIFO/LIFO and weighted claim indexes from the first claim of their
+    strategy on. A process that queued tasks before another process made that claim, and stays
+    open, must keep the new index up to date from its next write on: every task it queues
+    afterwards, and every task it puts back (a retry after its backoff, a hand-back), is one a
+    claim of that strategy can take. Such claims then take every task, each once."""
     with Queue(db_path) as q:
         q.set_retry_policy("default", base=0.01, cap=0.01)
         early = q.enqueue_many([{"type": "t", "priority": p} for p in (1, 5, 50, 500) * 5])
-        [retried] = q.claim("w", strategy="fifo")
-        [handed_back] = q.claim("w", strategy="fifo")
+        [retried] = q.claim("w")
+        [handed_back] = q.claim("w")
 
-        procs.start(mp_helpers.claim_weighted_once, db_path, procs.out)
+        procs.start(mp_helpers.claim_once, db_path, strategy, procs.out)
         [first] = procs.results(1)
         procs.join()
         assert len(first) == 1 and first[0] in early
@@ -205,7 +206,7 @@ def test_every_task_joins_the_weighted_race_that_another_process_starts(db_path,
         q.release(handed_back)
         got = []
         for _ in range(200):
-            tasks = q.claim("w", strategy="weighted_random", limit=7)
+            tasks = q.claim("w", strategy=strategy, limit=7)
             if not tasks and q.stats()["queued"] == 0:
                 break
             got += [t.id for t in tasks]
