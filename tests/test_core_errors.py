@@ -587,3 +587,34 @@ def test_a_missing_id(q, call):
 def test_a_missing_id_is_caught_as_key_error(q):
     with pytest.raises(KeyError):
         q.get(MISSING_ID)
+
+
+ID_CALLS = {
+    "get": lambda q, i: q.get(i),
+    "cancel": lambda q, i: q.cancel(i),
+    "retry": lambda q, i: q.retry(i),
+    "set_priority": lambda q, i: q.set_priority(i, 5),
+    "logs": lambda q, i: q.logs(i),
+    "log": lambda q, i: q.log(i, "info", "hello"),
+    "position": lambda q, i: q.position(i, strategy="fifo"),
+}
+
+
+@pytest.mark.parametrize("call", list(ID_CALLS.values()), ids=list(ID_CALLS))
+@pytest.mark.parametrize(
+    "bad, message",
+    cases(
+        ("1", "task_id must be an integer, got str"),
+        (True, "task_id must be an integer, got bool"),
+        (1.0, "task_id must be an integer, got float"),
+        (None, "task_id must be an integer, got NoneType"),
+        (2**70, f"task_id is out of range: {2**70}"),
+    ),
+)
+def test_a_task_id_that_is_not_an_integer(q, call, bad, message):
+    """Like every other argument: InvalidArgument naming it, not a bare TypeError, nothing written."""
+    q.enqueue("t")
+    with writes_nothing(q):
+        with pytest.raises(InvalidArgument) as e:
+            call(q, bad)
+    assert str(e.value) == message  # (pyo3 adds a note naming the argument, as for any argument)

@@ -229,6 +229,18 @@ pub fn int_arg(obj: &Bound<PyAny>, what: &str) -> PyResult<i64> {
         .map_err(|_| invalid(format!("{what} is out of range: {obj}")))
 }
 
+/// A `task_id` argument: an int (not a bool), or `InvalidArgument` saying what came instead, as
+/// for every other argument of the binding (pyo3's own `i64` raises a bare TypeError).
+pub struct TaskId(pub i64);
+
+impl FromPyObject<'_, '_> for TaskId {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        int_arg(&obj, "task_id").map(TaskId)
+    }
+}
+
 pub fn str_arg(obj: &Bound<PyAny>, what: &str) -> PyResult<String> {
     match obj.cast::<PyString>() {
         Ok(s) => {

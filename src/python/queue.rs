@@ -491,7 +491,8 @@ impl PyQueue {
         py.detach(move || q.enqueue_many(&tasks)).py()
     }
 
-    fn get(&self, py: Python<'_>, task_id: i64) -> PyResult<PyTask> {
+    fn get(&self, py: Python<'_>, task_id: TaskId) -> PyResult<PyTask> {
+        let task_id = task_id.0;
         let q = self.q()?;
         Ok(PyTask::snapshot(py.detach(move || q.get(task_id)).py()?))
     }
@@ -557,7 +558,8 @@ impl PyQueue {
         Ok(d)
     }
 
-    fn cancel(&self, py: Python<'_>, task_id: i64) -> PyResult<bool> {
+    fn cancel(&self, py: Python<'_>, task_id: TaskId) -> PyResult<bool> {
+        let task_id = task_id.0;
         let q = self.q()?;
         py.detach(move || q.cancel(task_id)).py()
     }
@@ -565,15 +567,17 @@ impl PyQueue {
     fn set_priority(
         &self,
         py: Python<'_>,
-        task_id: i64,
+        task_id: TaskId,
         priority: &Bound<PyAny>,
     ) -> PyResult<bool> {
+        let task_id = task_id.0;
         let p = int_arg(priority, "priority")?;
         let q = self.q()?;
         py.detach(move || q.set_priority(task_id, p)).py()
     }
 
-    fn retry(&self, py: Python<'_>, task_id: i64) -> PyResult<bool> {
+    fn retry(&self, py: Python<'_>, task_id: TaskId) -> PyResult<bool> {
+        let task_id = task_id.0;
         let q = self.q()?;
         py.detach(move || q.retry(task_id)).py()
     }
@@ -877,7 +881,8 @@ impl PyQueue {
     }
 
     #[pyo3(signature = (task_id, *, limit=100))]
-    fn logs(&self, py: Python<'_>, task_id: i64, limit: i64) -> PyResult<Vec<PyTaskLog>> {
+    fn logs(&self, py: Python<'_>, task_id: TaskId, limit: i64) -> PyResult<Vec<PyTaskLog>> {
+        let task_id = task_id.0;
         let q = self.q()?;
         Ok(py
             .detach(move || q.logs(task_id, limit))
@@ -891,11 +896,12 @@ impl PyQueue {
     fn log(
         &self,
         py: Python<'_>,
-        task_id: i64,
+        task_id: TaskId,
         level: String,
         message: String,
         details: Option<&Bound<PyAny>>,
     ) -> PyResult<i64> {
+        let task_id = task_id.0;
         let details = details
             .filter(|d| !d.is_none())
             .map(|d| to_json(d, "details"))
@@ -925,7 +931,8 @@ impl PyQueue {
     /// How many queued, due tasks its worker pool (same queue and type) runs before this one
     /// under `strategy` (0: next); None when the task is not queued. See `crate::position`.
     #[pyo3(signature = (task_id, *, strategy="priority"))]
-    fn position(&self, py: Python<'_>, task_id: i64, strategy: &str) -> PyResult<Option<i64>> {
+    fn position(&self, py: Python<'_>, task_id: TaskId, strategy: &str) -> PyResult<Option<i64>> {
+        let task_id = task_id.0;
         let s = Strategy::parse(strategy).py()?;
         let q = self.q()?;
         py.detach(move || q.position(task_id, s)).py()
