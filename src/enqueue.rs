@@ -7,8 +7,9 @@ use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::retry::RetryOverrides;
 use crate::time::now_ms;
-use rusqlite::{params, ToSql};
+use rusqlite::{params_from_iter, ToSql};
 use serde_json::{Map, Value};
+use std::sync::LazyLock;
 
 pub const MIN_PRIORITY: i64 = 1;
 pub const MAX_PRIORITY: i64 = 1000;
@@ -126,31 +127,71 @@ pub fn check_priority(p: i64) -> Result<()> {
 /// Rows per multi-row INSERT in `enqueue_many` (12 parameters each, far below SQLite's limit).
 const ROWS_PER_INSERT: usize = 32;
 
-/// `INSERT INTO tasks ... VALUES (...), (...), ...` for `ROWS_PER_INSERT` tasks without an
-/// idempotency key, formatted once (it keys the statement cache).
-static INSERT_ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    // Parameter k of row r is ?(12 r + k); 0 stands for the literal status. The column order is
-    // the one-row INSERT's (created_at and updated_at share ?9).
+/// `INSERT INTO tasks` of `rows` tasks, 12 parameters each in the order of `row_params`, or of one
+/// task followed by its idempotency key (?13) that yields to an existing one when `keyed`.
+fn insert_sql(rows: usize, keyed: bool) -> String {
+    // Parameter k of row r is ?(12 r + k); 0 stands for the literal status, and created_at and
+    // updated_at share the time (?9).
     const SLOTS: [usize; 14] = [1, 2, 3, 4, 5, 0, 6, 7, 8, 9, 9, 10, 11, 12];
-    let rows: Vec<String> = (0..ROWS_PER_INSERT)
+    let rows: Vec<String> = (0..rows)
         .map(|r| {
-            let values: Vec<String> = SLOTS
+            let mut values: Vec<String> = SLOTS
                 .iter()
                 .map(|&k| match k {
                     0 => "'queued'".to_string(),
                     k => format!("?{}", r * 12 + k),
                 })
                 .collect();
+            if keyed {
+                values.push("?13".to_string());
+            }
             format!("({})", values.join(", "))
         })
         .collect();
     format!(
         "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
-                            created_at, updated_at, requires, timeout_ms, retry_policy)
-         VALUES {}",
-        rows.join(", ")
+                            created_at, updated_at, requires, timeout_ms, retry_policy{})
+         VALUES {}{}",
+        if keyed { ", idempotency_key" } else { "" },
+        rows.join(", "),
+        if keyed {
+            " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        } else {
+            ""
+        }
     )
-});
+}
+
+// Formatted once each (the text keys the statement cache). Neither has RETURNING, and only the
+// keyed one a conflict clause, so the common case opens no statement journal.
+static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert_sql(1, false));
+static INSERT_KEYED: LazyLock<String> = LazyLock::new(|| insert_sql(1, true));
+static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT, false));
+
+/// The 12 parameters of task `t` in an `insert_sql` statement, with its lane, due time and race
+/// key (`placed`), the time, and its `requires` and retry policy as JSON text.
+fn row_params<'a>(
+    t: &'a NewTask,
+    (lane_id, run_after, wkey): &'a (i64, i64, f64),
+    now: &'a i64,
+    requires: &'a Option<String>,
+    retry: &'a Option<String>,
+) -> [&'a dyn ToSql; 12] {
+    [
+        lane_id,
+        &t.task_type,
+        &t.queue,
+        &t.payload,
+        &t.priority,
+        &t.max_attempts,
+        run_after,
+        wkey,
+        now,
+        requires,
+        &t.timeout_ms,
+        retry,
+    ]
+}
 
 /// The canonical text of a `requires` object: keys sorted (serde_json's map is ordered), so two
 /// tasks with the same requirements share a lane.
@@ -274,25 +315,14 @@ impl Queue {
             let now = now_ms();
             let (race, mut floor) = read_insert_meta(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
-            // Two statements: the plain insert (no RETURNING, no conflict clause, so no statement
-            // journal) for the common case, the conflict-aware one only when a key is given.
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
-                                    created_at, updated_at, idempotency_key, requires, timeout_ms, retry_policy)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            let mut insert_keyed = tx.prepare_cached(
-                "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, wkey,
-                                    created_at, updated_at, idempotency_key, requires, timeout_ms, retry_policy)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-            )?;
+            let mut insert = tx.prepare_cached(&INSERT_ONE)?;
+            let mut insert_keyed = tx.prepare_cached(&INSERT_KEYED)?;
             let lane_ids = lane_keys
                 .iter()
                 .map(|k| self.lane_id_in(tx, k, &mut new_lanes))
                 .collect::<Result<Vec<i64>>>()?;
             // What a row needs beyond the task itself: its lane, due time and race key.
-            let placed = |i: usize| -> (i64, i64, f64) {
+            let place = |i: usize| -> (i64, i64, f64) {
                 let t = &tasks[i];
                 let lane_id = lane_ids[lane_of[i]];
                 let run_after = match (t.run_after, t.delay_ms) {
@@ -313,26 +343,16 @@ impl Queue {
                         .iter()
                         .all(|t| t.idempotency_key.is_none())
                 {
-                    let extra = (i..i + ROWS_PER_INSERT)
-                        .map(placed)
-                        .collect::<Vec<_>>();
+                    let placed = (i..i + ROWS_PER_INSERT).map(place).collect::<Vec<_>>();
                     let mut args: Vec<&dyn ToSql> = Vec::with_capacity(ROWS_PER_INSERT * 12);
-                    for (j, (lane_id, run_after, wkey)) in (i..).zip(&extra) {
-                        let t = &tasks[j];
-                        args.extend_from_slice(&[
-                            lane_id as &dyn ToSql,
-                            &t.task_type,
-                            &t.queue,
-                            &t.payload,
-                            &t.priority,
-                            &t.max_attempts,
-                            run_after,
-                            wkey,
+                    for (j, placed) in (i..).zip(&placed) {
+                        args.extend_from_slice(&row_params(
+                            &tasks[j],
+                            placed,
                             &now,
                             &requires_json[j],
-                            &t.timeout_ms,
                             &retry_texts[j],
-                        ]);
+                        ));
                     }
                     tx.prepare_cached(&INSERT_ROWS)?.execute(&*args)?;
                     // Rows inserted without a rowid get the largest rowid plus one, in order, and
@@ -343,29 +363,16 @@ impl Queue {
                     continue;
                 }
                 let t = &tasks[i];
-                let (lane_id, run_after, wkey) = placed(i);
-                let args = params![
-                    lane_id,
-                    t.task_type,
-                    t.queue,
-                    t.payload,
-                    t.priority,
-                    t.max_attempts,
-                    run_after,
-                    wkey,
-                    now,
-                    t.idempotency_key,
-                    requires_json[i],
-                    t.timeout_ms,
-                    retry_texts[i],
-                ];
+                let placed = place(i);
+                let row = row_params(t, &placed, &now, &requires_json[i], &retry_texts[i]);
                 let id = match &t.idempotency_key {
                     None => {
-                        insert.execute(args)?;
+                        insert.execute(&row[..])?;
                         floor.place(tx, tx.last_insert_rowid())?
                     }
                     Some(key) => {
-                        if insert_keyed.execute(args)? == 1 {
+                        let keyed = row.into_iter().chain([key as &dyn ToSql]);
+                        if insert_keyed.execute(params_from_iter(keyed))? == 1 {
                             floor.place(tx, tx.last_insert_rowid())?
                         } else {
                             tx.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?

@@ -2,6 +2,7 @@
 //! The operations live in modules named for what they do (`enqueue`, `claim`, `ack`, `admin`,
 //! `workers`, `logs`, `maintenance`, `metrics`), each an `impl Queue` block.
 
+use crate::claim::indexes;
 use crate::claim::lanes::LaneCache;
 use crate::db::{Db, DbOptions};
 use crate::error::Result;
@@ -33,6 +34,8 @@ pub struct Queue {
     pub(crate) db: Db,
     pub(crate) opts: QueueOptions,
     pub(crate) lanes: Mutex<LaneCache>,
+    /// The lazy claim indexes this handle has found on the file (see `claim::indexes`).
+    pub(crate) claim_indexes: indexes::Seen,
 }
 
 impl Queue {
@@ -44,6 +47,7 @@ impl Queue {
             db,
             opts,
             lanes: Mutex::new(LaneCache::default()),
+            claim_indexes: indexes::Seen::default(),
         })
     }
 

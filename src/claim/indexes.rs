@@ -14,11 +14,31 @@
 use crate::claim::strategy::Strategy;
 use crate::db::WriteTx;
 use crate::error::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A claim index a file gets at the first claim that needs it.
 pub(crate) struct LazyIndex {
     pub name: &'static str,
     create: &'static str,
+    /// Its place in `Seen`.
+    slot: usize,
+}
+
+/// Which lazy claim indexes a queue handle has found on its file. Once there, an index stays:
+/// this build never drops one (a newer build's migration might, and it is documented that older
+/// processes stop first), and `restore` refuses a file another connection has open. So a handle
+/// asks the schema only until it has seen the index, and a claim then pays one flag load.
+#[derive(Default)]
+pub(crate) struct Seen([AtomicBool; 2]);
+
+impl Seen {
+    fn get(&self, ix: &LazyIndex) -> bool {
+        self.0[ix.slot].load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ix: &LazyIndex) {
+        self.0[ix.slot].store(true, Ordering::Relaxed);
+    }
 }
 
 /// FIFO and LIFO: due time, then id, queued tasks only.
@@ -26,6 +46,7 @@ const TIME: LazyIndex = LazyIndex {
     name: "tasks_claim_time",
     create: "CREATE INDEX IF NOT EXISTS tasks_claim_time
              ON tasks (lane_id, run_after, id) WHERE status = 'queued'",
+    slot: 0,
 };
 
 /// Weighted random: the race keys (see `race`); `run_after` lets the claim step over tasks not
@@ -34,6 +55,7 @@ const WEIGHTED: LazyIndex = LazyIndex {
     name: "tasks_claim_weighted",
     create: "CREATE INDEX IF NOT EXISTS tasks_claim_weighted
              ON tasks (lane_id, wkey, run_after) WHERE status = 'queued'",
+    slot: 1,
 };
 
 /// The index `strategy` claims through, when it is one a file gets only once it is used.
@@ -45,22 +67,32 @@ pub(crate) fn lazy_index(strategy: Strategy) -> Option<&'static LazyIndex> {
     }
 }
 
-/// Whether this file has the index `strategy` claims through.
-pub(crate) fn has_index(c: &rusqlite::Connection, strategy: Strategy) -> Result<bool> {
+/// Whether the file has the index `strategy` claims through (recorded in `seen` once it has).
+pub(crate) fn has_index(c: &rusqlite::Connection, strategy: Strategy, seen: &Seen) -> Result<bool> {
     let Some(ix) = lazy_index(strategy) else {
         return Ok(true);
     };
-    Ok(c.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
-    )?
-    .query_row([ix.name], |r| r.get(0))?)
+    if seen.get(ix) {
+        return Ok(true);
+    }
+    let found: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+        )?
+        .query_row([ix.name], |r| r.get(0))?;
+    if found {
+        // Found in the committed schema (an index this transaction creates is not looked up
+        // again before it commits), so it will still be there.
+        seen.set(ix);
+    }
+    Ok(found)
 }
 
-/// Create the index `strategy` claims through if this file does not have it yet. Returns true
+/// Create the index `strategy` claims through if the file does not have it yet. Returns true
 /// when it did.
-pub(crate) fn ensure_index(tx: &WriteTx, strategy: Strategy) -> Result<bool> {
+pub(crate) fn ensure_index(tx: &WriteTx, strategy: Strategy, seen: &Seen) -> Result<bool> {
     match lazy_index(strategy) {
-        Some(ix) if !has_index(tx, strategy)? => {
+        Some(ix) if !has_index(tx, strategy, seen)? => {
             tx.execute_batch(ix.create)?;
             Ok(true)
         }
@@ -121,11 +153,20 @@ mod tests {
             q.fail(failed, "x", true).unwrap();
             let released = claim_one(&q, Strategy::Priority);
             q.release(released).unwrap();
-            assert!(!q.db.read(|c| has_index(c, strategy)).unwrap(), "{name}");
+            assert!(
+                !q.db
+                    .read(|c| has_index(c, strategy, &Seen::default()))
+                    .unwrap(),
+                "{name}"
+            );
 
             // The first claim of its strategy creates it, holding every other queued task.
             claim_one(&q, strategy);
-            assert!(q.db.read(|c| has_index(c, strategy)).unwrap(), "{name}");
+            assert!(
+                q.db.read(|c| has_index(c, strategy, &Seen::default()))
+                    .unwrap(),
+                "{name}"
+            );
             assert_eq!(entries(&q, name), 29, "{name}");
             // And it is kept from then on: new tasks, retries, claims in another order.
             let failed = claim_one(&q, Strategy::Priority);
@@ -133,15 +174,43 @@ mod tests {
             q.enqueue(&NewTask::new("t", "null")).unwrap();
             claim_one(&q, other);
             assert_eq!(entries(&q, name), 29, "{name}");
-            assert!(!q.db.write(|tx| ensure_index(tx, strategy)).unwrap());
+            assert!(!q
+                .db
+                .write(|tx| ensure_index(tx, strategy, &q.claim_indexes))
+                .unwrap());
         }
+    }
+
+    #[test]
+    fn an_index_created_by_a_transaction_that_rolls_back_is_not_taken_as_there() {
+        let (_d, q) = file_queue();
+        q.enqueue(&NewTask::new("t", "null")).unwrap();
+        let e = q.db.write(|tx| {
+            assert!(ensure_index(tx, Strategy::Fifo, &q.claim_indexes)?);
+            Err::<(), _>(crate::error::Error::invalid("the claim failed after"))
+        });
+        assert!(e.is_err());
+        // Neither the file nor the handle's record has it, so the next FIFO claim creates it.
+        assert!(!q
+            .db
+            .read(|c| has_index(c, Strategy::Fifo, &Seen::default()))
+            .unwrap());
+        assert!(!q.claim_indexes.get(lazy_index(Strategy::Fifo).unwrap()));
+        claim_one(&q, Strategy::Fifo);
+        assert!(q
+            .db
+            .read(|c| has_index(c, Strategy::Fifo, &Seen::default()))
+            .unwrap());
     }
 
     #[test]
     fn the_priority_index_is_always_there() {
         let (_d, q) = file_queue();
         assert!(lazy_index(Strategy::Priority).is_none());
-        assert!(q.db.read(|c| has_index(c, Strategy::Priority)).unwrap());
+        assert!(q
+            .db
+            .read(|c| has_index(c, Strategy::Priority, &Seen::default()))
+            .unwrap());
         assert_eq!(entries(&q, "tasks_claim_priority"), 0);
     }
 }

@@ -82,7 +82,7 @@ impl Queue {
     ) -> Result<Vec<TaskRow>> {
         // Crash recovery rides along: expired leases go back before we choose.
         self.rescue_expired_in(tx, now)?;
-        indexes::ensure_index(tx, req.strategy)?;
+        indexes::ensure_index(tx, req.strategy, &self.claim_indexes)?;
         let lanes = self.eligible_lanes(tx, &req.filter)?;
         let limit = req.limit;
         let mut cands: Vec<Candidate> = Vec::new();
@@ -159,8 +159,12 @@ impl Queue {
     /// Create the index `strategy` claims through if the file does not have it yet, as its first
     /// claim would (see `indexes`): for `position` and `explain_claim`, which only read.
     pub(crate) fn ensure_claim_index(&self, strategy: Strategy) -> Result<()> {
-        if !self.db.read(|c| indexes::has_index(c, strategy))? {
-            self.db.write(|tx| indexes::ensure_index(tx, strategy))?;
+        if !self
+            .db
+            .read(|c| indexes::has_index(c, strategy, &self.claim_indexes))?
+        {
+            self.db
+                .write(|tx| indexes::ensure_index(tx, strategy, &self.claim_indexes))?;
         }
         Ok(())
     }

@@ -231,6 +231,7 @@ pub fn int_arg(obj: &Bound<PyAny>, what: &str) -> PyResult<i64> {
 
 /// A `task_id` argument: an int (not a bool), or `InvalidArgument` saying what came instead, as
 /// for every other argument of the binding (pyo3's own `i64` raises a bare TypeError).
+#[derive(Clone, Copy)]
 pub struct TaskId(pub i64);
 
 impl FromPyObject<'_, '_> for TaskId {

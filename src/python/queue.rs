@@ -492,9 +492,8 @@ impl PyQueue {
     }
 
     fn get(&self, py: Python<'_>, task_id: TaskId) -> PyResult<PyTask> {
-        let task_id = task_id.0;
         let q = self.q()?;
-        Ok(PyTask::snapshot(py.detach(move || q.get(task_id)).py()?))
+        Ok(PyTask::snapshot(py.detach(move || q.get(task_id.0)).py()?))
     }
 
     /// The task holding `idempotency_key`, or None.
@@ -559,9 +558,8 @@ impl PyQueue {
     }
 
     fn cancel(&self, py: Python<'_>, task_id: TaskId) -> PyResult<bool> {
-        let task_id = task_id.0;
         let q = self.q()?;
-        py.detach(move || q.cancel(task_id)).py()
+        py.detach(move || q.cancel(task_id.0)).py()
     }
 
     fn set_priority(
@@ -570,16 +568,14 @@ impl PyQueue {
         task_id: TaskId,
         priority: &Bound<PyAny>,
     ) -> PyResult<bool> {
-        let task_id = task_id.0;
         let p = int_arg(priority, "priority")?;
         let q = self.q()?;
-        py.detach(move || q.set_priority(task_id, p)).py()
+        py.detach(move || q.set_priority(task_id.0, p)).py()
     }
 
     fn retry(&self, py: Python<'_>, task_id: TaskId) -> PyResult<bool> {
-        let task_id = task_id.0;
         let q = self.q()?;
-        py.detach(move || q.retry(task_id)).py()
+        py.detach(move || q.retry(task_id.0)).py()
     }
 
     /// Backoff for a queue, shared by every process on this file. Keys left out keep the defaults.
@@ -882,10 +878,9 @@ impl PyQueue {
 
     #[pyo3(signature = (task_id, *, limit=100))]
     fn logs(&self, py: Python<'_>, task_id: TaskId, limit: i64) -> PyResult<Vec<PyTaskLog>> {
-        let task_id = task_id.0;
         let q = self.q()?;
         Ok(py
-            .detach(move || q.logs(task_id, limit))
+            .detach(move || q.logs(task_id.0, limit))
             .py()?
             .into_iter()
             .map(|row| PyTaskLog { row })
@@ -901,13 +896,12 @@ impl PyQueue {
         message: String,
         details: Option<&Bound<PyAny>>,
     ) -> PyResult<i64> {
-        let task_id = task_id.0;
         let details = details
             .filter(|d| !d.is_none())
             .map(|d| to_json(d, "details"))
             .transpose()?;
         let q = self.q()?;
-        py.detach(move || q.log(task_id, &level, &message, details.as_deref()))
+        py.detach(move || q.log(task_id.0, &level, &message, details.as_deref()))
             .py()
     }
 
@@ -932,10 +926,9 @@ impl PyQueue {
     /// under `strategy` (0: next); None when the task is not queued. See `crate::position`.
     #[pyo3(signature = (task_id, *, strategy="priority"))]
     fn position(&self, py: Python<'_>, task_id: TaskId, strategy: &str) -> PyResult<Option<i64>> {
-        let task_id = task_id.0;
         let s = Strategy::parse(strategy).py()?;
         let q = self.q()?;
-        py.detach(move || q.position(task_id, s)).py()
+        py.detach(move || q.position(task_id.0, s)).py()
     }
 
     /// A change cursor at the present, for `changes_since` (the feed under `events.watch`).
