@@ -136,25 +136,34 @@ impl Queue {
 
     /// Mark the task completed with `result` (JSON text). `LeaseLost` if this claim no longer holds it.
     pub fn complete(&self, lease: Lease, result: Option<&str>) -> Result<()> {
-        self.db.write(|tx| {
-            if self.complete_in(tx, lease, result, now_ms())? {
-                Ok(())
-            } else {
-                Err(lease_lost(tx, lease))
-            }
-        })
+        self.db.write_then(
+            |tx| {
+                // A completion queues nothing: the claim memory stays exact (see `claim::heads`).
+                self.heads.carry(tx);
+                if self.complete_in(tx, lease, result, now_ms())? {
+                    Ok(())
+                } else {
+                    Err(lease_lost(tx, lease))
+                }
+            },
+            |conn| self.heads.committed(conn),
+        )
     }
 
     /// Complete many tasks in one transaction. Returns, per task, whether this claim still held
     /// it (false: lease lost, nothing changed for that task).
     pub fn complete_many(&self, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
-        self.db.write(|tx| {
-            let now = now_ms();
-            items
-                .iter()
-                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
-                .collect()
-        })
+        self.db.write_then(
+            |tx| {
+                self.heads.carry(tx);
+                let now = now_ms();
+                items
+                    .iter()
+                    .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                    .collect()
+            },
+            |conn| self.heads.committed(conn),
+        )
     }
 
     fn policy_for(
@@ -272,26 +281,36 @@ impl Queue {
         if let Some(req) = claim {
             req.validate()?;
         }
-        let settled = self.db.write(|tx| {
-            let now = now_ms();
-            let completed = completes
-                .iter()
-                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
-                .collect::<Result<Vec<_>>>()?;
-            let failed = fails
-                .iter()
-                .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
-                .collect::<Result<Vec<_>>>()?;
-            let claimed = match claim {
-                Some(req) => self.claim_in(tx, req, now)?,
-                None => Vec::new(),
-            };
-            Ok(Settled {
-                completed,
-                failed,
-                claimed,
-            })
-        })?;
+        let settled = self.db.write_then(
+            |tx| {
+                // Completions keep the claim memory exact (the claim below checks it); a failure
+                // may queue its task again.
+                if !fails.is_empty() {
+                    self.heads.forget();
+                } else if claim.is_none() {
+                    self.heads.carry(tx);
+                }
+                let now = now_ms();
+                let completed = completes
+                    .iter()
+                    .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                    .collect::<Result<Vec<_>>>()?;
+                let failed = fails
+                    .iter()
+                    .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
+                    .collect::<Result<Vec<_>>>()?;
+                let claimed = match claim {
+                    Some(req) => self.claim_in(tx, req, now)?,
+                    None => Vec::new(),
+                };
+                Ok(Settled {
+                    completed,
+                    failed,
+                    claimed,
+                })
+            },
+            |conn| self.heads.committed(conn),
+        )?;
         log_failures(fails, &settled.failed);
         Ok(settled)
     }

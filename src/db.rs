@@ -45,6 +45,26 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// SQLite's data version of `conn`'s main database (`SQLITE_FCNTL_DATA_VERSION`). It changes
+/// with every commit to the file: this connection's own when it commits, any other connection's
+/// (of this process or another) when this one next begins a transaction. So inside a write
+/// transaction it is equal to the value read right after this connection's previous commit
+/// exactly when nothing else was committed in between. `None` if SQLite refuses the call.
+pub fn data_version(conn: &Connection) -> Option<u32> {
+    let mut v: std::ffi::c_uint = 0;
+    // SAFETY: a valid open connection and an out-pointer of the type SQLite documents for this
+    // opcode; the call only reads a counter of the main database's pager.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION,
+            (&mut v as *mut std::ffi::c_uint).cast(),
+        )
+    };
+    (rc == rusqlite::ffi::SQLITE_OK).then_some(v)
+}
+
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     pub busy_timeout: Duration,
@@ -299,7 +319,18 @@ impl Db {
 
     /// Run `f` in an IMMEDIATE transaction and commit it, retrying the whole transaction while
     /// the database stays busy. `f` may run more than once, so it must only touch `tx`.
-    pub fn write<T>(&self, mut f: impl FnMut(&WriteTx) -> Result<T>) -> Result<T> {
+    pub fn write<T>(&self, f: impl FnMut(&WriteTx) -> Result<T>) -> Result<T> {
+        self.write_then(f, |_| {})
+    }
+
+    /// `write`, then `after_commit` on the writer connection once the commit succeeded, before
+    /// any other thread of this process can write: what it reads of the connection (its
+    /// `data_version`) is the state this transaction left.
+    pub fn write_then<T>(
+        &self,
+        mut f: impl FnMut(&WriteTx) -> Result<T>,
+        after_commit: impl FnOnce(&Connection),
+    ) -> Result<T> {
         let conn = self.writer.lock();
         let deadline = Instant::now() + self.busy_timeout;
         let out = retry_busy(deadline, || {
@@ -308,6 +339,7 @@ impl Db {
             tx.commit()?;
             Ok(out)
         })?;
+        after_commit(&conn);
         drop(conn);
         self.notifier.notify();
         Ok(out)

@@ -2,6 +2,7 @@
 //! The operations live in modules named for what they do (`enqueue`, `claim`, `ack`, `admin`,
 //! `workers`, `logs`, `maintenance`, `metrics`), each an `impl Queue` block.
 
+use crate::claim::heads::Heads;
 use crate::claim::indexes;
 use crate::claim::lanes::LaneCache;
 use crate::db::{Db, DbOptions};
@@ -36,6 +37,8 @@ pub struct Queue {
     pub(crate) lanes: Mutex<LaneCache>,
     /// The lazy claim indexes this handle has found on the file (see `claim::indexes`).
     pub(crate) claim_indexes: indexes::Seen,
+    /// Lane heads known from this handle's previous claim (see `claim::heads`).
+    pub(crate) heads: Heads,
 }
 
 impl Queue {
@@ -48,6 +51,7 @@ impl Queue {
             opts,
             lanes: Mutex::new(LaneCache::default()),
             claim_indexes: indexes::Seen::default(),
+            heads: Heads::default(),
         })
     }
 

@@ -143,3 +143,8 @@ def claim_once(path, strategy, out):
     """One claim (the first FIFO, LIFO or weighted one on a file creates its strategy's index)."""
     with Queue(path) as q:
         out.put([t.id for t in q.claim("starter", strategy=strategy)])
+
+
+def enqueue_one(path, task_type, priority, out):
+    with Queue(path) as q:
+        out.put(q.enqueue(task_type, priority=priority))

@@ -215,6 +215,31 @@ def test_every_task_is_in_the_claim_index_that_another_process_creates(db_path, 
         assert q.stats()["queued"] == 0
 
 
+def test_a_claim_sees_what_another_process_did_since_the_previous_one(db_path, procs):
+    """Between its claims a handle remembers the head of each lane it searched, and trusts that
+    memory only while nothing else was committed to the file (claim/heads.rs). Another process
+    that takes a remembered head, or queues a more urgent task, in between: the next claim must
+    see both."""
+    with Queue(db_path) as q:
+        ids = q.enqueue_many([{"type": f"t{i % 4}", "priority": 50} for i in range(40)])
+        [first] = q.claim("w")
+        assert first.id == ids[0]  # and the heads of lanes t1, t2, t3 are remembered
+        q.complete(first)
+
+        procs.start(mp_helpers.claim_once, db_path, "priority", procs.out)
+        [[taken]] = procs.results(1)
+        procs.join()
+        assert taken == ids[1]  # the head remembered for lane t1
+        procs.start(mp_helpers.enqueue_one, db_path, "t3", 1, procs.out)
+        [urgent] = procs.results(1)
+        procs.join()
+
+        assert [t.id for t in q.claim("w")] == [urgent]
+        assert [t.id for t in q.claim("w")] == [ids[2]]
+        assert [t.id for t in q.claim("w")] == [ids[3]]
+        assert [t.id for t in q.claim("w")] == [ids[4]]
+
+
 def test_eight_busy_processes_never_see_database_is_locked(db_path, procs):
     n, rounds = 8, 40
     Queue(db_path).close()

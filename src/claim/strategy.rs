@@ -66,6 +66,33 @@ impl Strategy {
         }
     }
 
+    /// A lane's first queued row in this strategy's order, due or not (see `heads`): the
+    /// candidate query without its due-time condition.
+    pub fn head_sql(self) -> &'static str {
+        match self {
+            Strategy::Priority => {
+                "SELECT id, priority, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_priority
+                 WHERE lane_id = ?1 AND status = 'queued'
+                 ORDER BY priority, run_after, id LIMIT 1"
+            }
+            Strategy::Fifo => {
+                "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
+                 WHERE lane_id = ?1 AND status = 'queued'
+                 ORDER BY run_after, id LIMIT 1"
+            }
+            Strategy::Lifo => {
+                "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
+                 WHERE lane_id = ?1 AND status = 'queued'
+                 ORDER BY run_after DESC, id DESC LIMIT 1"
+            }
+            Strategy::WeightedRandom => {
+                "SELECT id, 0, run_after, wkey FROM tasks INDEXED BY tasks_claim_weighted
+                 WHERE lane_id = ?1 AND status = 'queued'
+                 ORDER BY wkey LIMIT 1"
+            }
+        }
+    }
+
     /// Order two candidates from different lanes the way the index orders them within a lane.
     pub fn compare(self, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         match self {
@@ -86,6 +113,18 @@ pub struct Candidate {
     pub priority: i64,
     pub run_after: i64,
     pub wkey: f64,
+}
+
+impl Candidate {
+    /// A row of `candidate_sql` or `head_sql`.
+    pub fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Candidate> {
+        Ok(Candidate {
+            id: r.get(0)?,
+            priority: r.get(1)?,
+            run_after: r.get(2)?,
+            wkey: r.get(3)?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,390 @@
+//! Lane heads a handle remembers from one claim to the next.
+//!
+//! Why: a claim of one task looks up the head of every lane it may take from (one index search
+//! per lane: eight in the benchmark, one per task type in general), although when nothing else
+//! wrote to the file since its previous claim only the lane it took from has changed. Those
+//! searches were a sixth of a one-task claim+complete cycle.
+//!
+//! When the memory is trusted: SQLite's data version of the writer connection (`db::data_version`)
+//! changes with every commit to the file, this connection's own and any other connection's, of
+//! this process or another. The memory holds the version it is exact for, read right after the
+//! commit of the transaction that left it exact; a transaction that finds another version starts
+//! from nothing. Only a single-task claim (which updates the memory) and acknowledgements that
+//! cannot put a task back in the queue (`complete`, `complete_many`, `settle` without failures)
+//! carry the memory over their commit; every other write, ours or another process's, leaves a
+//! newer version behind. So a write path that does not know about this memory costs the next
+//! claim a full search, never a wrong answer.
+//!
+//! Time: a claim takes the first *due* row of a lane in the strategy's order. A lane's head is
+//! remembered only when the first row of the lane in that order, due or not, is due (or the lane
+//! has no queued row): a row that becomes due later comes after it in that order, so the passing
+//! of time cannot change the answer. A lane whose first row is delayed is searched at every claim.
+
+use super::strategy::{Candidate, Strategy};
+use crate::db::data_version;
+use crate::db::WriteTx;
+use crate::error::Result;
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+#[cfg(test)]
+thread_local! {
+    /// Lane searches this thread's claims made because the memory did not know the lane.
+    static SEARCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What a claim knows of a lane without searching it.
+#[derive(Debug, Clone)]
+enum Known {
+    /// No queued row at all.
+    Empty,
+    /// The lane's first queued row in the strategy's order, due.
+    Head(Candidate),
+}
+
+#[derive(Debug)]
+struct State {
+    /// The writer connection's data version the memory is exact for; `None`: not trusted.
+    version: Option<u32>,
+    /// A transaction is using the memory: set `version` after its commit (`committed`).
+    pending: bool,
+    strategy: Strategy,
+    lanes: HashMap<i64, Known>,
+}
+
+/// The memory of one `Queue` handle.
+#[derive(Debug)]
+pub struct Heads(Mutex<State>);
+
+impl Default for Heads {
+    fn default() -> Heads {
+        Heads(Mutex::new(State {
+            version: None,
+            pending: false,
+            strategy: Strategy::Priority,
+            lanes: HashMap::new(),
+        }))
+    }
+}
+
+/// The memory, open for one single-task claim inside its write transaction.
+pub struct Open<'a>(MutexGuard<'a, State>);
+
+impl Heads {
+    /// Open the memory for a single-task claim by `strategy` in `tx`. `trust` is false when this
+    /// transaction has already put tasks back in the queue (expired leases) before the claim.
+    pub fn open(&self, tx: &WriteTx, strategy: Strategy, trust: bool) -> Open<'_> {
+        let mut s = self.0.lock();
+        let now = data_version(tx);
+        if !trust || now.is_none() || s.version != now || s.strategy != strategy {
+            s.lanes.clear();
+            s.strategy = strategy;
+        }
+        // Untrusted until this transaction commits: a rollback or error leaves it so.
+        s.version = None;
+        s.pending = true;
+        Open(s)
+    }
+
+    /// A transaction that cannot make any queued task claimable earlier or add one (completions)
+    /// keeps the memory exact, if it was exact when the transaction began.
+    pub fn carry(&self, tx: &WriteTx) {
+        let mut s = self.0.lock();
+        let exact = s.version.is_some() && s.version == data_version(tx);
+        s.version = None;
+        s.pending = exact;
+        if !exact {
+            s.lanes.clear();
+        }
+    }
+
+    /// This transaction changes the queue in ways the memory does not follow (a batch claim, a
+    /// failure that re-queues): forget everything.
+    pub fn forget(&self) {
+        let mut s = self.0.lock();
+        s.version = None;
+        s.pending = false;
+        s.lanes.clear();
+    }
+
+    /// After the commit of a transaction that opened or carried the memory: it is exact for the
+    /// connection's new data version. (`Db::write_then` runs this before any other thread of the
+    /// process can write.)
+    pub fn committed(&self, conn: &Connection) {
+        let mut s = self.0.lock();
+        if s.pending {
+            s.version = data_version(conn);
+            s.pending = false;
+        }
+    }
+}
+
+impl Open<'_> {
+    /// The claim candidate of `lane` (its first due row in the strategy's order), from memory
+    /// when it is known, else from the index.
+    pub fn candidate(&mut self, tx: &WriteTx, lane: i64, now: i64) -> Result<Option<Candidate>> {
+        let strategy = self.0.strategy;
+        match self.0.lanes.get(&lane) {
+            Some(Known::Empty) => return Ok(None),
+            Some(Known::Head(c)) => return Ok(Some(c.clone())),
+            None => {}
+        }
+        #[cfg(test)]
+        SEARCHES.with(|n| n.set(n.get() + 1));
+        let head = tx
+            .prepare_cached(strategy.head_sql())?
+            .query_row(params![lane], Candidate::from_row)
+            .optional()?;
+        match head {
+            None => {
+                self.0.lanes.insert(lane, Known::Empty);
+                Ok(None)
+            }
+            Some(c) if c.run_after <= now => {
+                self.0.lanes.insert(lane, Known::Head(c.clone()));
+                Ok(Some(c))
+            }
+            // Delayed first row: search for the first due one, and remember nothing.
+            Some(_) => Ok(tx
+                .prepare_cached(strategy.candidate_sql())?
+                .query_row(params![lane, now, 1], Candidate::from_row)
+                .optional()?),
+        }
+    }
+
+    /// The claim took `lane`'s head: search it again next time.
+    pub fn taken(&mut self, lane: i64) {
+        self.0.lanes.remove(&lane);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::Lease;
+    use crate::claim::ClaimRequest;
+    use crate::enqueue::NewTask;
+    use crate::queue::{Queue, QueueOptions};
+    use crate::retry::RetryOverrides;
+    use crate::task::TaskRow;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn searches() -> u64 {
+        SEARCHES.with(|n| n.get())
+    }
+
+    fn open(path: &str) -> Queue {
+        Queue::open(path, QueueOptions::default()).unwrap()
+    }
+
+    fn claim(q: &Queue, s: Strategy) -> Option<TaskRow> {
+        let mut req = ClaimRequest::new("w");
+        req.strategy = s;
+        q.claim(&req).unwrap().pop()
+    }
+
+    fn lease(t: &TaskRow) -> Lease {
+        Lease {
+            task_id: t.id,
+            token: t.lease_token.unwrap(),
+        }
+    }
+
+    /// The task a claim by `s` must take now, from all queued due rows, without any memory.
+    fn expected(q: &Queue, s: Strategy) -> Option<i64> {
+        let mut all: Vec<Candidate> =
+            q.db.read(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, priority, run_after, wkey FROM tasks
+                     WHERE status = 'queued' AND run_after <= ?1",
+                )?;
+                let rows = st.query_map([crate::time::now_ms()], Candidate::from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .unwrap();
+        all.sort_by(|a, b| s.compare(a, b));
+        all.first().map(|c| c.id)
+    }
+
+    fn task(t: &str, priority: i64) -> NewTask {
+        let mut n = NewTask::new(t, "null");
+        n.priority = priority;
+        n
+    }
+
+    #[test]
+    fn a_claim_searches_only_the_lane_it_took_from_while_nothing_else_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let path = path.to_str().unwrap();
+        let (a, b) = (open(path), open(path));
+        let tasks: Vec<NewTask> = (0..80).map(|i| task(&format!("t{}", i % 8), 100)).collect();
+        a.enqueue_many(&tasks).unwrap();
+        let s = Strategy::Priority;
+        let n0 = searches();
+        let t = claim(&a, s).unwrap();
+        assert_eq!(searches() - n0, 8, "the first claim searches every lane");
+        a.complete(lease(&t), None).unwrap();
+        let n1 = searches();
+        claim(&a, s).unwrap();
+        assert_eq!(searches() - n1, 1, "then only the lane it took from");
+        // Another connection's commit (here a new task) makes the next claim search them all.
+        let newest = b.enqueue(&task("t5", 1)).unwrap();
+        let n2 = searches();
+        assert_eq!(claim(&a, s).unwrap().id, newest);
+        assert_eq!(searches() - n2, 8);
+        // So does any write of this handle that is not a claim or a completion.
+        let n3 = searches();
+        claim(&a, s).unwrap();
+        assert_eq!(searches() - n3, 1);
+        a.set_priority(tasks.len() as i64, 1).unwrap();
+        let n4 = searches();
+        assert_eq!(claim(&a, s).unwrap().id, tasks.len() as i64);
+        assert_eq!(searches() - n4, 8);
+        // And a claim by another strategy.
+        let n5 = searches();
+        claim(&a, Strategy::Fifo).unwrap();
+        assert_eq!(searches() - n5, 8);
+    }
+
+    #[test]
+    fn claims_take_what_a_fresh_search_would_through_every_kind_of_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let path = path.to_str().unwrap();
+        // Two handles on one file, as two processes: each one's writes are the other's news.
+        let qs = [open(path), open(path)];
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut held: Vec<(usize, TaskRow)> = Vec::new();
+        let strategies = [
+            Strategy::Priority,
+            Strategy::Fifo,
+            Strategy::Lifo,
+            Strategy::WeightedRandom,
+        ];
+        let mut claims = 0;
+        for step in 0..3000 {
+            let h = rng.random_range(0..2);
+            let q = &qs[h];
+            match rng.random_range(0..10) {
+                0..=2 => {
+                    let mut t = task(
+                        &format!("t{}", rng.random_range(0..5)),
+                        rng.random_range(1..20),
+                    );
+                    if rng.random_range(0..6) == 0 {
+                        t.delay_ms = Some(3_600_000);
+                    }
+                    t.retry = Some(RetryOverrides {
+                        base: Some(0.0),
+                        jitter: Some(0.0),
+                        ..Default::default()
+                    });
+                    q.enqueue(&t).unwrap();
+                }
+                3..=5 => {
+                    // Mostly one strategy per handle, as a worker runs, sometimes another.
+                    let s = if rng.random_range(0..5) == 0 {
+                        strategies[rng.random_range(0..4)]
+                    } else {
+                        strategies[h]
+                    };
+                    let want = expected(q, s);
+                    let got = claim(q, s);
+                    assert_eq!(got.as_ref().map(|t| t.id), want, "step {step}, {s:?}");
+                    claims += 1;
+                    if let Some(t) = got {
+                        held.push((h, t));
+                    }
+                }
+                6 if !held.is_empty() => {
+                    let (h, t) = held.swap_remove(rng.random_range(0..held.len()));
+                    // A cancelled task answers LeaseLost, which changes nothing.
+                    let _ = qs[h].complete(lease(&t), None);
+                }
+                7 if !held.is_empty() => {
+                    // Retried at once (zero backoff): back in its lane, due now.
+                    let (h, t) = held.swap_remove(rng.random_range(0..held.len()));
+                    let _ = qs[h].fail(lease(&t), "boom", true);
+                }
+                8 => {
+                    let id = rng.random_range(1..=(step as i64 / 3 + 1));
+                    let _ = q.set_priority(id, rng.random_range(1..20));
+                }
+                9 => {
+                    let id = rng.random_range(1..=(step as i64 / 3 + 1));
+                    let _ = q.cancel(id);
+                }
+                _ => {}
+            }
+        }
+        assert!(claims > 500, "{claims}");
+    }
+
+    fn at_once(t: &mut NewTask) {
+        t.retry = Some(RetryOverrides {
+            base: Some(0.0),
+            jitter: Some(0.0),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn settle_after_a_failure_sees_the_task_it_queued_again() {
+        let (_dir, q) = crate::queue::testutil::file_queue();
+        let mut first = task("a", 1);
+        at_once(&mut first);
+        let first = q.enqueue(&first).unwrap();
+        let later = q.enqueue(&task("a", 50)).unwrap();
+        let other = q.enqueue(&task("b", 40)).unwrap();
+        let t = claim(&q, Strategy::Priority).unwrap();
+        assert_eq!(t.id, first);
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, other);
+        // The memory holds lane a's head (`later`); the failure puts `first` back ahead of it,
+        // in the very transaction of the claim.
+        let out = q
+            .settle(
+                &[],
+                &[(lease(&t), "boom".into(), true)],
+                Some(&ClaimRequest::new("w")),
+            )
+            .unwrap();
+        assert_eq!((out.claimed[0].id, out.claimed[0].attempts), (first, 2));
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, later);
+    }
+
+    #[test]
+    fn a_delayed_first_row_is_searched_again_once_due() {
+        let (_dir, q) = crate::queue::testutil::file_queue();
+        let mut soon = task("a", 1);
+        soon.delay_ms = Some(40);
+        let soon = q.enqueue(&soon).unwrap();
+        let due = q.enqueue(&task("a", 50)).unwrap();
+        let other = q.enqueue(&task("b", 10)).unwrap();
+        // Lane a's first due row is `due`, behind the delayed `soon`: it must not be remembered.
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, other);
+        while crate::time::now_ms() <= q.get(soon).unwrap().run_after {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, soon);
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, due);
+    }
+
+    #[test]
+    fn an_expired_lease_rescued_by_the_claim_is_seen_by_it() {
+        let (_dir, q) = crate::queue::testutil::file_queue();
+        let old = q.enqueue(&task("a", 1)).unwrap();
+        q.enqueue(&task("a", 50)).unwrap();
+        let other = q.enqueue(&task("b", 40)).unwrap();
+        let mut req = ClaimRequest::new("w");
+        req.lease_ms = 1;
+        assert_eq!(q.claim(&req).unwrap()[0].id, old);
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, other);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // This claim puts `old` back in lane a, whose head the memory holds, then chooses.
+        let again = claim(&q, Strategy::Priority).unwrap();
+        assert_eq!((again.id, again.attempts), (old, 2));
+    }
+}
