@@ -19,6 +19,11 @@
 //! remembered only when the first row of the lane in that order, due or not, is due (or the lane
 //! has no queued row): a row that becomes due later comes after it in that order, so the passing
 //! of time cannot change the answer. A lane whose first row is delayed is searched at every claim.
+//!
+//! Leases: the memory also keeps when the earliest running lease ends, as the rescue of expired
+//! leases that opens a claim last saw it, lowered by every lease the handle's claims hand out
+//! since (a completion only removes leases). Until then that rescue cannot find anything, and a
+//! trusted claim skips it.
 
 use super::strategy::{Candidate, Strategy};
 use crate::db::data_version;
@@ -51,6 +56,15 @@ struct State {
     pending: bool,
     strategy: Strategy,
     lanes: HashMap<i64, Known>,
+    /// No running task's lease ends before this (ms; `i64::MAX`: none running); `None`: unknown.
+    lease_floor: Option<i64>,
+}
+
+impl State {
+    fn clear(&mut self) {
+        self.lanes.clear();
+        self.lease_floor = None;
+    }
 }
 
 /// The memory of one `Queue` handle.
@@ -64,6 +78,7 @@ impl Default for Heads {
             pending: false,
             strategy: Strategy::Priority,
             lanes: HashMap::new(),
+            lease_floor: None,
         }))
     }
 }
@@ -72,12 +87,14 @@ impl Default for Heads {
 pub struct Open<'a>(MutexGuard<'a, State>);
 
 impl Heads {
-    /// Open the memory for a single-task claim by `strategy` in `tx`. `trust` is false when this
-    /// transaction has already put tasks back in the queue (expired leases) before the claim.
-    pub fn open(&self, tx: &WriteTx, strategy: Strategy, trust: bool) -> Open<'_> {
+    /// Open the memory for a single-task claim by `strategy` in `tx`.
+    pub fn open(&self, tx: &WriteTx, strategy: Strategy) -> Open<'_> {
         let mut s = self.0.lock();
         let now = data_version(tx);
-        if !trust || now.is_none() || s.version != now || s.strategy != strategy {
+        if now.is_none() || s.version != now {
+            s.clear();
+        }
+        if s.strategy != strategy {
             s.lanes.clear();
             s.strategy = strategy;
         }
@@ -95,7 +112,7 @@ impl Heads {
         s.version = None;
         s.pending = exact;
         if !exact {
-            s.lanes.clear();
+            s.clear();
         }
     }
 
@@ -105,7 +122,7 @@ impl Heads {
         let mut s = self.0.lock();
         s.version = None;
         s.pending = false;
-        s.lanes.clear();
+        s.clear();
     }
 
     /// After the commit of a transaction that opened or carried the memory: it is exact for the
@@ -153,9 +170,27 @@ impl Open<'_> {
         }
     }
 
-    /// The claim took `lane`'s head: search it again next time.
-    pub fn taken(&mut self, lane: i64) {
+    /// The claim took `lane`'s head, leased until `lease_until`: search the lane again next time.
+    pub fn taken(&mut self, lane: i64, lease_until: i64) {
         self.0.lanes.remove(&lane);
+        if let Some(f) = self.0.lease_floor.as_mut() {
+            *f = (*f).min(lease_until);
+        }
+    }
+
+    /// Whether a rescue of expired leases can find anything at `now`: not while the memory
+    /// knows that no lease ends before a later time.
+    pub fn may_rescue(&self, now: i64) -> bool {
+        self.0.lease_floor.is_none_or(|f| now >= f)
+    }
+
+    /// A rescue ran: it moved `moved` tasks back to their lanes (forget the lanes then), and the
+    /// earliest lease still running ends at `next_end`.
+    pub fn rescued(&mut self, moved: usize, next_end: i64) {
+        if moved > 0 {
+            self.0.lanes.clear();
+        }
+        self.0.lease_floor = Some(next_end);
     }
 }
 
@@ -173,6 +208,10 @@ mod tests {
 
     fn searches() -> u64 {
         SEARCHES.with(|n| n.get())
+    }
+
+    fn rescues() -> u64 {
+        crate::maintenance::rescuer::RESCUE_PROBES.with(|n| n.get())
     }
 
     fn open(path: &str) -> Queue {
@@ -228,13 +267,21 @@ mod tests {
         assert_eq!(searches() - n0, 8, "the first claim searches every lane");
         a.complete(lease(&t), None).unwrap();
         let n1 = searches();
+        let r1 = rescues();
         claim(&a, s).unwrap();
         assert_eq!(searches() - n1, 1, "then only the lane it took from");
+        assert_eq!(
+            rescues() - r1,
+            0,
+            "and no lease can have ended: no rescue probe"
+        );
         // Another connection's commit (here a new task) makes the next claim search them all.
         let newest = b.enqueue(&task("t5", 1)).unwrap();
         let n2 = searches();
+        let r2 = rescues();
         assert_eq!(claim(&a, s).unwrap().id, newest);
         assert_eq!(searches() - n2, 8);
+        assert_eq!(rescues() - r2, 1);
         // So does any write of this handle that is not a claim or a completion.
         let n3 = searches();
         claim(&a, s).unwrap();
@@ -370,6 +417,27 @@ mod tests {
         }
         assert_eq!(claim(&q, Strategy::Priority).unwrap().id, soon);
         assert_eq!(claim(&q, Strategy::Priority).unwrap().id, due);
+    }
+
+    #[test]
+    fn a_lease_handed_out_by_a_trusted_claim_is_rescued_once_it_ends() {
+        let (_dir, q) = crate::queue::testutil::file_queue();
+        let old = q.enqueue(&task("a", 1)).unwrap();
+        let others: Vec<i64> = (0..3).map(|_| q.enqueue(&task("b", 40)).unwrap()).collect();
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, old);
+        q.release(lease(&q.get(old).unwrap())).unwrap();
+        // Memory rebuilt by this claim (after the release), which leases `old` for 30 ms...
+        let mut req = ClaimRequest::new("w");
+        req.lease_ms = 30;
+        assert_eq!(q.claim(&req).unwrap()[0].id, old);
+        // ...a trusted claim before it ends skips the rescue...
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, others[0]);
+        while crate::time::now_ms() <= q.get(old).unwrap().lease_until.unwrap() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // ...and the first one after it puts `old` back and takes it.
+        let again = claim(&q, Strategy::Priority).unwrap();
+        assert_eq!((again.id, again.attempts), (old, 2));
     }
 
     #[test]

@@ -84,15 +84,24 @@ impl Queue {
         req: &ClaimRequest,
         now: i64,
     ) -> Result<Vec<TaskRow>> {
+        let limit = req.limit;
+        // A batch claim searches every lane, and the memory follows single claims only.
+        let mut heads = (limit == 1).then(|| self.heads.open(tx, req.strategy));
+        if heads.is_none() {
+            self.heads.forget();
+        }
         // Crash recovery rides along: expired leases go back before we choose.
-        let rescued = self.rescue_expired_in(tx, now)?;
+        if heads.as_ref().is_none_or(|h| h.may_rescue(now)) {
+            let (moved, next_end) = self.rescue_expired_in(tx, now)?;
+            if let Some(h) = heads.as_mut() {
+                h.rescued(moved, next_end);
+            }
+        }
         indexes::ensure_index(tx, req.strategy, &self.claim_indexes)?;
         let lanes = self.eligible_lanes(tx, &req.filter)?;
-        let limit = req.limit;
         let mut cands: Vec<Candidate> = Vec::new();
-        if limit == 1 {
+        if let Some(mut heads) = heads {
             // One task: each lane's candidate from the handle's memory where it is known.
-            let mut heads = self.heads.open(tx, req.strategy, rescued == 0);
             let mut best: Option<(Candidate, i64)> = None;
             for &lane in &lanes {
                 if let Some(c) = heads.candidate(tx, lane, now)? {
@@ -105,12 +114,10 @@ impl Queue {
                 }
             }
             if let Some((c, lane)) = best {
-                heads.taken(lane);
+                heads.taken(lane, now + req.lease_ms);
                 cands.push(c);
             }
         } else {
-            // A batch: this search, and the memory forgotten (it follows single claims only).
-            self.heads.forget();
             let mut stmt = tx.prepare_cached(req.strategy.candidate_sql())?;
             for lane in &lanes {
                 // Each lane's rows come in the strategy's order. Once `limit` candidates are

@@ -1,7 +1,8 @@
 //! The rescuer: tasks whose lease expired (their worker crashed, hung or lost the machine) go
 //! back to the queue, or to the dead letter when that attempt was their last. The attempt that
-//! expired counts. It runs inside every claim (one probe of a partial index, usually empty) and
-//! on demand through `sweep()`.
+//! expired counts. It runs inside claims (one probe of a partial index, usually empty; skipped
+//! while the claiming handle knows no lease can have ended yet, see `claim::heads`) and on demand
+//! through `sweep()`.
 
 use crate::ack::log_in;
 use crate::claim::race::Race;
@@ -11,20 +12,41 @@ use crate::queue::Queue;
 use crate::time::now_ms;
 use rusqlite::params;
 
+#[cfg(test)]
+thread_local! {
+    /// Rescue probes (walks of `tasks_lease`) this thread's transactions made.
+    pub(crate) static RESCUE_PROBES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl Queue {
-    pub(crate) fn rescue_expired_in(&self, tx: &WriteTx, now: i64) -> Result<usize> {
-        let expired: Vec<(i64, i64, i64, i64, Option<String>)> = {
+    /// Put back every task whose lease ended before `now`. Returns how many it moved, and when
+    /// the earliest lease still running ends (`i64::MAX` when none is running): until then no
+    /// rescue can find anything (see `claim::heads`).
+    pub(crate) fn rescue_expired_in(&self, tx: &WriteTx, now: i64) -> Result<(usize, i64)> {
+        #[cfg(test)]
+        RESCUE_PROBES.with(|n| n.set(n.get() + 1));
+        let mut expired: Vec<(i64, i64, i64, i64, Option<String>)> = Vec::new();
+        let mut next_end = i64::MAX;
+        {
+            // In lease order: the expired ones, then the first still running tells when the
+            // next lease ends. One walk of the index, as far as the first live lease.
             let mut stmt = tx.prepare_cached(
-                "SELECT id, attempts, max_attempts, priority, locked_by FROM tasks INDEXED BY tasks_lease
-                 WHERE status = 'running' AND lease_until < ?1",
+                "SELECT id, attempts, max_attempts, priority, locked_by, lease_until
+                 FROM tasks INDEXED BY tasks_lease
+                 WHERE status = 'running' AND lease_until IS NOT NULL ORDER BY lease_until",
             )?;
-            let rows = stmt.query_map([now], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let until: i64 = r.get(5)?;
+                if until >= now {
+                    next_end = until;
+                    break;
+                }
+                expired.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+            }
+        }
         if expired.is_empty() {
-            return Ok(0);
+            return Ok((0, next_end));
         }
         let race = Race::read(tx)?;
         let mut moved: Vec<String> = Vec::new();
@@ -70,13 +92,14 @@ impl Queue {
             moved.join("; "),
             if expired.len() > moved.len() { "; ..." } else { "" }
         );
-        Ok(expired.len())
+        Ok((expired.len(), next_end))
     }
 
     /// Put every task whose lease has expired back in the queue (or in the dead letter when its
     /// attempts are spent). Returns how many tasks it moved.
     pub fn sweep(&self) -> Result<usize> {
-        self.db.write(|tx| self.rescue_expired_in(tx, now_ms()))
+        self.db
+            .write(|tx| Ok(self.rescue_expired_in(tx, now_ms())?.0))
     }
 
     /// Hand a lease back without counting the attempt (graceful shutdown): the task is queued
