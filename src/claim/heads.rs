@@ -46,6 +46,9 @@ enum Known {
     Empty,
     /// The lane's first queued row in the strategy's order, due.
     Head(Candidate),
+    /// The lane's first queued row is not due before this time (ms): until then a claim
+    /// searches the lane for its first due row directly, as without this memory.
+    Delayed(i64),
 }
 
 #[derive(Debug)]
@@ -137,6 +140,14 @@ impl Heads {
     }
 }
 
+/// The lane's first due row in the strategy's order (the claim's search before this memory).
+fn first_due(tx: &WriteTx, strategy: Strategy, lane: i64, now: i64) -> Result<Option<Candidate>> {
+    Ok(tx
+        .prepare_cached(strategy.candidate_sql())?
+        .query_row(params![lane, now, 1], Candidate::from_row)
+        .optional()?)
+}
+
 impl Open<'_> {
     /// The claim candidate of `lane` (its first due row in the strategy's order), from memory
     /// when it is known, else from the index.
@@ -145,7 +156,10 @@ impl Open<'_> {
         match self.0.lanes.get(&lane) {
             Some(Known::Empty) => return Ok(None),
             Some(Known::Head(c)) => return Ok(Some(c.clone())),
-            None => {}
+            Some(Known::Delayed(until)) if now < *until => {
+                return first_due(tx, strategy, lane, now)
+            }
+            _ => {}
         }
         #[cfg(test)]
         SEARCHES.with(|n| n.set(n.get() + 1));
@@ -162,11 +176,12 @@ impl Open<'_> {
                 self.0.lanes.insert(lane, Known::Head(c.clone()));
                 Ok(Some(c))
             }
-            // Delayed first row: search for the first due one, and remember nothing.
-            Some(_) => Ok(tx
-                .prepare_cached(strategy.candidate_sql())?
-                .query_row(params![lane, now, 1], Candidate::from_row)
-                .optional()?),
+            // Delayed first row: search for the first due one. That one is not remembered (a row
+            // skipped for not being due may become due and overtake it); the delay is.
+            Some(h) => {
+                self.0.lanes.insert(lane, Known::Delayed(h.run_after));
+                first_due(tx, strategy, lane, now)
+            }
         }
     }
 
