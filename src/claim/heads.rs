@@ -86,15 +86,20 @@ impl Default for Heads {
     }
 }
 
-/// The memory, open for one single-task claim inside its write transaction.
-pub struct Open<'a>(MutexGuard<'a, State>);
+/// The memory, open for one single-task claim inside its write transaction; `trusted` when it
+/// was exact for this transaction (nothing committed since the previous claim or completion).
+pub struct Open<'a> {
+    s: MutexGuard<'a, State>,
+    trusted: bool,
+}
 
 impl Heads {
     /// Open the memory for a single-task claim by `strategy` in `tx`.
     pub fn open(&self, tx: &WriteTx, strategy: Strategy) -> Open<'_> {
         let mut s = self.0.lock();
         let now = data_version(tx);
-        if now.is_none() || s.version != now {
+        let trusted = now.is_some() && s.version == now;
+        if !trusted {
             s.clear();
         }
         if s.strategy != strategy {
@@ -104,7 +109,7 @@ impl Heads {
         // Untrusted until this transaction commits: a rollback or error leaves it so.
         s.version = None;
         s.pending = true;
-        Open(s)
+        Open { s, trusted }
     }
 
     /// A transaction that cannot make any queued task claimable earlier or add one (completions)
@@ -149,11 +154,16 @@ fn first_due(tx: &WriteTx, strategy: Strategy, lane: i64, now: i64) -> Result<Op
 }
 
 impl Open<'_> {
+    /// Whether the memory was exact when this transaction opened it.
+    pub fn trusted(&self) -> bool {
+        self.trusted
+    }
+
     /// The claim candidate of `lane` (its first due row in the strategy's order), from memory
     /// when it is known, else from the index.
     pub fn candidate(&mut self, tx: &WriteTx, lane: i64, now: i64) -> Result<Option<Candidate>> {
-        let strategy = self.0.strategy;
-        match self.0.lanes.get(&lane) {
+        let strategy = self.s.strategy;
+        match self.s.lanes.get(&lane) {
             Some(Known::Empty) => return Ok(None),
             Some(Known::Head(c)) => return Ok(Some(c.clone())),
             Some(Known::Delayed(until)) if now < *until => {
@@ -169,17 +179,17 @@ impl Open<'_> {
             .optional()?;
         match head {
             None => {
-                self.0.lanes.insert(lane, Known::Empty);
+                self.s.lanes.insert(lane, Known::Empty);
                 Ok(None)
             }
             Some(c) if c.run_after <= now => {
-                self.0.lanes.insert(lane, Known::Head(c.clone()));
+                self.s.lanes.insert(lane, Known::Head(c.clone()));
                 Ok(Some(c))
             }
             // Delayed first row: search for the first due one. That one is not remembered (a row
             // skipped for not being due may become due and overtake it); the delay is.
             Some(h) => {
-                self.0.lanes.insert(lane, Known::Delayed(h.run_after));
+                self.s.lanes.insert(lane, Known::Delayed(h.run_after));
                 first_due(tx, strategy, lane, now)
             }
         }
@@ -187,8 +197,8 @@ impl Open<'_> {
 
     /// The claim took `lane`'s head, leased until `lease_until`: search the lane again next time.
     pub fn taken(&mut self, lane: i64, lease_until: i64) {
-        self.0.lanes.remove(&lane);
-        if let Some(f) = self.0.lease_floor.as_mut() {
+        self.s.lanes.remove(&lane);
+        if let Some(f) = self.s.lease_floor.as_mut() {
             *f = (*f).min(lease_until);
         }
     }
@@ -196,16 +206,16 @@ impl Open<'_> {
     /// Whether a rescue of expired leases can find anything at `now`: not while the memory
     /// knows that no lease ends before a later time.
     pub fn may_rescue(&self, now: i64) -> bool {
-        self.0.lease_floor.is_none_or(|f| now >= f)
+        self.s.lease_floor.is_none_or(|f| now >= f)
     }
 
     /// A rescue ran: it moved `moved` tasks back to their lanes (forget the lanes then), and the
     /// earliest lease still running ends at `next_end`.
     pub fn rescued(&mut self, moved: usize, next_end: i64) {
         if moved > 0 {
-            self.0.lanes.clear();
+            self.s.lanes.clear();
         }
-        self.0.lease_floor = Some(next_end);
+        self.s.lease_floor = Some(next_end);
     }
 }
 

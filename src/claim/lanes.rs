@@ -91,13 +91,24 @@ impl Queue {
         Ok(id)
     }
 
-    /// Lanes admitted by `filter`, after picking up lanes other processes created since last time.
+    /// Lanes admitted by `filter`, after picking up lanes created since last time (by this
+    /// handle or another process) when `refresh`. A claim whose memory is trusted passes false:
+    /// nothing was committed since its previous claim, so no lane can be new (`claim::heads`).
     pub(crate) fn eligible_lanes(
         &self,
         conn: &rusqlite::Connection,
         filter: &LaneFilter,
+        refresh: bool,
     ) -> Result<Vec<i64>> {
         let mut cache = self.lanes.lock();
+        if !refresh && cache.max_id > 0 {
+            return Ok(cache
+                .list
+                .iter()
+                .filter(|l| filter.admits(l))
+                .map(|l| l.id)
+                .collect());
+        }
         let mut stmt = conn.prepare_cached(
             "SELECT id, queue, type, requires FROM lanes WHERE id > ?1 ORDER BY id",
         )?;

@@ -98,7 +98,8 @@ impl Queue {
             }
         }
         indexes::ensure_index(tx, req.strategy, &self.claim_indexes)?;
-        let lanes = self.eligible_lanes(tx, &req.filter)?;
+        let refresh = heads.as_ref().is_none_or(|h| !h.trusted());
+        let lanes = self.eligible_lanes(tx, &req.filter, refresh)?;
         let mut cands: Vec<Candidate> = Vec::new();
         if let Some(mut heads) = heads {
             // One task: each lane's candidate from the handle's memory where it is known.
