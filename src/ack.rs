@@ -136,34 +136,28 @@ impl Queue {
 
     /// Mark the task completed with `result` (JSON text). `LeaseLost` if this claim no longer holds it.
     pub fn complete(&self, lease: Lease, result: Option<&str>) -> Result<()> {
-        self.db.write_then(
-            |tx| {
-                // A completion queues nothing: the claim memory stays exact (see `claim::heads`).
-                self.heads.carry(tx);
-                if self.complete_in(tx, lease, result, now_ms())? {
-                    Ok(())
-                } else {
-                    Err(lease_lost(tx, lease))
-                }
-            },
-            |conn| self.heads.committed(conn),
-        )
+        self.write_keeping_heads(|tx| {
+            // A completion queues nothing: the claim memory stays exact (see `claim::heads`).
+            self.heads.carry(tx);
+            if self.complete_in(tx, lease, result, now_ms())? {
+                Ok(())
+            } else {
+                Err(lease_lost(tx, lease))
+            }
+        })
     }
 
     /// Complete many tasks in one transaction. Returns, per task, whether this claim still held
     /// it (false: lease lost, nothing changed for that task).
     pub fn complete_many(&self, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
-        self.db.write_then(
-            |tx| {
-                self.heads.carry(tx);
-                let now = now_ms();
-                items
-                    .iter()
-                    .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
-                    .collect()
-            },
-            |conn| self.heads.committed(conn),
-        )
+        self.write_keeping_heads(|tx| {
+            self.heads.carry(tx);
+            let now = now_ms();
+            items
+                .iter()
+                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                .collect()
+        })
     }
 
     fn policy_for(
@@ -192,6 +186,9 @@ impl Queue {
         retry: bool,
         now: i64,
     ) -> Result<Option<FailOutcome>> {
+        // A retry queues the task again, in this transaction: a claim later in it (`settle`)
+        // must not trust the claim memory.
+        self.heads.forget();
         let row: Option<(i64, i64, String, Option<String>, i64)> = tx
             .prepare_cached(
                 "SELECT attempts, max_attempts, queue, retry_policy, priority FROM tasks
@@ -281,36 +278,31 @@ impl Queue {
         if let Some(req) = claim {
             req.validate()?;
         }
-        let settled = self.db.write_then(
-            |tx| {
-                // Completions keep the claim memory exact (the claim below checks it); a failure
-                // may queue its task again.
-                if !fails.is_empty() {
-                    self.heads.forget();
-                } else if claim.is_none() {
-                    self.heads.carry(tx);
-                }
-                let now = now_ms();
-                let completed = completes
-                    .iter()
-                    .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
-                    .collect::<Result<Vec<_>>>()?;
-                let failed = fails
-                    .iter()
-                    .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
-                    .collect::<Result<Vec<_>>>()?;
-                let claimed = match claim {
-                    Some(req) => self.claim_in(tx, req, now)?,
-                    None => Vec::new(),
-                };
-                Ok(Settled {
-                    completed,
-                    failed,
-                    claimed,
-                })
-            },
-            |conn| self.heads.committed(conn),
-        )?;
+        let settled = self.write_keeping_heads(|tx| {
+            // Completions keep the claim memory exact (a claim below checks it itself; a
+            // failure forgets it).
+            if claim.is_none() {
+                self.heads.carry(tx);
+            }
+            let now = now_ms();
+            let completed = completes
+                .iter()
+                .map(|(l, r)| self.complete_in(tx, *l, r.as_deref(), now))
+                .collect::<Result<Vec<_>>>()?;
+            let failed = fails
+                .iter()
+                .map(|(l, e, r)| self.fail_in(tx, *l, e, *r, now))
+                .collect::<Result<Vec<_>>>()?;
+            let claimed = match claim {
+                Some(req) => self.claim_in(tx, req, now)?,
+                None => Vec::new(),
+            };
+            Ok(Settled {
+                completed,
+                failed,
+                claimed,
+            })
+        })?;
         log_failures(fails, &settled.failed);
         Ok(settled)
     }

@@ -45,6 +45,23 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// `sqlite3_file_control` on `conn`'s main database: true when SQLite answered `SQLITE_OK`.
+///
+/// # Safety
+/// `arg` must be what SQLite documents for `op` (an out-pointer of the type it writes).
+pub(crate) unsafe fn file_control<T>(conn: &Connection, op: std::ffi::c_int, arg: &mut T) -> bool {
+    // SAFETY: a valid open connection; `arg` as the caller promised.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            op,
+            (arg as *mut T).cast(),
+        )
+    };
+    rc == rusqlite::ffi::SQLITE_OK
+}
+
 /// SQLite's data version of `conn`'s main database (`SQLITE_FCNTL_DATA_VERSION`). It changes
 /// with every commit to the file: this connection's own when it commits, any other connection's
 /// (of this process or another) when this one next begins a transaction. So inside a write
@@ -52,17 +69,8 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
 /// exactly when nothing else was committed in between. `None` if SQLite refuses the call.
 pub fn data_version(conn: &Connection) -> Option<u32> {
     let mut v: std::ffi::c_uint = 0;
-    // SAFETY: a valid open connection and an out-pointer of the type SQLite documents for this
-    // opcode; the call only reads a counter of the main database's pager.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION,
-            (&mut v as *mut std::ffi::c_uint).cast(),
-        )
-    };
-    (rc == rusqlite::ffi::SQLITE_OK).then_some(v)
+    // SAFETY: this opcode writes an unsigned int.
+    unsafe { file_control(conn, rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION, &mut v) }.then_some(v)
 }
 
 #[derive(Debug, Clone)]

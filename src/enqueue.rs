@@ -279,15 +279,20 @@ impl Queue {
         // Each task's lane, as an index into the distinct lanes of the batch: a batch usually
         // holds runs of tasks of one queue and type, so a task like the one before it costs a
         // comparison, not a key of three strings to build and hash.
+        // `requires` as stored (JSON text, or NULL when empty): also the lane key's third part.
+        let requires_json: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| Some(requires_text(&t.requires)).filter(|r| !r.is_empty()))
+            .collect();
         let mut lane_keys: Vec<LaneKey> = Vec::new();
         let mut lane_of: Vec<usize> = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            let requires = requires_text(&t.requires);
+        for (t, requires) in tasks.iter().zip(&requires_json) {
+            let requires = requires.as_deref().unwrap_or("");
             let same = lane_keys
                 .last()
-                .is_some_and(|(q, ty, r)| *q == t.queue && *ty == t.task_type && *r == requires);
+                .is_some_and(|(q, ty, r)| *q == t.queue && *ty == t.task_type && r == requires);
             if !same {
-                lane_keys.push((t.queue.clone(), t.task_type.clone(), requires));
+                lane_keys.push((t.queue.clone(), t.task_type.clone(), requires.to_string()));
             }
             lane_of.push(lane_keys.len() - 1);
         }
@@ -297,15 +302,6 @@ impl Queue {
                 t.retry
                     .filter(|r| !r.is_empty())
                     .map(|r| serde_json::to_string(&r).unwrap())
-            })
-            .collect();
-        let requires_json: Vec<Option<String>> = tasks
-            .iter()
-            .map(|t| {
-                t.requires
-                    .as_ref()
-                    .filter(|m| !m.is_empty())
-                    .map(|m| Value::Object(m.clone()).to_string())
             })
             .collect();
 

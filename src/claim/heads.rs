@@ -68,6 +68,18 @@ impl State {
         self.lanes.clear();
         self.lease_floor = None;
     }
+
+    /// A transaction takes the memory: whether it is exact for `tx` (forgotten otherwise), and
+    /// untrusted from here until that transaction commits (a rollback or error leaves it so).
+    fn take(&mut self, tx: &WriteTx) -> bool {
+        let now = data_version(tx);
+        let exact = now.is_some() && self.version == now;
+        if !exact {
+            self.clear();
+        }
+        self.version = None;
+        exact
+    }
 }
 
 /// The memory of one `Queue` handle.
@@ -97,17 +109,11 @@ impl Heads {
     /// Open the memory for a single-task claim by `strategy` in `tx`.
     pub fn open(&self, tx: &WriteTx, strategy: Strategy) -> Open<'_> {
         let mut s = self.0.lock();
-        let now = data_version(tx);
-        let trusted = now.is_some() && s.version == now;
-        if !trusted {
-            s.clear();
-        }
+        let trusted = s.take(tx);
         if s.strategy != strategy {
             s.lanes.clear();
             s.strategy = strategy;
         }
-        // Untrusted until this transaction commits: a rollback or error leaves it so.
-        s.version = None;
         s.pending = true;
         Open { s, trusted }
     }
@@ -116,16 +122,12 @@ impl Heads {
     /// keeps the memory exact, if it was exact when the transaction began.
     pub fn carry(&self, tx: &WriteTx) {
         let mut s = self.0.lock();
-        let exact = s.version.is_some() && s.version == data_version(tx);
-        s.version = None;
-        s.pending = exact;
-        if !exact {
-            s.clear();
-        }
+        s.pending = s.take(tx);
     }
 
     /// This transaction changes the queue in ways the memory does not follow (a batch claim, a
-    /// failure that re-queues): forget everything.
+    /// failure that may queue its task again, before a claim in the same transaction): forget
+    /// everything.
     pub fn forget(&self) {
         let mut s = self.0.lock();
         s.version = None;
@@ -135,13 +137,21 @@ impl Heads {
 
     /// After the commit of a transaction that opened or carried the memory: it is exact for the
     /// connection's new data version. (`Db::write_then` runs this before any other thread of the
-    /// process can write.)
-    pub fn committed(&self, conn: &Connection) {
+    /// process can write; see `Queue::write_keeping_heads`.)
+    fn committed(&self, conn: &Connection) {
         let mut s = self.0.lock();
         if s.pending {
             s.version = data_version(conn);
             s.pending = false;
         }
+    }
+}
+
+impl crate::queue::Queue {
+    /// `Db::write` for the transactions that use the memory (claims, completions): after a
+    /// successful commit the memory is recorded exact for the state that commit left.
+    pub(crate) fn write_keeping_heads<T>(&self, f: impl FnMut(&WriteTx) -> Result<T>) -> Result<T> {
+        self.db.write_then(f, |conn| self.heads.committed(conn))
     }
 }
 

@@ -101,34 +101,28 @@ impl Queue {
         refresh: bool,
     ) -> Result<Vec<i64>> {
         let mut cache = self.lanes.lock();
-        if !refresh && cache.max_id > 0 {
-            return Ok(cache
-                .list
-                .iter()
-                .filter(|l| filter.admits(l))
-                .map(|l| l.id)
-                .collect());
-        }
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, queue, type, requires FROM lanes WHERE id > ?1 ORDER BY id",
-        )?;
-        let mut rows = stmt.query([cache.max_id])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let requires_text: String = r.get(3)?;
-            let requires = if requires_text.is_empty() {
-                None
-            } else {
-                serde_json::from_str::<Map<String, Value>>(&requires_text).ok()
-            };
-            let lane = Lane {
-                id,
-                queue: r.get(1)?,
-                task_type: r.get(2)?,
-                requires,
-            };
-            cache.max_id = cache.max_id.max(id);
-            cache.list.push(lane);
+        if refresh {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, queue, type, requires FROM lanes WHERE id > ?1 ORDER BY id",
+            )?;
+            let mut rows = stmt.query([cache.max_id])?;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let requires_text: String = r.get(3)?;
+                let requires = if requires_text.is_empty() {
+                    None
+                } else {
+                    serde_json::from_str::<Map<String, Value>>(&requires_text).ok()
+                };
+                let lane = Lane {
+                    id,
+                    queue: r.get(1)?,
+                    task_type: r.get(2)?,
+                    requires,
+                };
+                cache.max_id = cache.max_id.max(id);
+                cache.list.push(lane);
+            }
         }
         Ok(cache
             .list

@@ -71,10 +71,7 @@ pub(crate) fn new_lease_token() -> i64 {
 impl Queue {
     pub fn claim(&self, req: &ClaimRequest) -> Result<Vec<TaskRow>> {
         req.validate()?;
-        self.db.write_then(
-            |tx| self.claim_in(tx, req, now_ms()),
-            |conn| self.heads.committed(conn),
-        )
+        self.write_keeping_heads(|tx| self.claim_in(tx, req, now_ms()))
     }
 
     /// The claim itself, inside a write transaction the caller owns (see `ack::settle`).

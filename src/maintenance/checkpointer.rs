@@ -13,12 +13,13 @@
 //! it began, and a busy writer appends more while the pass fsyncs, so under steady writes the
 //! passes never catch up: the WAL grew to the safety net (about 100 MB), and the commit that
 //! crossed it ran the whole checkpoint itself, stalling for 80-120 ms. So once the WAL is past
-//! `RESTART_BYTES` the thread runs its passes back to back: each copies what was appended during
-//! the one before, so they shrink as long as the disk outpaces the writers, and when one has
-//! copied less than `TAIL_BYTES` a FULL checkpoint copies the rest while holding the write lock
-//! (a few milliseconds), after which the next commit starts the WAL over. The FULL waits at most
-//! `FULL_WAIT` for the write lock or for a reader of an older snapshot, then gives up for this
-//! round: a long read (a backup, a dashboard query) makes writers wait that long, never longer.
+//! `Pacing::restart_bytes` the thread runs its passes back to back: each copies what was appended
+//! during the one before, so they shrink as long as the disk outpaces the writers, and when one
+//! has copied less than `tail_bytes` a FULL checkpoint copies the rest while holding the write
+//! lock (a few milliseconds), after which the next commit starts the WAL over. The FULL waits at
+//! most `full_wait` for the write lock or for a reader of an older snapshot, then gives up for
+//! this round: a long read (a backup, a dashboard query) makes writers wait that long, never
+//! longer.
 
 use crate::error::Result;
 use parking_lot::{Condvar, Mutex};
@@ -45,9 +46,10 @@ struct Pacing {
 
 impl Default for Pacing {
     fn default() -> Pacing {
-        // Measured by benches/bench_core.py (claim+complete, one per call; see benches/README.md):
-        // a pass over 16 MB of frames takes 50-100 ms here, the back-to-back passes that follow
-        // shrink to about 2 ms, and the FULL that ends them holds the write lock 5-7 ms.
+        // Measured with benches/bench_stalls.py (claim+complete, one per call; the restart sizes
+        // compared in benches/README.md): a pass over 16 MB of frames takes 50-100 ms here, the
+        // back-to-back passes that follow shrink to about 2 ms, and the FULL that ends them holds
+        // the write lock 5-25 ms.
         Pacing {
             trigger_bytes: 4 << 20,
             max_interval: Duration::from_secs(5),
@@ -176,23 +178,27 @@ fn presync(conn: &Connection) {
         ffi::SQLITE_FCNTL_FILE_POINTER,
     ] {
         let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
-        // SAFETY: the connection is this thread's and runs no statement; SQLite hands back its
-        // open file object (or leaves the pointer null), which stays valid until the connection
-        // closes, and `xSync` is the call SQLite itself makes on it.
+        // SAFETY: these opcodes write a `sqlite3_file*`: SQLite's open file object (or nothing),
+        // valid until the connection closes. The connection is this thread's and runs no
+        // statement, and `xSync` is the call SQLite itself makes on the object.
         unsafe {
-            let rc = ffi::sqlite3_file_control(
-                conn.handle(),
-                c"main".as_ptr(),
-                op,
-                (&mut file as *mut *mut ffi::sqlite3_file).cast(),
-            );
-            if rc == ffi::SQLITE_OK && !file.is_null() && !(*file).pMethods.is_null() {
+            if crate::db::file_control(conn, op, &mut file)
+                && !file.is_null()
+                && !(*file).pMethods.is_null()
+            {
                 if let Some(sync) = (*(*file).pMethods).xSync {
                     sync(file, ffi::SQLITE_SYNC_NORMAL);
                 }
             }
         }
     }
+}
+
+/// Bytes of one WAL frame: a page and its 24-byte header.
+fn frame_bytes(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .unwrap_or(4096)
+        + 24
 }
 
 /// What the loop does after a pass.
@@ -241,11 +247,7 @@ fn pass(
 }
 
 fn run(mut conn: Connection, wal: PathBuf, db_path: &str, shared: Arc<Shared>, pacing: Pacing) {
-    // A WAL frame is a page and its 24-byte header.
-    let frame_bytes = conn
-        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-        .unwrap_or(4096)
-        + 24;
+    let frame_bytes = frame_bytes(&conn);
     // Should this fail, a FULL does not wait at all and falls back to a PASSIVE pass.
     let _ = conn.busy_handler(Some(full_busy));
     let mut last = Instant::now();
@@ -316,12 +318,6 @@ mod tests {
             Ok((r.get(1)?, r.get(2)?))
         })
         .unwrap()
-    }
-
-    fn frame_bytes(c: &Connection) -> i64 {
-        c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-            + 24
     }
 
     #[test]
