@@ -207,6 +207,18 @@ fn open_one(path: &str) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The bundled SQLite's version and the options it was compiled with (`PRAGMA
+/// compile_options`, without the `SQLITE_` prefix), for bug reports and for checking that the
+/// build options in `.cargo/config.toml` reached the build.
+pub fn sqlite_build() -> Result<(String, Vec<String>)> {
+    let conn = Connection::open_in_memory()?;
+    let mut stmt = conn.prepare("PRAGMA compile_options")?;
+    let options = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((rusqlite::version().to_string(), options))
+}
+
 /// The page size of a newly created database file (see `configure`).
 pub const NEW_FILE_PAGE_SIZE: i64 = 2048;
 
@@ -504,6 +516,24 @@ mod tests {
 
     fn cache_size(c: &Connection) -> i64 {
         c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn bundled_sqlite_has_the_build_options() {
+        let (version, options) = sqlite_build().unwrap();
+        assert!(version.starts_with("3."), "{version}");
+        for want in [
+            "DEFAULT_MEMSTATUS=0",
+            "OMIT_SHARED_CACHE",
+            "OMIT_DEPRECATED",
+            "USE_ALLOCA",
+        ] {
+            assert!(
+                options.iter().any(|o| o == want),
+                "SQLite was built without {want} (is LIBSQLITE3_FLAGS from .cargo/config.toml \
+                 set?); it has {options:?}"
+            );
+        }
     }
 
     #[test]

@@ -330,3 +330,15 @@ def test_enqueue_many_returns_each_items_id_in_order(queue, purged_first):
             item["payload"], item["priority"], item.get("idempotency_key")
         )
     assert queue.stats()["queued"] == len(items) - 1
+
+
+def test_the_bundled_sqlite_says_what_it_is_and_how_it_was_built():
+    # The extension carries its own SQLite; the build options in .cargo/config.toml must reach
+    # it through maturin's build as they reach `cargo test`'s.
+    import prismq_queue
+
+    major, minor, *_ = (int(p) for p in prismq_queue.SQLITE_VERSION.split("."))
+    assert (major, minor) >= (3, 45)
+    options = set(prismq_queue.SQLITE_COMPILE_OPTIONS)
+    assert {"DEFAULT_MEMSTATUS=0", "OMIT_SHARED_CACHE", "USE_ALLOCA"} <= options, options
+    assert "THREADSAFE=1" in options

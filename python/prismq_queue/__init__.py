@@ -16,6 +16,8 @@ from ._prismq_queue import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     SCHEMA_VERSION,
+    SQLITE_COMPILE_OPTIONS,
+    SQLITE_VERSION,
     Queue,
     Task,
     TaskLog,
@@ -93,5 +95,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MIN_PRIORITY",
     "MAX_PRIORITY",
+    "SQLITE_VERSION",
+    "SQLITE_COMPILE_OPTIONS",
     "__version__",
 ]

@@ -13,6 +13,9 @@ SCHEMA_VERSION: int
 DEFAULT_MAX_PAYLOAD_BYTES: int
 MIN_PRIORITY: int
 MAX_PRIORITY: int
+# The bundled SQLite (every process of this build uses it, whatever the system has).
+SQLITE_VERSION: str
+SQLITE_COMPILE_OPTIONS: tuple[str, ...]
 
 Seconds = Union[int, float, timedelta]
 Instant = Union[datetime, int, float]

@@ -8,7 +8,9 @@ mod queue;
 mod runs;
 mod task;
 
+use errors::ToPy;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 #[pymodule]
 fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -25,6 +27,12 @@ fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MIN_PRIORITY", crate::enqueue::MIN_PRIORITY)?;
     m.add("MAX_PRIORITY", crate::enqueue::MAX_PRIORITY)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let (sqlite_version, sqlite_options) = crate::db::sqlite_build().py()?;
+    m.add("SQLITE_VERSION", sqlite_version)?;
+    m.add(
+        "SQLITE_COMPILE_OPTIONS",
+        PyTuple::new(m.py(), sqlite_options)?,
+    )?;
     // The core's own log records (targets `prismq_queue::core::*`: retries, dead letters,
     // rescued leases) go to Python's `logging` under the same dotted names. Logger objects are
     // cached, levels are not: each record asks `isEnabledFor`, so logging configured later (or
