@@ -69,3 +69,34 @@ def test_dict_keys_come_back_in_the_order_they_were_given(tmp_path):
         q.complete(t, {"second": 2, "first": 1})
         assert list(q.get(tid).result) == ["second", "first"]
         assert json.dumps(q.get(tid).payload) == json.dumps(payload)
+
+
+def test_subclasses_of_json_types_are_stored_as_json_dumps_writes_them(tmp_path):
+    # The encoder tells types apart by cheap exact checks first; subclasses (enums, a float or
+    # str subclass, an OrderedDict, a tuple) must still come out as json.dumps writes them.
+    import enum
+    from collections import OrderedDict
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Money(float):
+        pass
+
+    class Name(str):
+        pass
+
+    payload = {
+        "level": Level.HIGH,
+        "price": Money(2.5),
+        "who": Name("ada"),
+        "ordered": OrderedDict([("b", 1), ("a", [Money(0.5), True, None])]),
+        "pair": (1, "x"),
+        "big": 2**64 - 1,
+        "neg": -(2**63),
+    }
+    with Queue(str(tmp_path / "sub.db")) as q:
+        tid = q.enqueue("t", payload)
+        assert q.get(tid).payload == json.loads(json.dumps(payload))
+        [many] = q.enqueue_many([{"type": "t", "payload": payload}])
+        assert q.get(many).payload == json.loads(json.dumps(payload))
