@@ -27,6 +27,14 @@ def run(*args, ok=True):
     return result
 
 
+def test_version_names_the_bundled_sqlite():
+    import prismq_queue
+
+    out = run("--version").output
+    assert prismq_queue.__version__ in out
+    assert f"bundled SQLite {prismq_queue.SQLITE_VERSION}" in out
+
+
 def test_enqueue_show_list_stats(tmp_path):
     db = tmp_path / "c.db"
     out = run("enqueue", "--db", db, "email.send", '{"to": "a@example.com"}', "--priority", 5, "--json").output

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
-from . import Queue
+from . import SQLITE_VERSION, Queue
 from .errors import InvalidArgument, QueueError, TaskNotFound
 
 EXIT_FAILED = 1
@@ -67,7 +67,8 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n")[1])
-@click.version_option(package_name="prismq_queue")
+# The SQLite version too: the extension carries its own, whatever the system has (bug reports).
+@click.version_option(package_name="prismq_queue", message=f"%(prog)s %(version)s (bundled SQLite {SQLITE_VERSION})")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """prismq-queue: a persistent task queue in one SQLite file."""
