@@ -20,6 +20,10 @@
 //! has no queued row): a row that becomes due later comes after it in that order, so the passing
 //! of time cannot change the answer. A lane whose first row is delayed is searched at every claim.
 //!
+//! A search reads the lane's first `KEPT` rows in that order, not one: while the memory is
+//! trusted, the rows after a claimed head are the lane's next heads, each the answer as soon as it
+//! is due, so a run of claims from one lane searches it once per `KEPT` claims.
+//!
 //! Leases: the memory also keeps when the earliest running lease ends, as the rescue of expired
 //! leases that opens a claim last saw it, lowered by every lease the handle's claims hand out
 //! since (a completion only removes leases). Until then that rescue cannot find anything, and a
@@ -31,7 +35,7 @@ use crate::db::WriteTx;
 use crate::error::Result;
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 #[cfg(test)]
 thread_local! {
@@ -39,13 +43,20 @@ thread_local! {
     static SEARCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// How many of a lane's first rows one search reads (see the module comment).
+pub const KEPT: usize = 16;
+
 /// What a claim knows of a lane without searching it.
 #[derive(Debug, Clone)]
 enum Known {
     /// No queued row at all.
     Empty,
-    /// The lane's first queued row in the strategy's order, due.
-    Head(Candidate),
+    /// The lane's first queued rows in the strategy's order, due or not, never empty; the first
+    /// was due when they were read. `whole`: they are all of the lane's queued rows.
+    Heads {
+        rows: VecDeque<Candidate>,
+        whole: bool,
+    },
     /// The lane's first queued row is not due before this time (ms): until then a claim
     /// searches the lane for its first due row directly, as without this memory.
     Delayed(i64),
@@ -175,7 +186,16 @@ impl Open<'_> {
         let strategy = self.s.strategy;
         match self.s.lanes.get(&lane) {
             Some(Known::Empty) => return Ok(None),
-            Some(Known::Head(c)) => return Ok(Some(c.clone())),
+            Some(Known::Heads { rows, .. }) => match rows.front() {
+                Some(c) if c.run_after <= now => return Ok(Some(c.clone())),
+                // The lane's first row now (the ones before it were claimed) is not due yet.
+                Some(c) => {
+                    let until = c.run_after;
+                    self.s.lanes.insert(lane, Known::Delayed(until));
+                    return first_due(tx, strategy, lane, now);
+                }
+                None => {}
+            },
             Some(Known::Delayed(until)) if now < *until => {
                 return first_due(tx, strategy, lane, now)
             }
@@ -183,17 +203,19 @@ impl Open<'_> {
         }
         #[cfg(test)]
         SEARCHES.with(|n| n.set(n.get() + 1));
-        let head = tx
+        let rows = tx
             .prepare_cached(strategy.head_sql())?
-            .query_row(params![lane], Candidate::from_row)
-            .optional()?;
-        match head {
+            .query_map(params![lane, KEPT as i64], Candidate::from_row)?
+            .collect::<rusqlite::Result<VecDeque<_>>>()?;
+        match rows.front() {
             None => {
                 self.s.lanes.insert(lane, Known::Empty);
                 Ok(None)
             }
             Some(c) if c.run_after <= now => {
-                self.s.lanes.insert(lane, Known::Head(c.clone()));
+                let c = c.clone();
+                let whole = rows.len() < KEPT;
+                self.s.lanes.insert(lane, Known::Heads { rows, whole });
                 Ok(Some(c))
             }
             // Delayed first row: search for the first due one. That one is not remembered (a row
@@ -205,9 +227,26 @@ impl Open<'_> {
         }
     }
 
-    /// The claim took `lane`'s head, leased until `lease_until`: search the lane again next time.
-    pub fn taken(&mut self, lane: i64, lease_until: i64) {
-        self.s.lanes.remove(&lane);
+    /// The claim took task `id` from `lane`, leased until `lease_until`. A lane with remembered
+    /// rows gave its first one (`candidate`), and the next is the head now; a delayed lane gave a
+    /// row from a search past its head, and is searched again next time.
+    pub fn taken(&mut self, lane: i64, id: i64, lease_until: i64) {
+        match self.s.lanes.get_mut(&lane) {
+            Some(Known::Heads { rows, whole }) => {
+                let head = rows.pop_front();
+                debug_assert_eq!(head.map(|c| c.id), Some(id));
+                if rows.is_empty() {
+                    if *whole {
+                        self.s.lanes.insert(lane, Known::Empty);
+                    } else {
+                        self.s.lanes.remove(&lane);
+                    }
+                }
+            }
+            _ => {
+                self.s.lanes.remove(&lane);
+            }
+        }
         if let Some(f) = self.s.lease_floor.as_mut() {
             *f = (*f).min(lease_until);
         }
@@ -289,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_searches_only_the_lane_it_took_from_while_nothing_else_writes() {
+    fn a_claim_searches_no_lane_while_nothing_else_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.db");
         let path = path.to_str().unwrap();
@@ -304,7 +343,11 @@ mod tests {
         let n1 = searches();
         let r1 = rescues();
         claim(&a, s).unwrap();
-        assert_eq!(searches() - n1, 1, "then only the lane it took from");
+        assert_eq!(
+            searches() - n1,
+            0,
+            "then none: the rows after the lane's head were read with it"
+        );
         assert_eq!(
             rescues() - r1,
             0,
@@ -320,7 +363,7 @@ mod tests {
         // So does any write of this handle that is not a claim or a completion.
         let n3 = searches();
         claim(&a, s).unwrap();
-        assert_eq!(searches() - n3, 1);
+        assert_eq!(searches() - n3, 0);
         a.set_priority(tasks.len() as i64, 1).unwrap();
         let n4 = searches();
         assert_eq!(claim(&a, s).unwrap().id, tasks.len() as i64);
@@ -329,6 +372,45 @@ mod tests {
         let n5 = searches();
         claim(&a, Strategy::Fifo).unwrap();
         assert_eq!(searches() - n5, 8);
+    }
+
+    #[test]
+    fn a_lane_is_searched_once_per_kept_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path().join("q.db").to_str().unwrap());
+        let n = KEPT + 3;
+        let ids = q
+            .enqueue_many(&(0..n).map(|_| task("t", 100)).collect::<Vec<_>>())
+            .unwrap();
+        let mut per_claim = Vec::new();
+        for id in &ids {
+            let before = searches();
+            assert_eq!(claim(&q, Strategy::Fifo).unwrap().id, *id);
+            per_claim.push(searches() - before);
+        }
+        let before = searches();
+        assert!(claim(&q, Strategy::Fifo).is_none());
+        per_claim.push(searches() - before);
+        // The first search reads KEPT rows, the one after them the last three (the whole lane
+        // then), and the claim after the last row knows the lane is empty.
+        let mut want = vec![0; n + 1];
+        want[0] = 1;
+        want[KEPT] = 1;
+        assert_eq!(per_claim, want);
+    }
+
+    #[test]
+    fn a_remembered_row_that_is_not_due_yet_is_stepped_over() {
+        // Priority order: A (1, due), B (2, due in an hour), C (3, due). After A, the remembered
+        // head is B, which must not be taken: C is.
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(dir.path().join("q.db").to_str().unwrap());
+        let mut b = task("t", 2);
+        b.delay_ms = Some(3_600_000);
+        let ids = q.enqueue_many(&[task("t", 1), b, task("t", 3)]).unwrap();
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, ids[0]);
+        assert_eq!(claim(&q, Strategy::Priority).unwrap().id, ids[2]);
+        assert!(claim(&q, Strategy::Priority).is_none());
     }
 
     #[test]

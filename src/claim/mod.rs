@@ -112,7 +112,7 @@ impl Queue {
                 }
             }
             if let Some((c, lane)) = best {
-                heads.taken(lane, now + req.lease_ms);
+                heads.taken(lane, c.id, now + req.lease_ms);
                 cands.push(c);
             }
         } else {
@@ -202,7 +202,7 @@ impl Queue {
         self.db.read(|c| {
             let mut out = Vec::new();
             for (sql, args) in [
-                (strategy.head_sql(), params![1]),
+                (strategy.head_sql(), params![1, heads::KEPT as i64]),
                 (strategy.candidate_sql(), params![1, 0, 1]),
             ] {
                 let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;

@@ -66,29 +66,29 @@ impl Strategy {
         }
     }
 
-    /// A lane's first queued row in this strategy's order, due or not (see `heads`): the
+    /// A lane's first `?2` queued rows in this strategy's order, due or not (see `heads`): the
     /// candidate query without its due-time condition.
     pub fn head_sql(self) -> &'static str {
         match self {
             Strategy::Priority => {
                 "SELECT id, priority, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_priority
                  WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY priority, run_after, id LIMIT 1"
+                 ORDER BY priority, run_after, id LIMIT ?2"
             }
             Strategy::Fifo => {
                 "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
                  WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY run_after, id LIMIT 1"
+                 ORDER BY run_after, id LIMIT ?2"
             }
             Strategy::Lifo => {
                 "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
                  WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY run_after DESC, id DESC LIMIT 1"
+                 ORDER BY run_after DESC, id DESC LIMIT ?2"
             }
             Strategy::WeightedRandom => {
                 "SELECT id, 0, run_after, wkey FROM tasks INDEXED BY tasks_claim_weighted
                  WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY wkey LIMIT 1"
+                 ORDER BY wkey LIMIT ?2"
             }
         }
     }
