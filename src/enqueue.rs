@@ -370,59 +370,48 @@ impl Queue {
                     && requires_json[j].is_none()
                     && t.timeout_ms.is_none()
                     && retry_texts[j].is_none()
-                    && t.idempotency_key.is_none()
             };
+            let n = ROWS_PER_INSERT;
             let mut i = 0;
             while i < tasks.len() {
-                // Rows inserted without a rowid get the largest rowid plus one, in order, and this
-                // transaction holds the write lock: the ids of a multi-row INSERT are consecutive.
-                // (Only once any id floor is placed: see `IdFloor`.)
-                let rows_done = |n: usize, ids: &mut Vec<i64>| {
-                    let last = tx.last_insert_rowid();
-                    ids.extend(last - n as i64 + 1..=last);
-                    n
-                };
-                let n = ROWS_PER_INSERT;
-                if floor.0.is_none() && i + n <= tasks.len() {
-                    // A run of like tasks through the uniform statement...
-                    if (i..i + n).all(|j| like(i, j)) {
-                        let placed = (i..i + n).map(place).collect::<Vec<_>>();
+                // Tasks without a key go n at a time through one multi-row INSERT (once any id
+                // floor is placed): each execution of a statement opens and closes a cursor on the
+                // table and every index, which the rows of one execution share. A run of like
+                // tasks takes the uniform statement, others the general one.
+                if floor.0.is_none()
+                    && i + n <= tasks.len()
+                    && tasks[i..i + n].iter().all(|t| t.idempotency_key.is_none())
+                {
+                    let placed = (i..i + n).map(place).collect::<Vec<_>>();
+                    let (sql, args): (&str, Vec<&dyn ToSql>) = if (i..i + n).all(|j| like(i, j)) {
                         let t = &tasks[i];
-                        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(6 + 3 * n);
-                        args.extend_from_slice(&[
+                        let shared: [&dyn ToSql; 6] = [
                             &placed[0].0,
                             &t.task_type,
                             &t.queue,
                             &t.priority,
                             &t.max_attempts,
                             &now,
-                        ]);
-                        for (t, (_, run_after, wkey)) in tasks[i..i + n].iter().zip(&placed) {
-                            args.extend_from_slice(&[&t.payload, run_after, wkey]);
-                        }
-                        tx.prepare_cached(&INSERT_UNIFORM)?.execute(&*args)?;
-                        i += rows_done(n, &mut ids);
-                        continue;
-                    }
-                    // ...else tasks without a key n at a time: each execution of a statement opens
-                    // and closes a cursor on the table and every index, which the rows of one
-                    // execution share.
-                    if tasks[i..i + n].iter().all(|t| t.idempotency_key.is_none()) {
-                        let placed = (i..i + n).map(place).collect::<Vec<_>>();
-                        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(n * 12);
-                        for (j, placed) in (i..).zip(&placed) {
-                            args.extend_from_slice(&row_params(
-                                &tasks[j],
-                                placed,
-                                &now,
-                                &requires_json[j],
-                                &retry_texts[j],
-                            ));
-                        }
-                        tx.prepare_cached(&INSERT_ROWS)?.execute(&*args)?;
-                        i += rows_done(n, &mut ids);
-                        continue;
-                    }
+                        ];
+                        let rows = tasks[i..i + n].iter().zip(&placed).flat_map(
+                            |(t, (_, run_after, wkey))| -> [&dyn ToSql; 3] {
+                                [&t.payload, run_after, wkey]
+                            },
+                        );
+                        (&INSERT_UNIFORM, shared.into_iter().chain(rows).collect())
+                    } else {
+                        let rows = (i..).zip(&placed).flat_map(|(j, placed)| {
+                            row_params(&tasks[j], placed, &now, &requires_json[j], &retry_texts[j])
+                        });
+                        (&INSERT_ROWS, rows.collect())
+                    };
+                    tx.prepare_cached(sql)?.execute(&*args)?;
+                    // Rows inserted without a rowid get the largest rowid plus one, in order, and
+                    // this transaction holds the write lock: the ids are consecutive.
+                    let last = tx.last_insert_rowid();
+                    ids.extend(last - n as i64 + 1..=last);
+                    i += n;
+                    continue;
                 }
                 let t = &tasks[i];
                 let placed = place(i);

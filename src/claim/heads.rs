@@ -34,7 +34,7 @@ use crate::db::data_version;
 use crate::db::WriteTx;
 use crate::error::Result;
 use parking_lot::{Mutex, MutexGuard};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::{HashMap, VecDeque};
 
 #[cfg(test)]
@@ -166,12 +166,24 @@ impl crate::queue::Queue {
     }
 }
 
-/// The lane's first due row in the strategy's order (the claim's search before this memory).
-fn first_due(tx: &WriteTx, strategy: Strategy, lane: i64, now: i64) -> Result<Option<Candidate>> {
+/// The lane's first `limit` queued rows in the strategy's order that are due at `due_by` (the
+/// claim's search before this memory, with `now`; a lane's first rows due or not, with `i64::MAX`).
+fn first_rows(
+    tx: &WriteTx,
+    strategy: Strategy,
+    lane: i64,
+    due_by: i64,
+    limit: usize,
+) -> Result<VecDeque<Candidate>> {
     Ok(tx
         .prepare_cached(strategy.candidate_sql())?
-        .query_row(params![lane, now, 1], Candidate::from_row)
-        .optional()?)
+        .query_map(params![lane, due_by, limit as i64], Candidate::from_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The lane's first due row in the strategy's order.
+fn first_due(tx: &WriteTx, strategy: Strategy, lane: i64, now: i64) -> Result<Option<Candidate>> {
+    Ok(first_rows(tx, strategy, lane, now, 1)?.pop_front())
 }
 
 impl Open<'_> {
@@ -186,45 +198,35 @@ impl Open<'_> {
         let strategy = self.s.strategy;
         match self.s.lanes.get(&lane) {
             Some(Known::Empty) => return Ok(None),
-            Some(Known::Heads { rows, .. }) => match rows.front() {
-                Some(c) if c.run_after <= now => return Ok(Some(c.clone())),
-                // The lane's first row now (the ones before it were claimed) is not due yet.
-                Some(c) => {
-                    let until = c.run_after;
-                    self.s.lanes.insert(lane, Known::Delayed(until));
-                    return first_due(tx, strategy, lane, now);
-                }
-                None => {}
-            },
+            Some(Known::Heads { .. }) => {}
             Some(Known::Delayed(until)) if now < *until => {
                 return first_due(tx, strategy, lane, now)
             }
-            _ => {}
-        }
-        #[cfg(test)]
-        SEARCHES.with(|n| n.set(n.get() + 1));
-        let rows = tx
-            .prepare_cached(strategy.head_sql())?
-            .query_map(params![lane, KEPT as i64], Candidate::from_row)?
-            .collect::<rusqlite::Result<VecDeque<_>>>()?;
-        match rows.front() {
-            None => {
-                self.s.lanes.insert(lane, Known::Empty);
-                Ok(None)
-            }
-            Some(c) if c.run_after <= now => {
-                let c = c.clone();
+            _ => {
+                #[cfg(test)]
+                SEARCHES.with(|n| n.set(n.get() + 1));
+                let rows = first_rows(tx, strategy, lane, i64::MAX, KEPT)?;
+                if rows.is_empty() {
+                    self.s.lanes.insert(lane, Known::Empty);
+                    return Ok(None);
+                }
                 let whole = rows.len() < KEPT;
                 self.s.lanes.insert(lane, Known::Heads { rows, whole });
-                Ok(Some(c))
-            }
-            // Delayed first row: search for the first due one. That one is not remembered (a row
-            // skipped for not being due may become due and overtake it); the delay is.
-            Some(h) => {
-                self.s.lanes.insert(lane, Known::Delayed(h.run_after));
-                first_due(tx, strategy, lane, now)
             }
         }
+        // The lane's first row now, due or not (the remembered ones before it were claimed).
+        let head = match self.s.lanes.get(&lane) {
+            Some(Known::Heads { rows, .. }) => rows.front().cloned(),
+            _ => None,
+        }
+        .expect("a lane's remembered rows are never empty");
+        if head.run_after <= now {
+            return Ok(Some(head));
+        }
+        // Not due yet: search for the first due row. That one is not remembered (a row skipped
+        // for not being due may become due and overtake it); the delay is.
+        self.s.lanes.insert(lane, Known::Delayed(head.run_after));
+        first_due(tx, strategy, lane, now)
     }
 
     /// The claim took task `id` from `lane`, leased until `lease_until`. A lane with remembered

@@ -193,19 +193,17 @@ impl Queue {
         Ok(())
     }
 
-    /// `EXPLAIN QUERY PLAN` of the two statements `claim` runs per lane for `strategy`: the
-    /// lane's first row (`heads`), then, when that row is not due yet, its first due row.
-    /// Operators (and the tests) can see that each walks an index in order, with no temporary
-    /// B-tree.
+    /// `EXPLAIN QUERY PLAN` of the per-lane search `claim` runs for `strategy`, as it runs it:
+    /// for the lane's first rows due or not (`heads`), then, when the first is not due yet, for
+    /// its first due row. Operators (and the tests) can see that each walks an index in order,
+    /// with no temporary B-tree.
     pub fn explain_claim(&self, strategy: Strategy) -> Result<Vec<String>> {
         self.ensure_claim_index(strategy)?;
         self.db.read(|c| {
+            let mut stmt =
+                c.prepare(&format!("EXPLAIN QUERY PLAN {}", strategy.candidate_sql()))?;
             let mut out = Vec::new();
-            for (sql, args) in [
-                (strategy.head_sql(), params![1, heads::KEPT as i64]),
-                (strategy.candidate_sql(), params![1, 0, 1]),
-            ] {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            for args in [params![1, i64::MAX, heads::KEPT as i64], params![1, 0, 1]] {
                 let rows = stmt.query_map(args, |r| r.get::<_, String>(3))?;
                 out.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
             }

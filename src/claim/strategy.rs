@@ -37,7 +37,8 @@ impl Strategy {
         }
     }
 
-    /// The per-lane candidate query. `INDEXED BY` pins the index whose order is the ORDER BY, so
+    /// The per-lane candidate query: a lane's first `?3` queued rows due at `?2` in this
+    /// strategy's order (with `?2` at `i64::MAX`, its first rows due or not: `heads`). `INDEXED BY` pins the index whose order is the ORDER BY, so
     /// the plan cannot drift into a temporary B-tree as the table's statistics change. Each reads
     /// only what its index holds (the columns `compare` uses; 0 for the others), so a candidate
     /// costs no visit to the table row: a claim over many lanes reads one index entry per lane.
@@ -66,33 +67,6 @@ impl Strategy {
         }
     }
 
-    /// A lane's first `?2` queued rows in this strategy's order, due or not (see `heads`): the
-    /// candidate query without its due-time condition.
-    pub fn head_sql(self) -> &'static str {
-        match self {
-            Strategy::Priority => {
-                "SELECT id, priority, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_priority
-                 WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY priority, run_after, id LIMIT ?2"
-            }
-            Strategy::Fifo => {
-                "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
-                 WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY run_after, id LIMIT ?2"
-            }
-            Strategy::Lifo => {
-                "SELECT id, 0, run_after, 0.0 FROM tasks INDEXED BY tasks_claim_time
-                 WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY run_after DESC, id DESC LIMIT ?2"
-            }
-            Strategy::WeightedRandom => {
-                "SELECT id, 0, run_after, wkey FROM tasks INDEXED BY tasks_claim_weighted
-                 WHERE lane_id = ?1 AND status = 'queued'
-                 ORDER BY wkey LIMIT ?2"
-            }
-        }
-    }
-
     /// Order two candidates from different lanes the way the index orders them within a lane.
     pub fn compare(self, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         match self {
@@ -116,7 +90,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// A row of `candidate_sql` or `head_sql`.
+    /// A row of `candidate_sql`.
     pub fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Candidate> {
         Ok(Candidate {
             id: r.get(0)?,
