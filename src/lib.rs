@@ -2,40 +2,32 @@
 //!
 //! The core knows nothing of Python; `python` (behind the `python` feature) is the thin binding.
 
-pub mod ack;
-pub mod admin;
-pub mod changes;
-pub mod claim;
-pub mod db;
-pub mod enqueue;
-pub mod error;
-pub mod legacy;
-pub mod logs;
-pub mod maintenance;
-pub mod metrics;
-pub mod notify;
-pub mod position;
-pub mod queue;
-pub mod retry;
-pub mod runs;
-pub mod schema;
-pub mod task;
-pub mod time;
-pub mod vfs;
-pub mod workers;
+pub mod adapters;
+pub mod engine;
+pub mod model;
+pub mod ops;
+pub mod storage;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use ack::{FailOutcome, Lease};
-pub use admin::{ListFilter, Stats};
-pub use claim::lanes::LaneFilter;
-pub use claim::strategy::Strategy;
-pub use claim::ClaimRequest;
-pub use enqueue::NewTask;
-pub use error::{Error, Result};
-pub use legacy::{ImportProblem, ImportReport, LegacyInfo};
-pub use queue::{Queue, QueueOptions};
-pub use retry::{RetryOverrides, RetryPolicy};
-pub use runs::{RecoverRuns, RecoveredRun, RunFilter, RunQuery, RunRecord, StartRun};
-pub use task::{Status, TaskRow};
+pub use adapters::legacy::{ImportProblem, ImportReport, LegacyInfo};
+pub use engine::queue::Queue;
+pub use model::attempt::AttemptRow;
+pub use model::claim::{ClaimRequest, LaneFilter};
+pub use model::error::{Error, Result};
+pub use model::lease::{FailOutcome, Failure, Lease};
+pub use model::listing::{ListFilter, Stats};
+pub use model::new_task::NewTask;
+pub use model::options::QueueOptions;
+pub use model::retry::{RetryOverrides, RetryPolicy};
+pub use model::runs::{RecoverRuns, RecoveredRun, RunFilter, RunQuery, RunRecord, StartRun};
+pub use model::strategy::Strategy;
+pub use model::task::{Status, TaskRow};
+
+/// Test wiring of the crate root, which sees every layer: the storage tests open the SQLite
+/// driver with the engine's rules, as `Queue::open` does.
+#[cfg(test)]
+pub(crate) mod testutil {
+    pub const RULES: &dyn crate::storage::Rules = &crate::engine::retry::QueueRules;
+}

@@ -29,9 +29,13 @@ HERE = Path(__file__).resolve().parent
 DOCS_SCREENSHOT = HERE.parent / "docs" / "dashboard.png"
 WAIT = 30.0  # seconds: the machine may be slow and loaded; nothing here measures speed
 
+# Debian's chromium and chromedriver are Linux programs (under wine the test would find them at
+# Z:\usr\bin and fail to start them); the page under test is the same on every platform.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="drives Debian's chromium, a Linux program")
+
 INSTALL = (
     "install Debian's chromium and its driver (apt-get install chromium chromium-driver) and "
-    "selenium (pip install -e '.[test]')"
+    "selenium (python -m pip install \".[test]\", as in the README)"
 )
 
 
@@ -346,6 +350,122 @@ def test_the_page_reconnects_when_the_server_comes_back(driver, stack):
     wait_for(lambda: text(driver, "#conn-text") == "live", "the page live again")
     wait_for(lambda: css(driver, '#queues-table tbody tr[data-queue="after-restart"]'), "data made while it was away")
     assert stack.queue.get(tid).queue == "after-restart"
+
+
+# Read in one script, so in one turn of the page's event loop: between two renders, never inside one.
+PANELS_JS = """
+const num = (t) => Number(String(t || "0").replace(/[^0-9]/g, "")) || 0;
+const rows = (id) => [...document.querySelectorAll(`#${id} tbody tr`)];
+const column = (id, i) => rows(id).reduce((sum, tr) => sum + num(tr.children[i].textContent), 0);
+const chips = [...document.querySelectorAll("#workers-table .chip")].map((c) => c.textContent);
+return {
+  tile_running: num(document.getElementById("tile-running").textContent),
+  tile_queued: num(document.getElementById("tile-queued").textContent),
+  running_rows: rows("running-table").map((tr) => [tr.dataset.taskId, tr.dataset.progress]),
+  queues_running: column("queues-table", 3), types_running: column("types-table", 4),
+  queues_queued: column("queues-table", 1), types_queued: column("types-table", 2),
+  chips,
+};
+"""
+
+
+def panel_disagreements(p):
+    problems = []
+    running = len(p["running_rows"])
+    if not p["tile_running"] == running == p["queues_running"] == p["types_running"] == len(p["chips"]):
+        problems.append(f"running: tile {p['tile_running']}, table {running}, queues {p['queues_running']}, "
+                        f"types {p['types_running']}, workers {len(p['chips'])}")
+    if not p["tile_queued"] == p["queues_queued"] == p["types_queued"]:
+        problems.append(f"queued: tile {p['tile_queued']}, queues {p['queues_queued']}, types {p['types_queued']}")
+    for task_id, progress in p["running_rows"]:
+        chip = next((c for c in p["chips"] if c.startswith(f"#{task_id} ")), None)
+        shown = f" {progress}%" if progress else ""
+        if chip is None or not chip.endswith(shown) or (not progress and chip.endswith("%")):
+            problems.append(f"task {task_id}: {progress or 'no'}% running, worker shows {chip!r}")
+    return problems
+
+
+def test_the_panels_agree_with_each_other_while_tasks_flow(driver, stack):
+    import threading
+
+    open_with_token(driver, stack, helpers.FULL)
+    stop = threading.Event()
+
+    def flow():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            stack.queue.enqueue("dash.steps", {"steps": 3, "step_seconds": 0.3}, queue="flow-a")
+            stack.queue.enqueue("dash.quick", {"seconds": 0.4}, queue="flow-b")
+            if n % 5 == 0:
+                stack.queue.enqueue("dash.fail", {"error": "flowing"}, queue="flow-b", max_attempts=2)
+            stop.wait(0.3)
+
+    feeder = threading.Thread(target=flow, daemon=True)
+    feeder.start()
+    samples, busy = 0, 0
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            p = driver.execute_script(PANELS_JS)
+            assert panel_disagreements(p) == [], p
+            samples += 1
+            busy += bool(p["running_rows"])
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        feeder.join(10)
+    assert samples >= 30 and busy >= 10, f"{samples} looks, {busy} with running tasks"
+
+
+def layout_problems(d):
+    return d.execute_script("""
+        const problems = [];
+        const width = window.innerWidth;
+        if (document.documentElement.scrollWidth > width) problems.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${width}`);
+        for (const id of ["failures-table", "dead-table", "running-table", "workers-table", "queues-table", "types-table"]) {
+          const card = document.getElementById(id).closest(".card");
+          if (card.scrollWidth > card.clientWidth + 1) problems.push(`${id} scrolls sideways: ${card.scrollWidth} > ${card.clientWidth}`);
+        }
+        for (const b of document.querySelectorAll("#failures-table button.retry, #dead-table button.retry")) {
+          const r = b.getBoundingClientRect(), card = b.closest(".card").getBoundingClientRect();
+          if (r.width === 0 || r.left < card.left || r.right > card.right || r.right > width) problems.push(`a Retry button is cut: ${r.left}-${r.right} in ${card.left}-${card.right}`);
+        }
+        return problems;
+    """)
+
+
+def test_the_layout_fits_a_desktop_and_a_phone_with_retry_in_sight(driver, stack, tmp_path):
+    q = stack.queue
+    for error in ("ConnectionError: the payment gateway at https://payments.example.com/v2/charges did not answer "
+                  "within 30 seconds after 3 attempts", "ValueError: " + "invoice-1187-" * 12):
+        q.enqueue("dash.fail", {"error": error}, queue="billing-and-invoicing-eu", max_attempts=1)
+    gate = stack.gates / "layout"
+    gate.mkdir()
+    q.enqueue("dash.steps", {"steps": 2, "gate": str(gate), "message": "rendering a very long report " * 4},
+              queue="reports-with-a-long-name")
+    open_with_token(driver, stack, helpers.FULL)
+    wait_for(lambda: len(css(driver, "#failures-table button.retry")) >= 2 and css(driver, "#running-table tbody tr"),
+             "failures with Retry and a running task")
+    shots = os.environ.get("PRISMQ_SCREENSHOT_DIR")
+    try:
+        for width, height, mobile in ((1280, 1000, False), (1400, 1000, False), (390, 844, True)):
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+            try:
+                wait_for(lambda: layout_problems(driver) == [], f"the layout at {width} px", seconds=5)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: {layout_problems(driver)}") from None
+            if shots:
+                full = driver.execute_script("return document.documentElement.scrollHeight")
+                driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                       {"width": width, "height": full, "deviceScaleFactor": 1, "mobile": mobile})
+                png = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+                Path(shots, f"dashboard-{width}.png").write_bytes(base64.b64decode(png))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        for i in (1, 2):
+            (gate / str(i)).touch()
 
 
 def test_screenshot_with_real_data(driver, stack, tmp_path):

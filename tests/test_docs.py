@@ -1,21 +1,29 @@
-"""Every ```python block of the README and docs/ runs, in a fresh directory, as a user would."""
+"""Every ```python block of the README and docs/ runs, in a fresh directory, as a user would; and
+again in the same directory, as a user who runs it a second time would."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
-def snippets():
-    for doc in DOCS:
-        for i, m in enumerate(BLOCK.finditer(doc.read_text(encoding="utf-8"))):
-            yield pytest.param(m.group(1), id=f"{doc.relative_to(ROOT)}#{i}")
+def blocks(doc):
+    return [m.group(1) for m in BLOCK.finditer(doc.read_text(encoding="utf-8"))]
+
+
+def snippets(docs=DOCS):
+    for doc in docs:
+        for i, code in enumerate(blocks(doc)):
+            yield pytest.param(code, id=f"{doc.relative_to(ROOT)}#{i}")
 
 
 def test_there_are_snippets_to_run():
@@ -23,6 +31,20 @@ def test_there_are_snippets_to_run():
 
 
 @pytest.mark.parametrize("code", list(snippets()))
-def test_snippet_runs(code, tmp_path, monkeypatch):
+def test_snippet_runs_and_runs_again(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<snippet>", "exec"), {"__name__": "__snippet__"})
+    for run in ("first", "second"):
+        try:
+            exec(compile(code, f"<snippet, {run} run>", "exec"), {"__name__": "__snippet__"})
+        except Exception as e:
+            raise AssertionError(f"the {run} run in the same directory failed: {e!r}") from e
+
+
+@pytest.mark.parametrize("code", list(snippets([README])))
+def test_readme_snippet_warns_nothing_in_a_fresh_interpreter(code, tmp_path):
+    # A fresh interpreter, as a reader's: warnings raised at first import (Starlette's about
+    # TestClient) would not show inside this test process, which imported everything already.
+    p = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "Warning" not in p.stderr, p.stderr

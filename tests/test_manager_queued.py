@@ -47,6 +47,12 @@ def stop(p, sig=signal.SIGTERM):
         p.join(5)
 
 
+def hard_kill(p):
+    """kill -9 on POSIX, TerminateProcess on Windows (no SIGKILL there): no chance to clean up."""
+    p.kill()
+    p.join(30)
+
+
 async def until(q, predicate, timeout=20.0):
     """Wait until ``predicate()`` holds, waking on every commit to the file (no fixed sleeps)."""
     deadline = time.monotonic() + timeout
@@ -222,7 +228,7 @@ async def test_a_run_id_running_in_another_live_process_is_not_started_twice(pat
             assert run.status == RunStatus.FAILED and "already running" in run.error_message
             assert mgr.queue.find("shared-run").status == "running"  # the other process still holds it
     finally:
-        stop(other, signal.SIGKILL)
+        hard_kill(other)
 
 
 # ---------------------------------------------------------------------------- durable work
@@ -328,8 +334,7 @@ def crash_mid_run(path, run_id, module_id, parameters):
     try:
         assert ready.wait(60), "the app process did not start its run"
     finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(30)
+        hard_kill(p)
     with Queue(path) as q:
         row = q.find(run_id)
         assert row.status == "running" and row.lease_until > datetime.now(timezone.utc)  # lease still running

@@ -13,7 +13,7 @@ import pytest
 
 from prismq_queue import SCHEMA_VERSION, Queue
 from prismq_queue.cli import EXIT_FAILED, EXIT_USAGE
-from serve_helpers import Serve, run_serve, wait_until
+from serve_helpers import CTRL_BREAK_UNDER_WINE, Serve, run_serve, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,6 +32,7 @@ def serve_in(tmp_path):
         s.close()
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_api_with_token_embedded_workers_and_a_killed_worker_restarted(tmp_path, serve_in):
     db = tmp_path / "q.db"
     s = serve_in("--db", db, "--port", 0, "--workers", 2, "--concurrency", 2, "--handlers", "worker_handlers:REGISTRY")
@@ -71,6 +72,7 @@ def test_api_with_token_embedded_workers_and_a_killed_worker_restarted(tmp_path,
         assert q.workers() == []  # every worker left cleanly
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_demo_mode_makes_tasks_flow_without_handlers(tmp_path, serve_in):
     s = serve_in("--port", 0, "--workers", 1)  # the default database, in the current directory
     assert "demo mode" in s.out.text() and "--handlers" in s.out.text()
@@ -91,6 +93,7 @@ def test_demo_mode_makes_tasks_flow_without_handlers(tmp_path, serve_in):
     assert s.wait() == 0, s.output()
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_sigint_with_tasks_running_loses_no_task(tmp_path, serve_in):
     db = tmp_path / "q.db"
     s = serve_in("--db", db, "--port", 0, "--workers", 2, "--concurrency", 2, "--shutdown-grace", 1,
@@ -163,6 +166,7 @@ def test_bad_options_are_usage_errors_and_create_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even the database file
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_no_auth_on_every_interface_warns_loudly(tmp_path, serve_in):
     s = serve_in("--port", 0, "--workers", 0, "--no-auth", "--host", "0.0.0.0")
     text = s.out.text()
@@ -174,6 +178,7 @@ def test_no_auth_on_every_interface_warns_loudly(tmp_path, serve_in):
     assert s.wait() == 0, s.output()
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_maintenance_runs_on_its_schedule(tmp_path, serve_in):
     db = tmp_path / "q.db"
     with Queue(db) as q:
@@ -202,6 +207,7 @@ def test_maintenance_runs_on_its_schedule(tmp_path, serve_in):
     assert s.wait() == 0, s.output()
 
 
+@CTRL_BREAK_UNDER_WINE
 def test_a_token_with_url_characters_survives_the_printed_link(tmp_path, serve_in):
     token = "a&b#c d/e+f%"
     s = serve_in("--port", 0, "--workers", 0, "--token", token)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import snapshot  # noqa: E402
-from prismq_queue import DatabaseError, Queue, web  # noqa: E402
+from prismq_queue import DatabaseBusy, Queue, web  # noqa: E402
 from web_helpers import QueueProxy  # noqa: E402
 
 TOKENS = {
@@ -123,10 +123,11 @@ def test_enqueue_invalid_field_is_422_with_its_location_and_writes_nothing(clien
     assert queue.stats()["total"] == 0
 
 
-def test_malformed_json_is_422(client):
+def test_malformed_json_is_400(client):
+    # Not JSON at all is a bad request (400, as the schema says), not an invalid field (422).
     r = client.post(api("/queue/enqueue"), content=b'{"type": ', headers={**ALL, "Content-Type": "application/json"})
-    assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"][0] == "body"
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("the body is not valid JSON") and r.json()["request_id"]
 
 
 def test_core_refusal_is_422(queue):
@@ -618,7 +619,7 @@ def test_internal_error_is_a_generic_500_without_trace_or_sql(queue, caplog):
 
 def test_busy_database_is_503_not_500(queue):
     def busy(*a, **k):
-        raise DatabaseError("database is busy: database is locked (another process held the write lock for longer than busy_timeout)")
+        raise DatabaseBusy("database is busy: database is locked (another process held the write lock for longer than busy_timeout)")
 
     with TestClient(web.create_app(QueueProxy(queue, stats=busy), auth=AUTH)) as c:
         r = c.get(api("/queue/stats"), headers=ALL)

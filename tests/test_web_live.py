@@ -75,22 +75,22 @@ def test_websocket_authenticates_and_sends_queue_updates(client, queue, how):
 
 
 @pytest.mark.timeout(60)
-def test_connections_to_a_project_share_one_stream_that_ends_with_the_last(client, queue):
-    def topic_threads():
-        return [t for t in threading.enumerate() if t.name == "prismq-web-events-p1" and t.is_alive()]
-
+def test_connections_to_a_project_share_the_routers_one_stream_and_leave_it_with_the_last(client, queue):
+    feeds = client.app.state.project_feeds
     with client.websocket_connect("/api/projects/p1/queue/ws?token=p1") as a, \
             client.websocket_connect("/api/projects/p1/queue/ws?token=reader") as b:
         assert a.receive_json()["event"] == "ready" and b.receive_json()["event"] == "ready"
-        assert len(topic_threads()) == 1
+        assert feeds.follows("p1") == 2
+        # No thread of its own: the monitor's stream (over every queue) feeds the project.
+        assert not [t for t in threading.enumerate() if t.name.startswith("prismq-web-events")]
         tid = queue.enqueue("job", queue="project:p1")
         for ws in (a, b):
             msg, _ = receive_until(ws, "queue:updated:p1")
             assert msg["data"]["task_id"] == tid
     deadline = time.monotonic() + 10
-    while topic_threads() and time.monotonic() < deadline:
+    while feeds.follows("p1") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert topic_threads() == []
+    assert feeds.follows("p1") == 0
 
 
 @pytest.mark.timeout(60)

@@ -19,6 +19,7 @@ FULL = {
     "capabilities": {"gpu": True, "region": "eu"},
     "handlers": ["worker_handlers:REGISTRY"],
     "shutdown_grace": 12.0,
+    "busy_timeout": 5.0,
 }
 
 FILES = {
@@ -35,6 +36,7 @@ poll_interval = 0.5
 capabilities = { gpu = true, region = "eu" }
 handlers = ["worker_handlers:REGISTRY"]
 shutdown_grace = 12.0
+busy_timeout = 5.0
 """,
     "w.yaml": """
 db: jobs.db
@@ -47,6 +49,7 @@ poll_interval: 0.5
 capabilities: {gpu: true, region: eu}
 handlers: ["worker_handlers:REGISTRY"]
 shutdown_grace: 12.0
+busy_timeout: 5.0
 """,
 }
 
@@ -100,6 +103,8 @@ def test_json_values_in_the_environment(tmp_path):
         ("lease", "-5", "greater than 0"),
         ("poll_interval", "0", "greater than 0"),
         ("shutdown_grace", "-1", "greater than or equal to 0"),
+        ("busy_timeout", "0", "greater than 0"),
+        ("busy_timeout", "1e9", "less than or equal to 86400"),
         ("queues", ",", "at least one non-empty queue name"),
         ("capabilities", "gpu", "must look like key=value"),
         ("handlers", "just_a_module", "'package.module:registry' or a handlers file"),

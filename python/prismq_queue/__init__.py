@@ -12,20 +12,27 @@
 from __future__ import annotations
 
 from ._prismq_queue import (
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_PRIORITY,
+    MAX_ATTEMPT_RECORDS,
+    MAX_ERROR_BYTES,
     MAX_PRIORITY,
+    MAX_TRACEBACK_BYTES,
     MIN_PRIORITY,
     SCHEMA_VERSION,
     SQLITE_COMPILE_OPTIONS,
     SQLITE_VERSION,
     Queue,
     Task,
+    TaskAttempt,
     TaskLog,
     WorkerInfo,
     __version__,
 )
 from .enums import Status, Strategy
 from .errors import (
+    DatabaseBusy,
     DatabaseError,
     HandlerAlreadyRegistered,
     HandlerNotFound,
@@ -34,6 +41,7 @@ from .errors import (
     QueueError,
     SchemaVersionError,
     TaskNotFound,
+    Unsupported,
 )
 from .registry import HandlerInfo, TaskHandlerRegistry
 from .worker import TaskCancelled, TaskContext, Worker
@@ -41,9 +49,9 @@ from .worker import TaskCancelled, TaskContext, Worker
 # Loaded on first use: they pull in pydantic, which plain queue users need not pay for.
 _LAZY = {
     "WorkerSettings": "config",
-    "Run": "runs",
-    "RunStatus": "runs",
-    "RunRegistry": "runs",
+    "Run": "manager",
+    "RunStatus": "manager",
+    "RunRegistry": "manager",
     "QueuedTaskManager": "manager",
     "BackgroundTaskManager": "manager",
     "create_task_manager": "manager",
@@ -67,6 +75,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Queue",
     "Task",
+    "TaskAttempt",
     "TaskLog",
     "WorkerInfo",
     "Status",
@@ -77,6 +86,8 @@ __all__ = [
     "LeaseLost",
     "SchemaVersionError",
     "DatabaseError",
+    "DatabaseBusy",
+    "Unsupported",
     "HandlerAlreadyRegistered",
     "HandlerNotFound",
     "TaskHandlerRegistry",
@@ -95,6 +106,11 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MIN_PRIORITY",
     "MAX_PRIORITY",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_MAX_ATTEMPTS",
+    "MAX_ERROR_BYTES",
+    "MAX_TRACEBACK_BYTES",
+    "MAX_ATTEMPT_RECORDS",
     "SQLITE_VERSION",
     "SQLITE_COMPILE_OPTIONS",
     "__version__",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union, final
 
 from .enums import Status, Strategy
 
@@ -13,16 +14,26 @@ SCHEMA_VERSION: int
 DEFAULT_MAX_PAYLOAD_BYTES: int
 MIN_PRIORITY: int
 MAX_PRIORITY: int
+DEFAULT_PRIORITY: int
+DEFAULT_MAX_ATTEMPTS: int
+# Attempt records (Queue.attempts): an error keeps its first MAX_ERROR_BYTES, a traceback its last
+# MAX_TRACEBACK_BYTES, a task its latest MAX_ATTEMPT_RECORDS records.
+MAX_ERROR_BYTES: int
+MAX_TRACEBACK_BYTES: int
+MAX_ATTEMPT_RECORDS: int
 # The bundled SQLite (every process of this build uses it, whatever the system has).
 SQLITE_VERSION: str
 SQLITE_COMPILE_OPTIONS: tuple[str, ...]
 
+# A duration: at most 100 years (3,155,760,000 s). An instant: within the years 1..9999 UTC.
+# Values outside are refused with InvalidArgument before anything is written.
 Seconds = Union[int, float, timedelta]
 Instant = Union[datetime, int, float]
 StrategyName = Union[Strategy, Literal["fifo", "lifo", "priority", "weighted_random"]]
 StatusName = Union[Status, Literal["queued", "running", "completed", "failed", "cancelled"]]
 JSON = Any
 
+@final
 class Task:
     """A snapshot of one task. Tasks returned by ``claim`` also carry the claim's lease token."""
 
@@ -59,7 +70,14 @@ class Task:
     @property
     def lease_token(self) -> int | None: ...
     @property
-    def error(self) -> str | None: ...
+    def error(self) -> str | None:
+        """The last failed attempt's error (``Queue.attempts`` has every attempt's)."""
+    @property
+    def traceback(self) -> str | None:
+        """The last failed attempt's traceback, as Python formats it (at most
+        ``MAX_TRACEBACK_BYTES``, its end kept). Read by ``get`` and ``find``; None in the snapshots
+        ``list`` and ``claim`` return, and for a failure without one (a timeout, an expired
+        lease, an error given as text)."""
     @property
     def result(self) -> JSON | None: ...
     @property
@@ -74,8 +92,18 @@ class Task:
     def requires(self) -> dict[str, JSON] | None: ...
     @property
     def timeout(self) -> float | None: ...
-    def as_dict(self) -> dict[str, Any]: ...
+    @property
+    def damaged(self) -> list[str]:
+        """What this task's row holds that could not be read as stored (a damaged row), one
+        ``"field: why"`` line each; empty for every row the queue wrote itself. A time outside
+        the years 1..9999 reads as the nearest of ``datetime.min`` and ``datetime.max`` (UTC); a
+        JSON field (payload, result, requires) that does not parse raises ``DatabaseError`` with
+        ``kind == "corrupt"`` naming the task and the field."""
+    def as_dict(self) -> dict[str, Any]:
+        """Every field; never raises for a damaged row: an unreadable JSON field is None, and the
+        key ``"damaged"`` (present only then) lists what could not be read."""
 
+@final
 class WorkerInfo:
     @property
     def id(self) -> str: ...
@@ -98,6 +126,7 @@ class WorkerInfo:
     @property
     def stale(self) -> bool: ...
 
+@final
 class TaskLog:
     @property
     def id(self) -> int: ...
@@ -112,6 +141,43 @@ class TaskLog:
     @property
     def details(self) -> JSON | None: ...
 
+@final
+class TaskAttempt:
+    """One attempt of a task that ended without success, from ``Queue.attempts``."""
+
+    @property
+    def task_id(self) -> int: ...
+    @property
+    def seq(self) -> int:
+        """1, 2, ... in the order the task's attempts ended, never restarted: a task keeps its
+        latest ``MAX_ATTEMPT_RECORDS``, so a first ``seq`` above 1 means earlier ones were dropped."""
+    @property
+    def number(self) -> int:
+        """The task's attempt counter for this attempt ("attempt 2 of 5"); ``retry()`` restarts it."""
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def worker(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime: ...
+    @property
+    def outcome(self) -> Literal["failed", "lease_expired", "interrupted"]:
+        """``failed``: its worker reported a failure (an exception, a timeout); ``lease_expired``:
+        its worker stopped renewing the lease; ``interrupted``: the task manager found its run
+        interrupted."""
+    @property
+    def error(self) -> str:
+        """``"ExceptionName: message"`` (at most ``MAX_ERROR_BYTES``, its beginning kept)."""
+    @property
+    def traceback(self) -> str | None:
+        """As Python formats it, chained exceptions included (at most ``MAX_TRACEBACK_BYTES``: a
+        longer one keeps its end, after a line saying how much was dropped); None when there was
+        none."""
+    def as_dict(self) -> dict[str, Any]: ...
+
+@final
 class ChangeCursor:
     """What one event stream has seen (opaque); see ``Queue.changes_since`` and ``events.watch``."""
 
@@ -125,18 +191,34 @@ Change = tuple[
     Union[str, None], Union[str, None],
 ]
 
-class Queue:
-    """A queue database file. Thread-safe; safe to open from many processes at once."""
+# A failed attempt for fail_many and settle: (task, error[, retry[, traceback]]).
+FailItem = Union[
+    tuple[Task, Union[str, BaseException]],
+    tuple[Task, Union[str, BaseException], bool],
+    tuple[Task, Union[str, BaseException], bool, Union[str, None]],
+]
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = "prismq_queue.db",
+@final
+class Queue:
+    """A queue database file. Thread-safe; safe to open from many processes at once.
+
+    An argument left out or given as None takes the core's default (the binding receives None and
+    the core fills it in): path "prismq_queue.db", busy_timeout 60 s, synchronous "normal",
+    stale_worker_after 30 s; queue "default" (runs: "runs"; re-runs: "default"), priority 100,
+    max_attempts 5, lease 60 s, rerun_attempts 3, strategy "priority"; limit 1 (claim, settle),
+    100 (list, logs), 1000 (changes_since); order "asc"; checkpoint mode "passive"; metrics window
+    300 s; wait_for_change timeout 1 s; changes_since timeout and min_gap 0; batch_size 2000
+    (purge), 1000 (import_legacy)."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str] | None = ...,
         *,
-        busy_timeout: float = 60.0,
-        synchronous: Literal["normal", "full", "off"] = "normal",
-        max_payload_bytes: int = ...,
-        stale_worker_after: float = 30.0,
-    ) -> None: ...
+        busy_timeout: Seconds | None = None,
+        synchronous: Literal["normal", "full", "off"] | None = None,
+        max_payload_bytes: int | None = None,
+        stale_worker_after: Seconds | None = None,
+    ) -> Queue: ...
     @property
     def path(self) -> str: ...
     @property
@@ -151,11 +233,11 @@ class Queue:
         type: str,
         payload: JSON = None,
         *,
-        queue: str = "default",
-        priority: int = 100,
+        queue: str | None = None,
+        priority: int | None = None,
         delay: Seconds | None = None,
         run_after: Instant | None = None,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
         idempotency_key: str | None = None,
         requires: Mapping[str, JSON] | None = None,
         timeout: Seconds | None = None,
@@ -172,10 +254,10 @@ class Queue:
         status: StatusName | None = None,
         type: str | None = None,
         queue: str | None = None,
-        limit: int = 100,
+        limit: int | None = None,
         after_id: int | None = None,
-        order: Literal["asc", "desc"] = "asc",
-    ) -> list[Task]: ...
+        order: Literal["asc", "desc"] | None = None,
+    ) -> builtins.list[Task]: ...
     def stats(self, *, queue: str | None = None) -> dict[str, Any]: ...
     def cancel(self, task_id: int) -> bool: ...
     def set_priority(self, task_id: int, priority: int) -> bool: ...
@@ -195,31 +277,35 @@ class Queue:
         self,
         worker_id: str,
         *,
-        strategy: StrategyName = "priority",
+        strategy: StrategyName | None = None,
         queues: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         capabilities: Mapping[str, JSON] | None = None,
-        lease: Seconds = 60.0,
-        limit: int = 1,
-    ) -> list[Task]: ...
+        lease: Seconds | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Task]: ...
     def complete(self, task: Task, result: JSON = None) -> None: ...
-    def complete_many(self, items: Iterable[Task | tuple[Task, JSON]]) -> list[bool]: ...
-    def fail(self, task: Task, error: str | BaseException, *, retry: bool = True) -> datetime | None: ...
-    def fail_many(self, items: Iterable[tuple[Task, str | BaseException] | tuple[Task, str | BaseException, bool]]) -> list[bool]: ...
+    def complete_many(self, items: Iterable[Task | tuple[Task, JSON]]) -> builtins.list[bool]: ...
+    def fail(
+        self, task: Task, error: str | BaseException, *, retry: bool = True, traceback: str | None = None
+    ) -> datetime | None:
+        """Record a failed attempt: the time of the next one, or None for the dead letter. An
+        exception's traceback is stored with the attempt (``traceback=`` text wins)."""
+    def fail_many(self, items: Iterable[FailItem]) -> builtins.list[bool]: ...
     def settle(
         self,
         complete: Iterable[Task | tuple[Task, JSON]] | None = None,
-        fail: Iterable[tuple[Task, str | BaseException] | tuple[Task, str | BaseException, bool]] | None = None,
+        fail: Iterable[FailItem] | None = None,
         *,
         worker_id: str | None = None,
-        strategy: StrategyName = "priority",
+        strategy: StrategyName | None = None,
         queues: str | Sequence[str] | None = None,
         types: str | Sequence[str] | None = None,
         capabilities: Mapping[str, JSON] | None = None,
-        lease: Seconds = 60.0,
-        limit: int = 1,
-    ) -> tuple[list[bool], list[bool], list[Task]]: ...
-    def renew(self, task: Task, lease: Seconds = 60.0) -> datetime: ...
+        lease: Seconds | None = None,
+        limit: int | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[bool], builtins.list[Task]]: ...
+    def renew(self, task: Task, lease: Seconds | None = None) -> datetime: ...
     def release(self, task: Task) -> bool: ...
     def progress(
         self, task: Task, percent: float | None = None, *, step: str | None = None, message: str | None = None
@@ -236,22 +322,37 @@ class Queue:
         pid: int | None = None,
         tasks_done: int | None = None,
     ) -> None: ...
-    def workers(self) -> list[WorkerInfo]: ...
+    def workers(self) -> builtins.list[WorkerInfo]: ...
     def remove_worker(self, worker_id: str) -> bool: ...
     def sweep(self) -> int: ...
-    def wait_for_change(self, timeout: float = 1.0, *, since: tuple[int, int] | None = None) -> bool: ...
+    def lease_clock(self) -> dict[str, Any]:
+        """Which clock this handle's leases end on: ``{"clock": "monotonic" | "wall", "boot_id":
+        str, "boot_seq": int | None}`` (``boot_seq``, this boot's number in the file, is None while
+        a handle opened on a read-only file has not written yet). Monotonic: leases ignore steps
+        of the system clock and suspend, and every lease of an earlier boot counts as expired;
+        "wall" only where the system gives no boot identity."""
+    def wait_for_change(self, timeout: Seconds | None = None, *, since: tuple[int, int] | None = None) -> bool: ...
     def change_token(self) -> tuple[int, int]: ...
     def wake(self) -> None: ...
-    def logs(self, task_id: int, *, limit: int = 100) -> list[TaskLog]: ...
+    def attempts(self, task_id: int) -> builtins.list[TaskAttempt]:
+        """The task's attempts that ended without success (failed, lease expired, interrupted),
+        oldest first, each with its error and traceback; its latest ``MAX_ATTEMPT_RECORDS``.
+        Failures recorded before schema version 9 have none: ``Task.error`` keeps the last."""
+    def logs(self, task_id: int, *, limit: int | None = None) -> builtins.list[TaskLog]: ...
     def log(self, task_id: int, level: str, message: str, details: JSON = None) -> int: ...
-    def metrics(self, *, window: Seconds = 300.0) -> dict[str, Any]: ...
-    def position(self, task_id: int, *, strategy: StrategyName = "priority") -> int | None: ...
+    def metrics(self, *, window: Seconds | None = None) -> dict[str, Any]: ...
+    def position(self, task_id: int, *, strategy: StrategyName | None = None) -> int | None: ...
     def change_cursor(self, *, queues: Sequence[str] | None = None) -> ChangeCursor: ...
     def changes_since(
-        self, cursor: ChangeCursor, *, timeout: float = 0.0, min_gap: float = 0.0, limit: int = 1000
-    ) -> tuple[list[Change], bool]: ...
+        self,
+        cursor: ChangeCursor,
+        *,
+        timeout: Seconds | None = None,
+        min_gap: Seconds | None = None,
+        limit: int | None = None,
+    ) -> tuple[builtins.list[Change], bool]: ...
     def queue_depths(self, queues: Sequence[str]) -> dict[str, dict[str, int]]: ...
-    def explain_claim(self, strategy: StrategyName = "priority") -> list[str]: ...
+    def explain_claim(self, strategy: StrategyName | None = None) -> builtins.list[str]: ...
 
     # maintenance
     def backup(
@@ -266,7 +367,9 @@ class Queue:
         Refuses an existing ``dest_path`` unless ``overwrite``, and any file with a ``-wal``,
         ``-shm`` or ``-journal`` beside it. ``progress(pages_done, pages_total)`` is called between
         steps, at most every 0.1 s; an exception from it (or Ctrl-C) stops the backup and leaves
-        ``dest_path`` as it was. Returns ``{"path", "bytes", "pages"}``."""
+        ``dest_path`` as it was. Partial files of earlier backups to ``dest_path`` whose process
+        is gone (killed outright) are removed first. Returns ``{"path", "bytes", "pages",
+        "removed_partials"}`` (the names of those partial files)."""
     @staticmethod
     def restore(
         backup: str | os.PathLike[str],
@@ -281,19 +384,19 @@ class Queue:
         the copy is one transaction, so a failure or an exception from ``progress(pages_done,
         pages_total)`` leaves the target as it was; no ``-wal``/``-shm`` file is left to replay.
         Returns ``{"backup", "target", "bytes", "pages", "schema_version", "created"}``."""
-    def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] = "passive") -> dict[str, Any]: ...
+    def checkpoint(self, mode: Literal["passive", "full", "restart", "truncate"] | None = None) -> dict[str, Any]: ...
     def vacuum(self, *, progress: Callable[[int, None], object] | None = None) -> None:
         """Rebuild the file, reclaiming free pages (holds the write lock while it runs).
         ``progress(ticks, None)`` is called about every 0.1 s; an exception from it (or Ctrl-C)
         interrupts the VACUUM, which then changes nothing."""
     def analyze(self) -> None: ...
-    def integrity_check(self) -> list[str]: ...
+    def integrity_check(self) -> builtins.list[str]: ...
     def purge(
         self,
         *,
         older_than: Seconds,
-        statuses: Sequence[StatusName] | None = ("completed",),
-        batch_size: int = 2000,
+        statuses: Sequence[StatusName] | None = ...,
+        batch_size: int | None = None,
         progress: Callable[[int, int], object] | None = None,
     ) -> int:
         """Delete finished tasks (and their logs) that finished more than ``older_than`` ago,
@@ -322,7 +425,7 @@ class Queue:
         active: bool = False,
         newest_first: bool = False,
         limit: int | None = None,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """JSON texts of runs by creation time, filtered by at most one of status, module_id and
         active (queued or running)."""
     def delete_run(self, run_id: str) -> bool: ...
@@ -335,9 +438,9 @@ class Queue:
         payload: JSON = None,
         *,
         worker_id: str,
-        queue: str = "runs",
-        lease: Seconds | None = 60.0,
-        rerun_attempts: int = 3,
+        queue: str | None = None,
+        lease: Seconds | None = ...,
+        rerun_attempts: int | None = None,
         takeover_from: Sequence[str] | None = None,
     ) -> Task:
         """Insert the task of an in-process run (idempotency key = ``run_id``), or restart the row
@@ -348,11 +451,11 @@ class Queue:
     def recover_runs(
         self,
         *,
-        queue: str = "runs",
+        queue: str | None = None,
         rerun_types: Sequence[str] | None = None,
-        rerun_queue: str = "default",
+        rerun_queue: str | None = None,
         dead_holders: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Interrupted runs of ``queue`` (lease expired, holder in ``dead_holders``, or put back by
         the rescuer): re-queued in ``rerun_queue`` when their type is in ``rerun_types``, else
         failed as interrupted. One dict per run: task_id, run_id, type, holder, requeued, error."""
@@ -363,7 +466,7 @@ class Queue:
         path: str | os.PathLike[str],
         *,
         progress: Callable[[int, int], object] | None = None,
-        batch_size: int = 1000,
+        batch_size: int | None = None,
     ) -> dict[str, Any]:
         """Import the older queue's SQLite file (opened read-only, never modified), in
         transactions of ``batch_size`` tasks; ``progress(done, total)`` is called after each.

@@ -13,14 +13,16 @@ A settings file holds the keys at its top level or under a ``[worker]`` table::
     poll_interval = 1.0
     capabilities = { gpu = true }
     handlers = ["app.tasks:registry"]   # module:attribute, or a handlers file (.toml/.json/.yaml)
+    busy_timeout = 60.0            # seconds a write waits for another process's lock
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -42,15 +44,17 @@ class WorkerSettings(BaseModel):
 
     db: str = "prismq_queue.db"
     worker_id: Optional[str] = None
-    queues: Optional[List[str]] = None
+    queues: Optional[list[str]] = None
     strategy: Literal["fifo", "lifo", "priority", "weighted_random"] = "priority"
     concurrency: int = Field(5, ge=1, le=10_000)
     lease: float = Field(60.0, gt=0)
     poll_interval: float = Field(1.0, gt=0)
     heartbeat_interval: float = Field(5.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
-    capabilities: Optional[Dict[str, Scalar]] = None
-    handlers: List[str] = Field(default_factory=list)
+    # A write still locked out after this counts as failed; the worker then retries with backoff.
+    busy_timeout: float = Field(60.0, gt=0, le=86_400)
+    capabilities: Optional[dict[str, Scalar]] = None
+    handlers: list[str] = Field(default_factory=list)
 
     @field_validator("queues", "handlers", mode="before")
     @classmethod
@@ -65,7 +69,7 @@ class WorkerSettings(BaseModel):
 
     @field_validator("queues")
     @classmethod
-    def _queues_not_empty(cls, v: Optional[List[str]]) -> Optional[List[str]]:
+    def _queues_not_empty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
         if v is not None and (not v or any(not q.strip() for q in v)):
             raise ValueError("must list at least one non-empty queue name (leave it unset for every queue)")
         return v
@@ -89,7 +93,7 @@ class WorkerSettings(BaseModel):
 
     @field_validator("handlers")
     @classmethod
-    def _handler_specs(cls, v: List[str]) -> List[str]:
+    def _handler_specs(cls, v: list[str]) -> list[str]:
         for spec in v:
             if Path(spec).suffix.lower() not in FORMATS and ":" not in spec:
                 raise ValueError(
@@ -105,7 +109,7 @@ class WorkerSettings(BaseModel):
         *,
         env: Mapping[str, str] | None = None,
         **overrides: Any,
-    ) -> "WorkerSettings":
+    ) -> WorkerSettings:
         """Defaults < file at ``path`` < ``PRISMQ_WORKER_*`` variables of ``env`` (default:
         ``os.environ``) < ``overrides`` whose value is not None."""
         sources: dict[str, str] = {}
@@ -157,6 +161,10 @@ class WorkerSettings(BaseModel):
                     "(or an object with get_registered_types() and get_handler())"
                 )
         return merged
+
+    def queue_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Queue(settings.db, **kwargs)``."""
+        return {"busy_timeout": self.busy_timeout}
 
     def worker_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``Worker(queue, registry, **kwargs)``."""

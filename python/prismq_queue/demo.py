@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from .registry import TaskHandlerRegistry
-from .worker import TaskContext
+from .task_context import TaskContext
 
 log = logging.getLogger("prismq_queue.demo")
 

@@ -36,7 +36,52 @@ class SchemaVersionError(QueueError):
 
 class DatabaseError(QueueError):
     """SQLite could not do what was asked: an unreadable or foreign file, a permission problem,
-    a full disk, or a lock held past ``busy_timeout``."""
+    a full disk, or a lock held past ``busy_timeout``.
+
+    ``kind`` says which, so a caller can decide without reading the message:
+
+    - ``"busy"``: another connection held the write lock past ``busy_timeout`` (``DatabaseBusy``);
+    - ``"disk_full"``: no space left, or a file size or quota limit; writes work again once space
+      is freed;
+    - ``"read_only"``: the file, its directory or the file system refuses writes; a handle
+      recovers by itself once the file is writable again;
+    - ``"io_error"``: the operating system reported an input/output error;
+    - ``"file_moved"``: the file was deleted or replaced after this handle opened it; its writes
+      would be lost, so every further write is refused: open a new ``Queue`` (restart the
+      process) against the file that now exists;
+    - ``"corrupt"``: a damaged file or a damaged row (run ``integrity_check``, restore a backup);
+    - ``"not_a_database"``: the file is not a SQLite database;
+    - ``"other"``: anything else.
+    """
+
+    kind: str = "other"
+
+    def __init__(self, message: str = "", kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class DatabaseBusy(DatabaseError):
+    """The write lock stayed held by another connection for longer than ``busy_timeout`` (the
+    core retried until then). ``kind`` is ``"busy"``."""
+
+    kind: str = "busy"
+
+    def __init__(self, message: str = "", kind: str = "busy") -> None:
+        super().__init__(message, kind)
+
+
+class Unsupported(QueueError):
+    """The backend in use does not have this operation (a file backup on a database server, say);
+    the message says what to use instead. ``backend`` and ``operation`` name both."""
+
+    backend: str = ""
+    operation: str = ""
+
+    def __init__(self, message: str = "", backend: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.operation = operation
 
 
 class HandlerAlreadyRegistered(QueueError, ValueError):
@@ -57,6 +102,8 @@ __all__ = [
     "LeaseLost",
     "SchemaVersionError",
     "DatabaseError",
+    "DatabaseBusy",
+    "Unsupported",
     "HandlerAlreadyRegistered",
     "HandlerNotFound",
 ]

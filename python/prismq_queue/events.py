@@ -68,11 +68,13 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from ._prismq_queue import Queue
+from .errors import QueueError
 
 __all__ = ["Event", "EventStream", "watch", "KINDS"]
 
@@ -100,9 +102,9 @@ class Event:
     step: Optional[str]
     message: Optional[str]
     at: datetime
-    data: Optional[dict] = field(default=None, compare=False)
+    data: Optional[dict[str, Any]] = field(default=None, compare=False)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ``at`` as an ISO 8601 string."""
         return {
             "kind": self.kind,
@@ -192,6 +194,19 @@ def _subscribe(queue: Queue) -> _Waiter:
 def _unsubscribe(w: _Waiter) -> None:
     with _WAITERS_LOCK:
         w.streams -= 1
+    if w.thread is threading.current_thread():
+        return
+    # The waiter's wait holds the queue handle: closed meanwhile, the handle would close its
+    # connections only once that wait returned, perhaps after the process had exited, leaving the
+    # -wal and -shm behind (and a file deleted and opened again in between meets them). So the
+    # last stream wakes it and lets it end, unless a new stream came for it meanwhile.
+    deadline = time.monotonic() + 2.0
+    while w.streams == 0 and w.thread.is_alive() and time.monotonic() < deadline:
+        try:
+            w.queue.wake()
+        except QueueError:  # closed already: the waiter is ending
+            pass
+        w.thread.join(0.05)
 
 
 # ---------------------------------------------------------------------------------- the stream
@@ -257,13 +272,13 @@ class EventStream:
                 pass
         _unsubscribe(w)
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    async def __aenter__(self) -> "EventStream":
+    async def __aenter__(self) -> EventStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -275,7 +290,7 @@ class EventStream:
         except Exception:  # noqa: BLE001 - at interpreter exit
             pass
 
-    def __iter__(self) -> "EventStream":
+    def __iter__(self) -> EventStream:
         return self
 
     def __next__(self) -> Event:
@@ -284,9 +299,9 @@ class EventStream:
                 raise StopIteration
             if self._buffer:
                 return self._buffer.popleft()
-            self._fill(None)
+            self._wait_for_events(None)
 
-    def __aiter__(self) -> "EventStream":
+    def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
@@ -295,19 +310,19 @@ class EventStream:
                 raise StopAsyncIteration
             if self._buffer:
                 return self._buffer.popleft()
-            await self._afill()
+            await self._await_events()
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """Every event available within ``timeout`` seconds (0: what one look finds now)."""
         if not self._buffer and not self._closed:
-            self._fill(timeout)
+            self._wait_for_events(timeout)
         out = list(self._buffer)
         self._buffer.clear()
         return out
 
     # -- looking and waiting
 
-    def _due(self) -> bool:
+    def _changes_due(self) -> bool:
         """A look is due: the waiter saw a commit since the last look (or a burst is unread)."""
         return self._seen is None or self._more or self._waiter.seq != self._seen or self._waiter.error is not None
 
@@ -318,7 +333,7 @@ class EventStream:
             t = min(t, min(self._last_update.get(q, float("-inf")) + self._interval for q in self._changed))
         return max(0.0, t - time.monotonic())
 
-    def _look(self) -> None:
+    def _read_changes(self) -> None:
         """One look now (called in a thread by the async path). Holds the stream's lock."""
         with self._lock:
             if self._closed:
@@ -331,7 +346,8 @@ class EventStream:
                 data = None
                 if kind == "task.status":
                     data = {"attempts": c[9], "max_attempts": c[10], "worker": c[11], "error": c[12]}
-                self._buffer.append(Event(kind, task_id, typ, queue, status, progress, step, message, _utc(at_ms), data))
+                event = Event(kind, task_id, typ, queue, status, progress, step, message, _utc(at_ms), data)
+                self._buffer.append(event)
                 self._changed[queue] = self._changed.get(queue, 0) + 1
             self._queue_updates()
 
@@ -348,44 +364,44 @@ class EventStream:
             self._buffer.append(Event("queue.updated", None, None, q, None, None, None, None, at, data))
             self._last_update[q] = now
 
-    def _gap(self) -> float:
+    def _seconds_until_next_read(self) -> float:
         return max(0.0, self._last_look + self._min_gap - time.monotonic())
 
-    def _fill(self, timeout: Optional[float]) -> None:
+    def _wait_for_events(self, timeout: Optional[float]) -> None:
         """Sync: wait (up to `timeout`, default `interval`) for events and put them in the buffer."""
         deadline = time.monotonic() + (self._interval if timeout is None else timeout)
         w = self._waiter
         while not self._closed and not self._buffer:
-            if self._due():
-                gap = 0.0 if self._more else self._gap()
+            if self._changes_due():
+                gap = 0.0 if self._more else self._seconds_until_next_read()
                 if gap > 0:
                     with w.cond:
                         w.cond.wait_for(lambda: self._closed, gap)
                     continue
-                self._look()
+                self._read_changes()
                 continue
             budget = self._wait_budget(deadline)
             if budget > 0:
                 with w.cond:
-                    w.cond.wait_for(lambda: self._closed or self._due(), budget)
-            if not self._due():
+                    w.cond.wait_for(lambda: self._closed or self._changes_due(), budget)
+            if not self._changes_due():
                 with self._lock:
                     self._queue_updates()  # coalesced queue.updated whose interval ended
                 if time.monotonic() >= deadline:
                     return
 
-    async def _afill(self) -> None:
+    async def _await_events(self) -> None:
         """Async: the same, waiting on the event loop and looking in a thread."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self._interval
         w = self._waiter
         while not self._closed and not self._buffer:
-            if self._due():
-                gap = 0.0 if self._more else self._gap()
+            if self._changes_due():
+                gap = 0.0 if self._more else self._seconds_until_next_read()
                 if gap > 0:
                     await asyncio.sleep(gap)
                     continue
-                await loop.run_in_executor(None, self._look)
+                await loop.run_in_executor(None, self._read_changes)
                 continue
             budget = self._wait_budget(deadline)
             if budget > 0:
@@ -394,7 +410,7 @@ class EventStream:
                 with w.cond:
                     w.async_waiters.add(entry)
                 try:
-                    if not (self._closed or self._due()):  # a wake-up before we registered
+                    if not (self._closed or self._changes_due()):  # a wake-up before we registered
                         try:
                             await asyncio.wait_for(ev.wait(), budget)
                         except asyncio.TimeoutError:
@@ -402,7 +418,7 @@ class EventStream:
                 finally:
                     with w.cond:
                         w.async_waiters.discard(entry)
-            if not self._due() and not self._closed:
+            if not self._changes_due() and not self._closed:
                 with self._lock:
                     self._queue_updates()
                 if time.monotonic() >= deadline:

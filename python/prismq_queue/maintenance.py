@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ._prismq_queue import Queue
 
@@ -62,7 +62,7 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         now = time.monotonic()
-        jobs: list[tuple[str, float, Callable[[], None], float]] = []
+        jobs: list[tuple[str, float, Callable[[], object], float]] = []
         if schedule.sweep:
             jobs.append(("sweep", schedule.sweep, self.sweep, now + schedule.sweep))
         if schedule.purge and schedule.retention is not None:
@@ -143,7 +143,7 @@ class Maintenance:
         self.queue.analyze()
         log.info("analyze: statistics refreshed in %.2fs", time.monotonic() - started)
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self) -> dict[str, Any]:
         r = self.queue.checkpoint("passive")
         path = self.queue.path
         try:

@@ -29,7 +29,8 @@ started): ``prismq_lock_busy_retries_total``, ``prismq_lock_wait_seconds_total``
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -146,7 +147,9 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
         value=lc["busy_retries"],
     )
     yield CounterMetricFamily(
-        "prismq_lock_wait_seconds", "Time spent waiting for the write lock, this process.", value=lc["busy_wait_seconds"]
+        "prismq_lock_wait_seconds",
+        "Time spent waiting for the write lock, this process.",
+        value=lc["busy_wait_seconds"],
     )
 
     db = m["database"]

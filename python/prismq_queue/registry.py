@@ -9,15 +9,22 @@ duplicate or a missing type) and adds a decorator form and loading from a config
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import sys
 import threading
+import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, TypeVar
 
 from .errors import HandlerAlreadyRegistered, HandlerNotFound, InvalidArgument
 from .settings_files import read_settings_file
 
 __all__ = ["TaskHandlerRegistry", "HandlerInfo", "load_object"]
+
+log = logging.getLogger("prismq_queue.registry")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,7 +79,7 @@ class TaskHandlerRegistry:
             if task_type in self._handlers and not allow_override:
                 raise HandlerAlreadyRegistered(
                     f"task type {task_type!r} already has a handler "
-                    f"({_name(self._handlers[task_type].handler)}); pass allow_override=True to replace it"
+                    f"({_qualified_name(self._handlers[task_type].handler)}); pass allow_override=True to replace it"
                 )
             self._handlers[task_type] = HandlerInfo(task_type, handler, description, version)
 
@@ -133,14 +140,14 @@ class TaskHandlerRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self.get_registered_types()))
 
-    def update(self, other: "TaskHandlerRegistry", *, allow_override: bool = False) -> None:
+    def update(self, other: TaskHandlerRegistry, *, allow_override: bool = False) -> None:
         """Register every handler of ``other`` here."""
         for t in other:
             info = other._handlers[t]
             self.register_handler(t, info.handler, info.description, info.version, allow_override)
 
     @classmethod
-    def from_config(cls, path: str | Path) -> "TaskHandlerRegistry":
+    def from_config(cls, path: str | Path) -> TaskHandlerRegistry:
         """A registry from a JSON, TOML or YAML file that maps task types to functions::
 
             [handlers."email.send"]
@@ -177,14 +184,16 @@ class TaskHandlerRegistry:
 
 
 def load_object(spec: str, *, what: str = "handlers") -> Any:
-    """Import ``module:attribute`` (the attribute may be dotted) and return the attribute."""
+    """Import ``module:attribute`` (the attribute may be dotted) and return the attribute.
+
+    The current directory is searched first, as ``python -m`` (and Celery, RQ) do, so that
+    ``--handlers app.tasks:registry`` works from the folder that holds ``app/``. Any failure is an
+    ``InvalidArgument`` of one line (where Python looked, or the file and line that failed); the
+    traceback goes to the ``prismq_queue.registry`` logger at INFO level (``-v``)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidArgument(f"{what}: {spec!r} must look like 'package.module:attribute'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InvalidArgument(f"{what}: cannot import module {module_name!r}: {e}") from e
+    obj: Any = _import(module_name, what)
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -193,5 +202,63 @@ def load_object(spec: str, *, what: str = "handlers") -> Any:
     return obj
 
 
-def _name(fn: Callable[..., Any]) -> str:
+def _import(module_name: str, what: str) -> Any:
+    _search_current_directory()
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:  # whatever the module raises while it runs is a handler mistake too
+        log.info("importing %r for %s failed:", module_name, what, exc_info=e)
+        raise InvalidArgument(f"{what}: {_import_failure(module_name, e)}") from e
+
+
+def _search_current_directory() -> None:
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
+def _import_failure(module_name: str, e: Exception) -> str:
+    """One line on why ``module_name`` did not import."""
+    if isinstance(e, SyntaxError):
+        where = _relative_if_below_cwd(e.filename) if e.filename else "?"
+        line = f", line {e.lineno}" if e.lineno else ""
+        return f"cannot import module {module_name!r}: {type(e).__name__} in {where}{line}: {e.msg}"
+    missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
+        return (f"cannot import module {module_name!r}: {e}; looked in {_import_path_text()}. Run the command from the "
+                f"folder that holds {missing.partition('.')[0]!r}, or add that folder to PYTHONPATH")
+    return f"cannot import module {module_name!r}: {type(e).__name__}{_failed_at(e)}: {e}"
+
+
+def _import_path_text() -> str:
+    cwd = os.getcwd()
+    seen: list[str] = []
+    for p in sys.path:
+        full = os.path.abspath(p or os.curdir)
+        if full not in seen:
+            seen.append(full)
+    return ", ".join(f"{p} (the current directory)" if p == cwd else p for p in seen)
+
+
+def _failed_at(e: BaseException) -> str:
+    """Where ``e`` was raised (" at FILE, line N"), when that is in the imported code, not in the
+    import machinery or here."""
+    machinery = (os.path.dirname(importlib.__file__), os.path.abspath(__file__))
+    frames = [
+        f for f in traceback.extract_tb(e.__traceback__)
+        if not f.filename.startswith("<frozen ") and not f.filename.startswith(machinery)
+    ]
+    return f" at {_relative_if_below_cwd(frames[-1].filename)}, line {frames[-1].lineno}" if frames else ""
+
+
+def _relative_if_below_cwd(path: str) -> str:
+    """``path`` relative to the current directory when it lies below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith(os.pardir) else rel
+
+
+def _qualified_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

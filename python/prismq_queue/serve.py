@@ -1,10 +1,10 @@
 """``prismq-queue serve``: the REST API, live events and dashboard, embedded worker processes and
 scheduled maintenance, in one command, on one database file.
 
-- **Checks before anything starts**: the database opens, migrates and takes a write (else a clear
-  error, exit 1 or 2); the handlers import; the port is bound here, by this process, before
-  uvicorn is started with the bound socket, so "port in use" is an exact, race-free check (exit
-  1). No worker is started before both pass.
+- **Checks before anything starts**: the handlers import; the port is bound here, by this
+  process, before uvicorn is started with the bound socket, so "port in use" is an exact,
+  race-free check (exit 1), made before the database is created; the database opens, migrates
+  and takes a write (else a clear error, exit 1 or 2). No worker is started before all pass.
 - **Workers** are real processes (``python -m prismq_queue worker ...``), ``--workers`` of them
   (default 2), supervised: one that exits while serve runs is logged and restarted after a
   backoff (1 s, doubling up to 30 s; back to 1 s once a worker has run for a minute). Each
@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 from ._prismq_queue import Queue
@@ -52,7 +52,7 @@ log = logging.getLogger("prismq_queue.serve")
 DEMO_HANDLERS = "prismq_queue.demo:registry"
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, cap
 STABLE_AFTER = 60.0  # a worker that ran this long restarts with the first delay again
-HTTP_GRACE = 3.0  # seconds open HTTP responses (event streams) get at shutdown
+HTTP_GRACE = 3  # seconds open HTTP responses (event streams) get at shutdown
 IS_WINDOWS = sys.platform == "win32"
 
 
@@ -70,7 +70,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
-    handlers: List[str] = field(default_factory=list)
+    handlers: list[str] = field(default_factory=list)
     concurrency: Optional[int] = None
     queues: Optional[str] = None
     shutdown_grace: float = 30.0
@@ -79,6 +79,8 @@ class ServeOptions:
     schedule: Schedule = field(default_factory=Schedule)
     demo_every: float = 1.0
     verbose: int = 0
+    #: web._server.HttpLimits: connection, time and size limits of the HTTP side; None: defaults.
+    limits: Any = None
     #: Written to with the banner (stdout); a test or an embedding can swap it.
     echo: Callable[[str], None] = print
 
@@ -98,11 +100,11 @@ def check_database(path: str) -> str:
             q.heartbeat(probe, pid=os.getpid())
             q.remove_worker(probe)
         except DatabaseError as e:
-            raise DatabaseError(f"the database {path!r} cannot be written: {e}") from None
+            raise DatabaseError(f"the database \"{path}\" cannot be written: {e}") from None
     return os.path.abspath(path)
 
 
-def check_worker_settings(opts: "ServeOptions") -> List[str]:
+def check_worker_settings(opts: ServeOptions) -> list[str]:
     """Load the settings the workers will load (flags over ``PRISMQ_WORKER_*`` variables) and
     import their handlers, here, so a typo fails now with one message instead of in every
     worker, over and over. Returns the task types."""
@@ -177,7 +179,7 @@ def urls(host: str, port: int) -> str:
 class WorkerProcess:
     """One embedded worker slot: the process running in it, and its restart bookkeeping."""
 
-    def __init__(self, index: int, worker_id: str, argv: List[str]) -> None:
+    def __init__(self, index: int, worker_id: str, argv: list[str]) -> None:
         self.index = index
         self.worker_id = worker_id
         self.argv = argv
@@ -214,11 +216,17 @@ class WorkerProcess:
                 p.stdin.close()  # the portable request (and the one that survives serve's death)
         except OSError:
             pass
+        if IS_WINDOWS:
+            # Not p.send_signal: where Ctrl-Break cannot be delivered (serve without a console,
+            # as some service wrappers run it), CPython 3.12's os.kill then terminates the worker
+            # mid-task. The closed stdin above makes it drain instead.
+            from ._console import send_ctrl_break
+
+            if not send_ctrl_break(p.pid):
+                log.debug("worker %s: no Ctrl-Break (no shared console); it stops on its closed stdin", self.worker_id)
+            return
         try:
-            if IS_WINDOWS:
-                p.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-            else:
-                p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGTERM)
         except OSError:
             pass
 
@@ -234,7 +242,7 @@ class WorkerProcess:
 class Supervisor:
     """Starts the worker processes and restarts any that exits while serve runs."""
 
-    def __init__(self, slots: List[WorkerProcess]) -> None:
+    def __init__(self, slots: list[WorkerProcess]) -> None:
         self.slots = slots
         self.stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -312,7 +320,7 @@ class Supervisor:
             s.kill()
 
 
-def worker_argv(opts: ServeOptions, worker_id: str) -> List[str]:
+def worker_argv(opts: ServeOptions, worker_id: str) -> list[str]:
     argv = [sys.executable, "-m", "prismq_queue"]
     if opts.verbose:
         argv.append("-" + "v" * opts.verbose)
@@ -328,14 +336,23 @@ def worker_argv(opts: ServeOptions, worker_id: str) -> List[str]:
 
 
 # ---------------------------------------------------------------------- running
+def http_limits(opts: ServeOptions) -> Any:
+    """The ``web._server.HttpLimits`` serve runs with: ``opts.limits``, or the defaults."""
+    from .web._server import HttpLimits
+
+    return opts.limits if opts.limits is not None else HttpLimits()
+
+
 def _make_server(app: Any, opts: ServeOptions) -> Any:
     import uvicorn
+
+    from .web._server import fit_to_open_files, uvicorn_options
 
     class Server(uvicorn.Server):
         # serve handles the signals itself (it also has workers to stop); uvicorn's own handling
         # would re-raise the signal after its shutdown and kill the process before the workers
         # have drained.
-        def capture_signals(self) -> Any:  # type: ignore[override]
+        def capture_signals(self) -> Any:
             import contextlib
 
             return contextlib.nullcontext()
@@ -347,34 +364,22 @@ def _make_server(app: Any, opts: ServeOptions) -> Any:
         access_log=opts.verbose >= 1,
         timeout_graceful_shutdown=HTTP_GRACE,
         lifespan="on",
+        **uvicorn_options(fit_to_open_files(http_limits(opts))),
     )
     return Server(config)
 
 
-def run(opts: ServeOptions) -> int:
-    """Check, start everything, block until a signal, shut down. Returns the exit code (0 after
-    a clean shutdown). Raises ServeError or a queue error when serve cannot start."""
-    from . import web  # needs the web extra; checked before anything starts
+def _redact_logs() -> None:
+    from .web import _redact
 
-    logging.getLogger("prismq_queue.serve").setLevel(min(logging.INFO, logging.WARNING - 10 * opts.verbose))
-    logging.getLogger("prismq_queue.maintenance").setLevel(min(logging.INFO, logging.WARNING - 10 * opts.verbose))
-    if opts.workers < 0:
-        raise InvalidArgument(f"--workers must be 0 or more, got {opts.workers}")
+    # Tokens in URLs (?token=), headers and first messages never reach a log line, at any -v.
+    _redact.install(root_handlers=True)
 
-    # Cheapest and writing nothing first: the handlers import; then the database; then the port.
-    handlers = opts.handlers or [DEMO_HANDLERS]
-    types = check_worker_settings(opts)
-    db = check_database(opts.db)
-    sock = bind(opts.host, opts.port)
-    port = sock.getsockname()[1]
 
-    if opts.auth:
-        token = opts.token or secrets.token_urlsafe(24)
-        auth = web.Auth(tokens={token: web.Token(scopes={"read", "write", "admin"}, projects=None)})
-    else:
-        token = None
-        auth = web.Auth.disabled()
-
+def _print_banner(
+    opts: ServeOptions, db: str, port: int, token: Optional[str], handlers: list[str], types: list[str]
+) -> None:
+    """Where the dashboard and the API are (with the token), what the workers run, and warnings."""
     base = urls(opts.host, port)
     say = opts.echo
     say(f"prismq-queue serve: database {db}")
@@ -386,22 +391,62 @@ def run(opts: ServeOptions) -> int:
         say(f"  REST API:  {base}/api  (no authentication; docs at {base}/docs)")
     if opts.host in ("0.0.0.0", "::", ""):
         say(f"  listening on every network interface, port {port}")
-    say(f"  workers:   {opts.workers} processes running {', '.join(handlers)} (types: {', '.join(types)})")
+    processes = "process" if opts.workers == 1 else "processes"
+    say(f"  workers:   {opts.workers} {processes} running {', '.join(handlers)} (types: {', '.join(types)})")
     if not opts.auth:
-        warning = "WARNING: authentication is OFF (--no-auth): anyone who can reach this port may read, change and delete tasks"
+        warning = (
+            "WARNING: authentication is OFF (--no-auth): anyone who can reach this port may read, change "
+            "and delete tasks"
+        )
         if not is_loopback(opts.host):
-            warning += f", and {opts.host} is reachable from other machines. Do not run it like this on a shared network"
+            warning += (
+                f", and {opts.host} is reachable from other machines. Do not run it like this on a shared network"
+            )
         say(warning)
         log.warning(warning)
     if opts.demo:
         say("  demo mode: no --handlers given, so the workers run the demo handlers and serve enqueues a demo task")
-        say("             every second (queue 'demo'). Run your own: prismq-queue serve --handlers your.module:registry")
+        say(
+            "             every second (queue 'demo'). Run your own: prismq-queue serve --handlers your.module:registry"
+        )
+
+
+def run(opts: ServeOptions) -> int:
+    """Check, start everything, block until a signal, shut down. Returns the exit code (0 after
+    a clean shutdown). Raises ServeError or a queue error when serve cannot start."""
+    from . import web  # needs the web extra; checked before anything starts
+
+    logging.getLogger("prismq_queue.serve").setLevel(min(logging.INFO, logging.WARNING - 10 * opts.verbose))
+    logging.getLogger("prismq_queue.maintenance").setLevel(min(logging.INFO, logging.WARNING - 10 * opts.verbose))
+    _redact_logs()
+    if opts.workers < 0:
+        raise InvalidArgument(f"--workers must be 0 or more, got {opts.workers}")
+
+    # Cheapest first, and nothing written until the last check: the handlers import; the port
+    # (so a refused start leaves no database file behind); then the database, which it creates.
+    handlers = opts.handlers or [DEMO_HANDLERS]
+    types = check_worker_settings(opts)
+    sock = bind(opts.host, opts.port)
+    try:
+        db = check_database(opts.db)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+
+    if opts.auth:
+        token = opts.token or secrets.token_urlsafe(24)
+        auth = web.Auth(tokens={token: web.Token(scopes={"read", "write", "admin"}, projects=None)})
+    else:
+        token = None
+        auth = web.Auth.disabled()
+
+    say = opts.echo
+    _print_banner(opts, db, port, token, handlers, types)
 
     maint_queue = Queue(db)
     maintenance = Maintenance(maint_queue, opts.schedule)
     say(f"  maintenance: {maintenance.describe()}")
-    say("Press Ctrl-C to stop.")
-    sys.stdout.flush()
 
     host_tag = socket.gethostname().split(".")[0]
     slots = [
@@ -412,22 +457,34 @@ def run(opts: ServeOptions) -> int:
     supervisor = Supervisor(slots)
     demo_stop = threading.Event()
     demo_thread: Optional[threading.Thread] = None
-    server = _make_server(web.create_app(db, auth=auth), opts)
+    server = _make_server(web.create_app(db, auth=auth, **http_limits(opts).router_options()), opts)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         if stopping.is_set():
-            log.warning("second interrupt: stopping at once")
             server.force_exit = True
             supervisor.kill_all()
+            try:
+                log.warning("second interrupt: stopping at once")
+            except Exception:  # noqa: BLE001 - as below
+                pass
             return
         stopping.set()
-        log.warning("received signal %d: shutting down (workers get %.0fs to finish their tasks; press Ctrl-C "
-                    "again to stop at once)", signum, opts.shutdown_grace)
         server.should_exit = True
         supervisor.request_stop()  # the workers drain while the HTTP side closes
+        try:  # after the stop: logging can fail here if the interrupted code was writing the same stream
+            log.warning(
+                "received signal %d: shutting down (workers get %.0fs to finish their tasks; press Ctrl-C "
+                "again to stop at once)",
+                signum,
+                opts.shutdown_grace,
+            )
+        except Exception:  # noqa: BLE001 - the stop above is what matters
+            pass
 
-    previous = _install_signals(on_signal)
+    previous = _install_signals(on_signal, hold=opts.shutdown_grace + 15.0)
+    say("Press Ctrl-C to stop.")  # only now: a Ctrl-C before the handlers was a traceback
+    sys.stdout.flush()
     code = 0
     try:
         supervisor.start()
@@ -435,8 +492,13 @@ def run(opts: ServeOptions) -> int:
         if opts.demo and opts.workers:
             from .demo import trickle
 
-            demo_thread = threading.Thread(target=trickle, args=(maint_queue, demo_stop),
-                                           kwargs={"every": opts.demo_every}, name="prismq-demo", daemon=True)
+            demo_thread = threading.Thread(
+                target=trickle,
+                args=(maint_queue, demo_stop),
+                kwargs={"every": opts.demo_every},
+                name="prismq-demo",
+                daemon=True,
+            )
             demo_thread.start()
         server.run(sockets=[sock])
         if not server.started and not stopping.is_set():
@@ -457,10 +519,17 @@ def run(opts: ServeOptions) -> int:
     return code
 
 
-def _install_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
-    previous: dict[int, Any] = {}
+def _install_signals(handler: Callable[[int, Any], None], hold: float) -> dict[Any, Any]:
+    """Ctrl-C, SIGTERM, Ctrl-Break; on Windows also a console close, logoff or shutdown (a
+    service's stop), whose handler holds the process up to ``hold`` seconds for the clean stop."""
+    previous: dict[Any, Any] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
+    from ._console import on_console_end
+
+    console = on_console_end(lambda event: handler(event, None), hold)
+    if console is not None:
+        previous["console"] = console
     for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
         sig = getattr(signal, name, None)
         if sig is None:
@@ -472,8 +541,11 @@ def _install_signals(handler: Callable[[int, Any], None]) -> dict[int, Any]:
     return previous
 
 
-def _restore_signals(previous: dict[int, Any]) -> None:
+def _restore_signals(previous: dict[Any, Any]) -> None:
     for sig, handler in previous.items():
+        if sig == "console":
+            handler.finished()  # the clean stop is done: a held console handler may return
+            continue
         try:
             signal.signal(sig, handler)
         except (ValueError, OSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ else:  # pragma: no cover - exercised on Python 3.9/3.10 only
 FORMATS = {".json": "JSON", ".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}
 
 
-def read_settings_file(path: str | Path) -> dict[str, Any]:
+def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The top-level table of a JSON, TOML or YAML file, with errors that name the file."""
     p = Path(path)
     kind = FORMATS.get(p.suffix.lower())

@@ -1,13 +1,15 @@
-//! The change feed under `prismq_queue.events` (see `crate::changes`): a cursor object and the
+//! The change feed under `prismq_queue.events` (see `crate::storage::sqlite::changes`): a cursor object and the
 //! calls `Queue.change_cursor`, `Queue.changes_since` and `Queue.queue_depths` forward to.
 
+use super::args::to_python;
 use super::convert::names_arg;
-use super::errors::{invalid, ToPy};
-use crate::changes::ChangeCursor;
-use crate::queue::Queue;
+use super::errors::ToPy;
+use crate::engine::queue::Queue;
+use crate::model::changes::{ChangeCursor, TaskChange};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,15 +34,6 @@ impl PyChangeCursor {
     }
 }
 
-fn seconds(v: f64, what: &str) -> PyResult<Duration> {
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(invalid(format!(
-            "{what} must be a number of seconds >= 0, got {v}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 pub fn change_cursor(
     py: Python<'_>,
     q: Arc<Queue>,
@@ -61,19 +54,14 @@ pub fn changes_since<'py>(
     py: Python<'py>,
     q: Arc<Queue>,
     cursor: Py<PyChangeCursor>,
-    timeout: f64,
-    min_gap: f64,
-    limit: i64,
+    timeout: Duration,
+    min_gap: Duration,
+    limit: usize,
 ) -> PyResult<(Bound<'py, PyList>, bool)> {
-    let timeout = seconds(timeout, "timeout")?;
-    let min_gap = seconds(min_gap, "min_gap")?;
-    if limit < 1 {
-        return Err(invalid(format!("limit must be at least 1, got {limit}")));
-    }
     let c = cursor.clone_ref(py);
     let out = py
         .detach(
-            move || -> crate::error::Result<Option<crate::changes::Changes>> {
+            move || -> crate::model::error::Result<Option<crate::model::changes::Changes>> {
                 let cur = c.get();
                 let mut inner = cur.inner.lock();
                 if !timeout.is_zero() && !q.wait_for_changes(&inner, timeout, min_gap, &cur.stop)? {
@@ -82,38 +70,22 @@ pub fn changes_since<'py>(
                 if cur.stop.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
-                q.changes_since(&mut inner, limit as usize).map(Some)
+                q.changes_since(&mut inner, limit).map(Some)
             },
         )
         .py()?;
     let Some(out) = out else {
         return Ok((PyList::empty(py), false));
     };
-    let items = out
-        .changes
-        .into_iter()
-        .map(|c| {
-            PyTuple::new(
-                py,
-                [
-                    c.kind.as_str().into_pyobject(py)?.into_any(),
-                    c.id.into_pyobject(py)?.into_any(),
-                    c.task_type.into_pyobject(py)?.into_any(),
-                    c.queue.into_pyobject(py)?.into_any(),
-                    c.status.as_str().into_pyobject(py)?.into_any(),
-                    c.progress.into_pyobject(py)?.into_any(),
-                    c.step.into_pyobject(py)?.into_any(),
-                    c.message.into_pyobject(py)?.into_any(),
-                    c.at.into_pyobject(py)?.into_any(),
-                    c.attempts.into_pyobject(py)?.into_any(),
-                    c.max_attempts.into_pyobject(py)?.into_any(),
-                    c.worker.into_pyobject(py)?.into_any(),
-                    c.error.into_pyobject(py)?.into_any(),
-                ],
-            )
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok((PyList::new(py, items)?, out.more))
+    let events: Vec<_> = out.changes.iter().map(TaskChange::event).collect();
+    Ok((to_python(py, &events)?.cast_into::<PyList>()?, out.more))
+}
+
+/// One queue's entry in `queue_depths()`: `{"queued": n, "running": n}`.
+#[derive(serde::Serialize)]
+struct QueueDepth {
+    queued: i64,
+    running: i64,
 }
 
 pub fn queue_depths<'py>(
@@ -123,12 +95,9 @@ pub fn queue_depths<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let names = names_arg(queues, "queues")?;
     let depths = py.detach(move || q.queue_depths(&names)).py()?;
-    let d = PyDict::new(py);
-    for (name, (queued, running)) in depths {
-        let e = PyDict::new(py);
-        e.set_item("queued", queued)?;
-        e.set_item("running", running)?;
-        d.set_item(name, e)?;
-    }
-    Ok(d)
+    let depths: BTreeMap<String, QueueDepth> = depths
+        .into_iter()
+        .map(|(name, (queued, running))| (name, QueueDepth { queued, running }))
+        .collect();
+    Ok(to_python(py, &depths)?.cast_into::<PyDict>()?)
 }

@@ -1,46 +1,45 @@
-//! Core errors -> the exception classes defined in `prismq_queue/errors.py` (defined in Python so
-//! they can inherit from both `QueueError` and `ValueError`/`KeyError`).
+//! Core errors -> the exception classes of `prismq_queue/errors.py`, imported by type (defined in
+//! Python so they can inherit from both `QueueError` and `ValueError`/`KeyError`).
 
-use crate::error::Error;
+use crate::model::error::{DbErrorKind, Error};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::PyModule;
 
-static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+pyo3::import_exception!(prismq_queue.errors, QueueError);
+pyo3::import_exception!(prismq_queue.errors, InvalidArgument);
+pyo3::import_exception!(prismq_queue.errors, TaskNotFound);
+pyo3::import_exception!(prismq_queue.errors, LeaseLost);
+pyo3::import_exception!(prismq_queue.errors, SchemaVersionError);
+pyo3::import_exception!(prismq_queue.errors, DatabaseError);
+pyo3::import_exception!(prismq_queue.errors, DatabaseBusy);
+pyo3::import_exception!(prismq_queue.errors, Unsupported);
 
-pub fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    let m = ERRORS_MODULE
-        .get_or_try_init(py, || py.import("prismq_queue.errors").map(Bound::unbind))?;
-    m.bind(py).getattr(name)
-}
-
-pub fn raise(py: Python<'_>, name: &str, msg: String) -> PyErr {
-    match error_class(py, name).and_then(|cls| cls.call1((msg,))) {
-        Ok(inst) => PyErr::from_value(inst),
-        Err(e) => e,
+/// A `DatabaseError` (or `DatabaseBusy`) of `kind` (see `DbErrorKind::as_str`).
+pub fn database_error(kind: DbErrorKind, msg: String) -> PyErr {
+    if kind == DbErrorKind::Busy {
+        DatabaseBusy::new_err((msg, kind.as_str()))
+    } else {
+        DatabaseError::new_err((msg, kind.as_str()))
     }
 }
 
 pub fn invalid(msg: impl Into<String>) -> PyErr {
-    Python::attach(|py| raise(py, "InvalidArgument", msg.into()))
+    InvalidArgument::new_err(msg.into())
 }
 
 pub fn to_py(e: Error) -> PyErr {
-    Python::attach(|py| {
-        let msg = e.to_string();
-        match e {
-            Error::InvalidArgument(_) => raise(py, "InvalidArgument", msg),
-            Error::TaskNotFound(id) => {
-                match error_class(py, "TaskNotFound").and_then(|c| c.call1((msg, id))) {
-                    Ok(inst) => PyErr::from_value(inst),
-                    Err(err) => err,
-                }
-            }
-            Error::LeaseLost(_) => raise(py, "LeaseLost", msg),
-            Error::SchemaVersion { .. } => raise(py, "SchemaVersionError", msg),
-            Error::Database(_) | Error::Busy(_) => raise(py, "DatabaseError", msg),
+    let msg = e.to_string();
+    match e {
+        Error::InvalidArgument(_) => InvalidArgument::new_err(msg),
+        Error::TaskNotFound(id) => TaskNotFound::new_err((msg, id)),
+        Error::LeaseLost(_) | Error::NotHeld { .. } => LeaseLost::new_err(msg),
+        Error::SchemaVersion { .. } => SchemaVersionError::new_err(msg),
+        Error::Unsupported {
+            backend, operation, ..
+        } => Unsupported::new_err((msg, backend, operation)),
+        Error::Database(_) | Error::Db { .. } | Error::Busy(_) => {
+            database_error(e.db_kind().unwrap_or(DbErrorKind::Other), msg)
         }
-    })
+    }
 }
 
 /// `.py()` turns a core result into a Python result.
@@ -48,7 +47,7 @@ pub trait ToPy<T> {
     fn py(self) -> PyResult<T>;
 }
 
-impl<T> ToPy<T> for crate::error::Result<T> {
+impl<T> ToPy<T> for crate::model::error::Result<T> {
     fn py(self) -> PyResult<T> {
         self.map_err(to_py)
     }

@@ -1,10 +1,13 @@
 //! The pyo3 binding: a thin layer that converts arguments, releases the GIL around every core
 //! call and maps errors. Built only with the `python` feature (maturin turns it on).
 
+mod args;
 mod changes;
 mod convert;
 mod errors;
+mod maintenance;
 mod queue;
+mod requests;
 mod runs;
 mod task;
 
@@ -18,16 +21,35 @@ fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::PyTask>()?;
     m.add_class::<task::PyWorkerInfo>()?;
     m.add_class::<task::PyTaskLog>()?;
+    m.add_class::<task::PyTaskAttempt>()?;
     m.add_class::<changes::PyChangeCursor>()?;
-    m.add("SCHEMA_VERSION", crate::schema::SCHEMA_VERSION)?;
+    m.add(
+        "SCHEMA_VERSION",
+        crate::storage::sqlite::schema::SCHEMA_VERSION,
+    )?;
     m.add(
         "DEFAULT_MAX_PAYLOAD_BYTES",
-        crate::queue::DEFAULT_MAX_PAYLOAD_BYTES,
+        crate::model::options::DEFAULT_MAX_PAYLOAD_BYTES,
     )?;
-    m.add("MIN_PRIORITY", crate::enqueue::MIN_PRIORITY)?;
-    m.add("MAX_PRIORITY", crate::enqueue::MAX_PRIORITY)?;
+    m.add("MIN_PRIORITY", crate::model::new_task::MIN_PRIORITY)?;
+    m.add("MAX_PRIORITY", crate::model::new_task::MAX_PRIORITY)?;
+    // The defaults the CLI and the web models show, from the one place that applies them.
+    m.add("DEFAULT_PRIORITY", crate::model::new_task::DEFAULT_PRIORITY)?;
+    m.add(
+        "DEFAULT_MAX_ATTEMPTS",
+        crate::model::new_task::DEFAULT_MAX_ATTEMPTS,
+    )?;
+    m.add("MAX_ERROR_BYTES", crate::model::attempt::MAX_ERROR_BYTES)?;
+    m.add(
+        "MAX_TRACEBACK_BYTES",
+        crate::model::attempt::MAX_TRACEBACK_BYTES,
+    )?;
+    m.add(
+        "MAX_ATTEMPT_RECORDS",
+        crate::model::attempt::MAX_RECORDS_PER_TASK,
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    let (sqlite_version, sqlite_options) = crate::db::sqlite_build().py()?;
+    let (sqlite_version, sqlite_options) = crate::storage::sqlite::db::sqlite_build().py()?;
     m.add("SQLITE_VERSION", sqlite_version)?;
     m.add(
         "SQLITE_COMPILE_OPTIONS",

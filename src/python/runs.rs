@@ -1,13 +1,15 @@
-//! The binding of `crate::runs` (run registry storage, in-process run rows, recovery). The
-//! `#[pymethods]` of `Queue` in `queue.rs` forward here; argument checks and conversions only.
+//! The binding of `crate::storage::sqlite::runs` (run registry storage, in-process run rows, recovery). The
+//! `#[pymethods]` of `Queue` in `queue/runs.rs` forward here; argument checks and conversions only.
 
-use super::convert::{instant_ms, seconds_ms, str_arg, to_json};
+use super::args::to_python;
+use super::convert::{duration_arg, instant_ms, int_in, opt_text, str_arg, text_arg, to_json};
 use super::errors::{invalid, ToPy};
 use super::task::PyTask;
-use crate::queue::Queue;
-use crate::runs::{RecoverRuns, RunFilter, RunQuery, RunRecord, StartRun};
+use crate::engine::queue::Queue;
+use crate::model::runs::{RecoverRuns, RunFilter, RunQuery, RunRecord, StartRun};
+use crate::model::time::Least;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyList, PyString};
 use std::sync::Arc;
 
 fn strings(obj: Option<&Bound<PyAny>>, what: &str) -> PyResult<Vec<String>> {
@@ -40,7 +42,7 @@ pub fn save_run(
     };
     let run = RunRecord {
         run_id: str_arg(run_id, "run_id")?,
-        module_id: module_id.str()?.to_string(),
+        module_id: text_arg(module_id.str()?.as_any(), "module_id")?,
         status: str_arg(&status.str()?.into_any(), "status")?,
         created_at: instant_ms(created_at, "created_at")?,
         completed_at: completed_at
@@ -105,11 +107,22 @@ pub fn start_run(
     task_type: &Bound<PyAny>,
     payload: Option<&Bound<PyAny>>,
     worker_id: &Bound<PyAny>,
-    queue: &str,
+    queue: Option<&Bound<PyAny>>,
     lease: Option<&Bound<PyAny>>,
-    rerun_attempts: i64,
+    rerun_attempts: Option<&Bound<PyAny>>,
     takeover_from: Option<&Bound<PyAny>>,
 ) -> PyResult<PyTask> {
+    let queue =
+        opt_text(queue, "queue")?.unwrap_or_else(|| crate::model::runs::DEFAULT_RUNS_QUEUE.into());
+    let rerun_attempts = match rerun_attempts.filter(|r| !r.is_none()) {
+        Some(r) => int_in(
+            r,
+            "rerun_attempts",
+            0,
+            crate::model::new_task::MAX_ATTEMPTS - 1,
+        )?,
+        None => 3,
+    };
     let s = StartRun {
         run_id: str_arg(run_id, "run_id")?,
         task_type: str_arg(task_type, "type")?,
@@ -117,10 +130,10 @@ pub fn start_run(
             Some(p) => to_json(p, "payload")?,
             None => "null".into(),
         },
-        queue: queue.to_string(),
+        queue,
         worker_id: str_arg(worker_id, "worker_id")?,
         lease_ms: match lease.filter(|l| !l.is_none()) {
-            Some(l) => seconds_ms(l, "lease")?,
+            Some(l) => duration_arg(l, "lease", Least::Positive)?,
             None => 60_000,
         },
         rerun_attempts,
@@ -132,28 +145,18 @@ pub fn start_run(
 pub fn recover_runs<'py>(
     py: Python<'py>,
     q: Arc<Queue>,
-    queue: &str,
+    queue: Option<&Bound<PyAny>>,
     rerun_types: Option<&Bound<PyAny>>,
-    rerun_queue: &str,
+    rerun_queue: Option<&Bound<PyAny>>,
     dead_holders: Option<&Bound<PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let r = RecoverRuns {
-        queue: queue.to_string(),
+        queue: opt_text(queue, "queue")?
+            .unwrap_or_else(|| crate::model::runs::DEFAULT_RUNS_QUEUE.into()),
         dead_holders: strings(dead_holders, "dead_holders")?,
         rerun_types: strings(rerun_types, "rerun_types")?,
-        rerun_queue: rerun_queue.to_string(),
+        rerun_queue: opt_text(rerun_queue, "rerun_queue")?.unwrap_or_else(|| "default".into()),
     };
     let out = py.detach(move || q.recover_runs(&r)).py()?;
-    let list = PyList::empty(py);
-    for o in out {
-        let d = PyDict::new(py);
-        d.set_item("task_id", o.task_id)?;
-        d.set_item("run_id", o.run_id)?;
-        d.set_item("type", o.task_type)?;
-        d.set_item("holder", o.holder)?;
-        d.set_item("requeued", o.requeued)?;
-        d.set_item("error", o.error)?;
-        list.append(d)?;
-    }
-    Ok(list)
+    Ok(to_python(py, &out)?.cast_into::<PyList>()?)
 }

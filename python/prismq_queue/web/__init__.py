@@ -24,7 +24,8 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
 - Projects: a task belongs to project ``P`` when its queue is named ``project:P`` (workers of a
   project claim with ``queues=["project:P"]``). ``GET /projects/{P}/queue/status`` [read],
   ``POST /projects/{P}/queue/add`` [write] (201; 200 when the idempotency key, which is unique
-  within the project, named an existing item), ``DELETE /projects/{P}/queue/{item_id}`` [write]
+  within the project, named an existing item; a project's keys live in its own namespace, and the
+  general API refuses keys starting with ``project:``), ``DELETE /projects/{P}/queue/{item_id}`` [write]
   (cancels a queued or running item; one already finished is left as it is, ``cancelled: false``),
   ``PUT /projects/{P}/queue/{item_id}/priority`` [write] (409 once finished). An item of another
   project is a 404, exactly like a missing one, and is never changed. Project ids: 1-128 letters,
@@ -46,11 +47,14 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
 Access: ``Authorization: Bearer <token>``. No or an unknown token: 401 with ``WWW-Authenticate``.
 A token without the endpoint's scope, or restricted to other projects: 403. Scopes are
 independent (``admin`` does not include ``read``). A project-restricted token may use only the
-``/projects/{P}/...`` endpoints of its projects. Errors: 422 with field details, 404, 409, 503
-when the database stayed locked past ``busy_timeout`` (the core retries until then), 500 with a
-generic body; every error body has ``detail`` and ``request_id``, also sent as ``X-Request-ID``
-on every response, under which the ``prismq_queue.web`` logger records the details. Every
-response also carries ``Server-Timing: app;dur=<ms>``, the time the request spent in the router.
+``/projects/{P}/...`` endpoints of its projects. Errors: 400 for a body that is not JSON, 413 for
+one larger than ``max_body_bytes``, 422 with field details (every field is checked against what
+the core accepts: 64-bit ids, UTF-8 text, storable JSON, times from 1970 to 9999; no lax
+coercion: ``0`` is not ``false``), 404, 405 for a wrong method, 409, 503 when the database stayed
+locked past ``busy_timeout`` (the core retries until then), 500 with a generic body; every error
+body has ``detail`` and ``request_id``, also sent as ``X-Request-ID`` on every response, under
+which the ``prismq_queue.web`` logger records the details. Every response also carries
+``Server-Timing: app;dur=<ms>``, the time the request spent in the router.
 
 Caching: ``/queue/stats`` and project status count and list rows across the table, which costs
 milliseconds per call at tens of thousands of tasks; their results are reused for ``cache_ttl``
@@ -73,10 +77,12 @@ import os
 from typing import Any, Union
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._prismq_queue import Queue, __version__
 from ._auth import SCOPES, Auth, Token
+from ._errors import error_body, request_id
 from ._monitor import Monitor
 from ._page import add_dashboard
 from ._router import PROJECT_QUEUE_PREFIX, create_router, project_queue
@@ -85,8 +91,9 @@ log = logging.getLogger("prismq_queue.web")
 
 __all__ = ["Auth", "Token", "SCOPES", "create_router", "create_app", "project_queue", "PROJECT_QUEUE_PREFIX"]
 
+
 def create_app(
-    queue: Union[Queue, str, "os.PathLike[str]"],
+    queue: Union[Queue, str, os.PathLike[str]],
     *,
     auth: Auth,
     prefix: str = "/api",
@@ -97,13 +104,14 @@ def create_app(
 
     ``queue`` is a ``Queue`` or a database path (then the app opens it and closes it at shutdown).
     ``router_options`` go to ``create_router`` (``events_interval``, ``threads``, ``cache_ttl``,
-    ``history_interval``, ``history_size``). The dashboard's depth sampler and event watcher
+    ``history_interval``, ``history_size``, ``max_body_bytes``, ``ws_auth_timeout``,
+    ``ws_max_unauthenticated``). The dashboard's depth sampler and event watcher
     (``_monitor.Monitor``) start with the app and stop before the queue is closed.
     """
     owned = isinstance(queue, (str, os.PathLike))
-    q: Any = Queue(os.fspath(queue)) if owned else queue
+    handle = Queue(os.fspath(queue)) if isinstance(queue, (str, os.PathLike)) else queue
     monitor = Monitor(
-        q,
+        handle,
         interval=router_options.pop("history_interval", 5.0),
         size=router_options.pop("history_size", 720),
         events_interval=router_options.get("events_interval", 1.0),
@@ -119,11 +127,24 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(monitor.stop)
             if owned:
-                q.close()
+                handle.close()
 
     app = FastAPI(title=title, version=__version__, lifespan=lifespan, description="prismq_queue REST API")
-    app.include_router(create_router(q, auth=auth, monitor=monitor, **router_options), prefix=prefix)
+    router = create_router(handle, auth=auth, monitor=monitor, **router_options)
+    app.include_router(router, prefix=prefix)
     add_dashboard(app, api_prefix=prefix)
-    app.state.queue = q
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # What no route answers (404, 405 with Allow), in the API's error shape.
+        rid = request_id(request)
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        response = error_body(exc.status_code, detail, rid, dict(exc.headers or {}))
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    app.state.queue = handle
     app.state.monitor = monitor
+    app.state.project_feeds = router.project_feeds  # type: ignore[attr-defined]
+    app.state.auth_gate = router.auth_gate  # type: ignore[attr-defined]
     return app

@@ -1,10 +1,17 @@
-"""Bearer tokens with scopes and an optional project restriction."""
+"""Bearer tokens with scopes and an optional project restriction, and the FastAPI security
+dependency that checks them (``requires``)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Optional
+
+from fastapi import Depends, Request, Security, params
+from fastapi.exceptions import HTTPException
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 
 from ._models import valid_project_id
 
@@ -58,7 +65,8 @@ class Token:
         return self.projects is None or project_id in self.projects
 
     def __repr__(self) -> str:
-        return f"Token(scopes={sorted(self.scopes)!r}, projects={None if self.projects is None else sorted(self.projects)!r})"
+        projects = None if self.projects is None else sorted(self.projects)
+        return f"Token(scopes={sorted(self.scopes)!r}, projects={projects!r})"
 
 
 _ALL = Token(SCOPES, None, name="auth-disabled")
@@ -90,7 +98,7 @@ class Auth:
         self.enabled = True
 
     @classmethod
-    def disabled(cls) -> "Auth":
+    def disabled(cls) -> Auth:
         """No checks: every request may do everything. Meant for tests and trusted networks."""
         self = cls.__new__(cls)
         self._tokens = {}
@@ -118,7 +126,9 @@ def bearer_from_header(value: Optional[str]) -> Optional[str]:
     return credentials or None
 
 
-def check(token: Optional[Token], had_credentials: bool, scope: str, project_id: Optional[str]) -> Optional[tuple[int, str, dict[str, str]]]:
+def check(
+    token: Optional[Token], had_credentials: bool, scope: str, project_id: Optional[str]
+) -> Optional[tuple[int, str, dict[str, str]]]:
     """None when allowed, else (status, detail, headers)."""
     if token is None:
         if had_credentials:
@@ -133,3 +143,50 @@ def check(token: Optional[Token], had_credentials: bool, scope: str, project_id:
             return 403, "this token may not access this project", {}
     return None
 
+
+class ScopeCheck(SecurityBase):
+    """The security dependency of an endpoint: the request's bearer token must hold ``scope`` and,
+    on a ``/projects/{project_id}/...`` endpoint, may be restricted to that project only.
+
+    A ``SecurityBase``, so the OpenAPI schema lists the bearer scheme and each operation's scope.
+    Refusals are ``HTTPException`` s (401 with ``WWW-Authenticate``, 403), answered by FastAPI's
+    own handler where the route is not the router's. ``query_token``: the token may also come as
+    ``?token=`` (Server-Sent Events: ``EventSource`` cannot set headers).
+    """
+
+    def __init__(self, auth: Auth, scope: str, *, query_token: bool = False) -> None:
+        self.model = HTTPBearerModel(description="A token configured with web.Auth")
+        self.scheme_name = "HTTPBearer"
+        self.auth = auth
+        self.scope = scope
+        self.query_token = query_token
+
+    async def __call__(self, request: Request) -> Token:
+        secret = bearer_from_header(request.headers.get("authorization"))
+        if secret is None and self.query_token:
+            secret = request.query_params.get("token") or None
+        token = self.auth.lookup(secret)
+        refused = check(token, secret is not None, self.scope, request.path_params.get("project_id"))
+        if refused is not None:
+            status, detail, headers = refused
+            raise HTTPException(status, detail, headers or None)
+        assert token is not None  # for the type checker: check() refuses a missing token
+        return token
+
+
+async def _every_scope() -> Token:
+    return _ALL
+
+
+def requires(auth: Auth, scope: str, *, query_token: bool = False) -> params.Depends:
+    """The dependency for an endpoint that needs ``scope``: ``dependencies=[requires(auth, "read")]``.
+
+    With ``Auth.disabled()`` it is a plain dependency that allows everything, so the schema
+    claims no security the API does not apply."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    if not auth.enabled:
+        allowed: params.Depends = Depends(_every_scope)
+        return allowed
+    checked: params.Depends = Security(ScopeCheck(auth, scope, query_token=query_token), scopes=[scope])
+    return checked

@@ -4,11 +4,17 @@ Every route of the router uses the route class made by :func:`route_class`. It w
 handler (body parsing, validation, the endpoint, serialising the response), so the router behaves
 the same in whatever app mounts it, whatever exception handlers that app has:
 
-- the bearer token is checked first (401, 403), before the body is even parsed;
-- validation errors are 422 with field details (``loc``, ``msg``, ``type``);
+- the route's security dependency (``_auth.ScopeCheck``) runs first (401, 403), before the body
+  is even parsed;
+- a body larger than ``max_body_bytes`` is 413, refused by its ``Content-Length`` before any of it
+  is read, or as soon as a chunked body passes the limit (the connection is then closed);
+- a body that is not JSON is 400; validation errors are 422 with field details (``loc``, ``msg``,
+  ``type``);
 - ``TaskNotFound`` is 404, ``InvalidArgument`` (the core refused a value) 422;
-- a ``DatabaseError`` that is a lock held past ``busy_timeout`` is 503 with ``Retry-After``
-  (the core has already retried until then), any other one 500;
+- a ``DatabaseError`` whose ``kind`` is a condition of the storage rather than a bug (a lock
+  held past ``busy_timeout``, a full disk, a read-only file, an I/O error, a file deleted or
+  replaced under the server) is 503 with the reason in the message, and ``Retry-After`` where
+  retrying can help; any other one 500;
 - anything else is 500 with a generic body. Details and the stack trace go to the
   ``prismq_queue.web`` logger with the request id, which the body and the ``X-Request-ID`` header
   carry; no message of an unexpected exception ever reaches the client.
@@ -21,16 +27,18 @@ import logging
 import re
 import time
 import uuid
-from typing import Any, Callable, Coroutine, Optional
+from collections.abc import Coroutine
+from typing import Any, Callable, Optional
 
+from fastapi import HTTPException as FastAPIHTTPException
 from fastapi import Request
-from starlette.exceptions import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from ..errors import DatabaseError, InvalidArgument, TaskNotFound
-from ._auth import Auth, bearer_from_header, check
+from ._auth import ScopeCheck
 from ._models import valid_project_id
 
 log = logging.getLogger("prismq_queue.web")
@@ -63,7 +71,7 @@ _ID_COUNTER = itertools.count(1)
 
 def request_id(request: Any) -> str:
     """The client's ``X-Request-ID`` when it is a sane token, else a new 32-character id."""
-    rid = request.headers.get("x-request-id")
+    rid: Optional[str] = request.headers.get("x-request-id")
     if rid and _REQUEST_ID.match(rid):
         return rid
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
@@ -71,6 +79,50 @@ def request_id(request: Any) -> str:
 
 def error_body(status: int, detail: str, rid: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "request_id": rid}, status_code=status, headers=headers)
+
+
+class BodyTooLarge(FastAPIHTTPException):
+    """Raised while reading a body past the limit. An HTTPException, so FastAPI's body reading
+    lets it through instead of turning it into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes", {"Connection": "close"})
+
+
+def limited_receive(receive: Any, limit: int) -> Any:
+    """``receive`` that raises BodyTooLarge once the body read so far passes ``limit`` bytes."""
+    seen = 0
+
+    async def receive_within_limit() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_within_limit
+
+
+def sends_body(request: Request) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get("content-length", "0").strip() not in ("", "0")
+
+
+def declared_too_large(request: Request, limit: int) -> bool:
+    declared = request.headers.get("content-length")
+    # uvicorn refuses a Content-Length that is not a number before the app sees the request.
+    return declared is not None and declared.strip().isdigit() and int(declared) > limit
+
+
+def unparsable_json(exc: RequestValidationError) -> Optional[str]:
+    """The message for a body that is not JSON at all, else None (a field is invalid)."""
+    for e in exc.errors():
+        if e.get("type") == "json_invalid":
+            where = e.get("loc", ("body",))[-1]
+            why = (e.get("ctx") or {}).get("error", "JSON decode error")
+            return f"the body is not valid JSON: {why} (at character {where})"
+    return None
 
 
 def field_errors(errors: Any) -> list[dict[str, Any]]:
@@ -90,9 +142,27 @@ def validation_body(errors: list[dict[str, Any]], rid: str) -> JSONResponse:
     return JSONResponse({"detail": errors, "request_id": rid}, status_code=422)
 
 
-def is_busy(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "busy" in text or "locked" in text
+# DatabaseError.kind -> (what the client is told, Retry-After in seconds or None where waiting
+# alone does not help). The core has already retried a busy database until busy_timeout.
+_UNAVAILABLE: dict[str, tuple[str, Optional[int]]] = {
+    "busy": ("the queue database is busy (another process held its write lock past busy_timeout); retry shortly", 1),
+    "disk_full": (
+        "the queue database's disk is full (or a file size limit was reached); nothing was written: "
+        "retry once space is freed",
+        30,
+    ),
+    "read_only": (
+        "the queue database is read-only (file or directory permissions, or a read-only file system); "
+        "nothing was written",
+        None,
+    ),
+    "io_error": ("the queue database's disk reported an I/O error; nothing was written", 5),
+    "file_moved": (
+        "the queue database file was deleted or replaced while the server was running; "
+        "writes are refused until the server is restarted",
+        None,
+    ),
+}
 
 
 def response_for(exc: BaseException, request: Request, rid: str) -> Response:
@@ -102,6 +172,9 @@ def response_for(exc: BaseException, request: Request, rid: str) -> Response:
     if isinstance(exc, FieldInvalid):
         return validation_body(exc.errors, rid)
     if isinstance(exc, RequestValidationError):
+        unparsable = unparsable_json(exc)
+        if unparsable is not None:
+            return error_body(400, unparsable, rid)
         return validation_body(field_errors(exc.errors()), rid)
     if isinstance(exc, HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
@@ -110,56 +183,52 @@ def response_for(exc: BaseException, request: Request, rid: str) -> Response:
         return error_body(404, str(exc), rid)
     if isinstance(exc, InvalidArgument):
         return validation_body([{"loc": ["body"], "msg": str(exc), "type": "value_error"}], rid)
-    if isinstance(exc, DatabaseError) and is_busy(exc):
-        log.warning("request %s %s %s: database busy past busy_timeout: %s", rid, request.method, request.url.path, exc)
-        return error_body(503, "the queue database is busy; retry shortly", rid, {"Retry-After": "1"})
+    kind = exc.kind if isinstance(exc, DatabaseError) else None
+    unavailable = _UNAVAILABLE.get(kind) if kind is not None else None
+    if unavailable is not None:
+        detail, retry_after = unavailable
+        log.warning("request %s %s %s: database unavailable (%s): %s", rid, request.method, request.url.path, kind, exc)
+        return error_body(503, detail, rid, {"Retry-After": str(retry_after)} if retry_after is not None else None)
     log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
     return error_body(500, "internal error", rid)
 
 
-def route_class(auth: Auth) -> type[APIRoute]:
-    """An APIRoute subclass bound to ``auth``. Endpoints say what they need with attributes set by
-    :func:`needs`: ``_prismq_scope`` and ``_prismq_query_token`` (SSE: token also from ``?token=``)."""
+def route_class(max_body_bytes: int) -> type[APIRoute]:
+    """An APIRoute subclass whose routes read at most ``max_body_bytes`` of a body and answer every
+    error as the module doc says. The route's ``ScopeCheck`` dependencies run first: FastAPI would
+    read and parse the body before solving any dependency, and a request without a valid token
+    must be refused before its body is read (it is solved again with the others, for nothing)."""
 
     class PrismqRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             inner = super().get_route_handler()
-            scope: Optional[str] = getattr(self.endpoint, "_prismq_scope", None)
-            query_token: bool = getattr(self.endpoint, "_prismq_query_token", False)
+            scope_checks = [d.call for d in self.dependant.dependencies if isinstance(d.call, ScopeCheck)]
+            reads_body = self.body_field is not None
+            # Every query parameter of the API takes one value: a repeated one is refused, not
+            # silently read as its last value.
+            single_query = [f.alias for f in self.dependant.query_params]
 
             async def handler(request: Request) -> Response:
                 started = time.perf_counter()
                 rid = request_id(request)
                 request.state.request_id = rid
+                body_read = False
                 try:
-                    project_id = request.path_params.get("project_id")
-                    if scope is not None:
-                        secret = bearer_from_header(request.headers.get("authorization"))
-                        if secret is None and query_token:
-                            secret = request.query_params.get("token") or None
-                        token = auth.lookup(secret)
-                        refused = check(token, secret is not None, scope, project_id)
-                        if refused is not None:
-                            status, detail, headers = refused
-                            response: Response = error_body(status, detail, rid, headers)
-                            response.headers["X-Request-ID"] = rid
-                            return response
-                        request.state.token = token
-                    if project_id is not None and not valid_project_id(project_id):
-                        response = validation_body(
-                            [
-                                {
-                                    "loc": ["path", "project_id"],
-                                    "msg": "a project id is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-                                    "type": "string_pattern_mismatch",
-                                }
-                            ],
-                            rid,
-                        )
+                    for scope_check in scope_checks:
+                        await scope_check(request)
+                    refused = refused_before_body(request, single_query, reads_body, max_body_bytes, rid)
+                    if refused is not None:
+                        response = refused
                     else:
+                        if reads_body:
+                            request = Request(request.scope, limited_receive(request.receive, max_body_bytes))
+                        body_read = True  # read by FastAPI, or refused with 413 on the way (which closes)
                         response = await inner(request)
                 except Exception as exc:  # noqa: BLE001 - every error becomes a clean response
                     response = response_for(exc, request, rid)
+                if reads_body and not body_read and sends_body(request):
+                    # Refused before its body was read: the server does not wait for the rest of it.
+                    response.headers["Connection"] = "close"
                 response.headers["X-Request-ID"] = rid
                 # Time spent in the app (auth, validation, queue calls, serialising), for clients
                 # and load tests to tell it from time spent in queues before it.
@@ -171,12 +240,27 @@ def route_class(auth: Auth) -> type[APIRoute]:
     return PrismqRoute
 
 
-def needs(scope: str, *, query_token: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark an endpoint with the scope it needs (checked by the route class)."""
-
-    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn._prismq_scope = scope  # type: ignore[attr-defined]
-        fn._prismq_query_token = query_token  # type: ignore[attr-defined]
-        return fn
-
-    return mark
+def refused_before_body(
+    request: Request, single_query: list[str], reads_body: bool, max_body_bytes: int, rid: str
+) -> Optional[Response]:
+    """The answer to a request refused by its path, query or declared size alone, else None."""
+    project_id = request.path_params.get("project_id")
+    if project_id is not None and not valid_project_id(project_id):
+        return validation_body(
+            [
+                {
+                    "loc": ["path", "project_id"],
+                    "msg": "a project id is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                    "type": "string_pattern_mismatch",
+                }
+            ],
+            rid,
+        )
+    repeated = [n for n in single_query if len(request.query_params.getlist(n)) > 1]
+    if repeated:
+        return validation_body(
+            [{"loc": ["query", n], "msg": "give this parameter once", "type": "value_error"} for n in repeated], rid
+        )
+    if reads_body and declared_too_large(request, max_body_bytes):
+        return response_for(BodyTooLarge(max_body_bytes), request, rid)
+    return None

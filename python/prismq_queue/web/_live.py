@@ -1,8 +1,8 @@
 """Live events of a project: a WebSocket, and Server-Sent Events as a fallback.
 
-Both are built on ``prismq_queue.events.watch`` filtered to the project's queue, so changes made
-by any process on the same database file (a worker reporting progress, another app enqueueing)
-are delivered, not only those made through this app.
+Both are built on ``prismq_queue.events.watch`` (one stream, passed on to each project's
+connections), so changes made by any process on the same database file (a worker reporting
+progress, another app enqueueing) are delivered, not only those made through this app.
 
 Messages (JSON; SSE puts ``event`` in the ``event:`` line and ``data`` in the ``data:`` line):
 
@@ -27,11 +27,16 @@ first. One ``events.watch`` stream of the router's monitor serves every connecti
 
 Authentication: the WebSocket takes the token from the ``Authorization: Bearer`` header, or from
 the ``token`` query parameter, or, when neither is given, from the first message the client sends,
-``{"token": "..."}`` (within 10 seconds); browsers cannot set headers on a WebSocket, and the
-first-message form keeps the token out of URLs and access logs. A refused WebSocket is closed
-with code 4401 (no or invalid token), 4403 (scope or project refused) or 4422 (invalid project
-id), after an ``{"event": "error", ...}`` message. The SSE endpoint is an
-ordinary GET: bearer header, or ``?token=`` for ``EventSource``.
+``{"token": "..."}`` (within ``ws_auth_timeout``, 5 seconds); browsers cannot set headers on a
+WebSocket, and the first-message form keeps the token out of URLs and access logs. At most
+``ws_max_unauthenticated`` (64) sockets wait for that message at once: one more closes the
+longest waiting (see ``AuthGate``). A refused WebSocket is closed with code 4401 (no or invalid
+token, or none in time), 4403 (scope or project refused), 4422 (invalid project id) or 4429
+(pushed out of the waiting list), after an ``{"event": "error", ...}`` message. The SSE endpoint
+is an ordinary GET: bearer header, or ``?token=`` for ``EventSource``.
+
+Every project stream is served from the router's one event stream over every queue (the
+monitor's, which also feeds the global stream): no thread or stream per project or connection.
 """
 
 from __future__ import annotations
@@ -40,26 +45,50 @@ import asyncio
 import json
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Path, Request, WebSocket
+from fastapi import WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from .._prismq_queue import Queue
 from ._auth import Auth, bearer_from_header, check
-from ._errors import needs
-from ._models import PROJECT_ID_PATTERN, LiveEvent, valid_project_id
+from ._models import LiveEvent, valid_project_id
 from ._monitor import Monitor
 
 log = logging.getLogger("prismq_queue.web")
 
-AUTH_TIMEOUT = 10.0
+AUTH_TIMEOUT = 5.0
+MAX_UNAUTHENTICATED = 64
 SSE_KEEPALIVE = 15.0
 _END = object()
+
+
+# OpenAPI 3.1 describes a text/event-stream by the schema of one event, as a client parses it:
+# ``event`` and ``data`` are text, ``data`` holding one JSON object.
+SSE_RESPONSE = {
+    "description": "Server-Sent Events (`: keepalive` comment lines between events)",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "description": LiveEvent.model_fields["event"].description},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"type": "object"},
+                    },
+                },
+            }
+        }
+    },
+}
 
 
 def event_names(project_id: str) -> list[str]:
@@ -70,116 +99,76 @@ def _iso(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
 
-class _Topic:
-    """One ``events.watch`` stream of a project queue, shared by every connection of this router
-    that follows the project. It runs in a thread of its own (``for ev in stream``: the wait is in
-    the core, GIL released), not in the event loop's default executor, which a stream would
-    otherwise hold for good; events go to each subscriber's asyncio queue on its own loop."""
+class ProjectFeeds:
+    """Every project stream of a router, served from the one event stream of its monitor (the
+    dashboard's, over every queue): the monitor hands each event to :meth:`deliver`, which passes
+    it on to the feeds following that event's project. So a thousand connections on a thousand
+    projects cost no thread and no stream of their own (the monitor's two threads serve all)."""
 
-    def __init__(self, hub: "_Hub", queue: Queue, project_id: str, interval: float) -> None:
-        self.hub = hub
-        self.queue = queue
-        self.project_id = project_id
-        self.interval = interval
-        self.subscribers: set["_Feed"] = set()
-        self.stream: Any = None
-        self.ready = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.closed = False
-        self.thread = threading.Thread(target=self._run, name=f"prismq-web-events-{project_id}", daemon=True)
-        self.thread.start()
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.lock = threading.Lock()
+        self.by_queue: dict[str, set[ProjectFeed]] = {}
 
-    def _run(self) -> None:
-        from ..events import watch
+    def add(self, feed: ProjectFeed) -> None:
+        with self.lock:
+            self.by_queue.setdefault(feed.queue_name, set()).add(feed)
+        # Idempotent; also restarts the monitor if it was stopped (an app served again).
+        self.monitor.subscribe(self.deliver)
 
-        try:
-            self.stream = watch(self.queue, queues=[f"project:{self.project_id}"], interval=self.interval)
-        except BaseException as e:  # noqa: BLE001 - reported to the subscribers
-            self.error = e
-            self.ready.set()
-            self.hub.drop(self)
-            return
-        self.ready.set()
-        if self.closed:  # the last subscriber left while the stream was being made
-            self.stream.close()
-        try:
-            for ev in self.stream:
-                for feed in list(self.subscribers):
-                    feed.deliver(ev)
-        except Exception:  # noqa: BLE001 - logged; the subscribers see their stream end
-            log.exception("live events for project %s stopped", self.project_id)
-        finally:
-            self.hub.drop(self)
-            for feed in list(self.subscribers):
+    def remove(self, feed: ProjectFeed) -> None:
+        with self.lock:
+            feeds = self.by_queue.get(feed.queue_name)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self.by_queue[feed.queue_name]
+
+    def deliver(self, kind: str, item: Any) -> None:
+        # Called from the monitor's threads: events of every queue, depth samples, the end.
+        if kind == "event":
+            with self.lock:
+                feeds = list(self.by_queue.get(item.queue, ()))
+            for feed in feeds:
+                feed.deliver(item)
+        elif kind == "end":
+            with self.lock:
+                feeds = [f for fs in self.by_queue.values() for f in fs]
+            for feed in feeds:
                 feed.deliver(_END)
 
-    def close(self) -> None:
-        self.closed = True
-        if self.stream is not None:
-            try:
-                self.stream.close()  # the waiting thread returns within milliseconds
-            except Exception:  # noqa: BLE001
-                log.debug("closing an event stream failed", exc_info=True)
-
-
-class _Hub:
-    """The topics of one router, by project id."""
-
-    def __init__(self, queue: Queue, interval: float) -> None:
-        self.queue = queue
-        self.interval = interval
-        self.lock = threading.Lock()
-        self.topics: dict[str, _Topic] = {}
-
-    def subscribe(self, feed: "_Feed") -> _Topic:
+    def follows(self, project_id: str) -> int:
+        """How many connections follow the project (for tests and diagnostics)."""
         with self.lock:
-            topic = self.topics.get(feed.project_id)
-            if topic is None or topic.stream is not None and topic.stream.closed:
-                topic = self.topics[feed.project_id] = _Topic(self, self.queue, feed.project_id, self.interval)
-            topic.subscribers.add(feed)
-            return topic
-
-    def unsubscribe(self, feed: "_Feed", topic: _Topic) -> None:
-        with self.lock:
-            topic.subscribers.discard(feed)
-            if topic.subscribers:
-                return
-            if self.topics.get(topic.project_id) is topic:
-                del self.topics[topic.project_id]
-        topic.close()
-
-    def drop(self, topic: _Topic) -> None:
-        with self.lock:
-            if self.topics.get(topic.project_id) is topic:
-                del self.topics[topic.project_id]
+            return len(self.by_queue.get(f"project:{project_id}", ()))
 
 
-class _Feed:
+class ProjectFeed:
     """One connection's view of a project's events: messages in the order the events came."""
 
-    def __init__(self, hub: _Hub, project_id: str, on_change: Callable[[str], None]) -> None:
-        self.hub = hub
+    def __init__(self, feeds: ProjectFeeds, project_id: str, on_change: Callable[[str], None]) -> None:
+        self.feeds = feeds
         self.project_id = project_id
+        self.queue_name = f"project:{project_id}"
         self.on_change = on_change
         self.loop = asyncio.get_running_loop()
         self.pending: asyncio.Queue[Any] = asyncio.Queue()
-        self.topic: Optional[_Topic] = None
+        self.following = False
 
     async def start(self) -> None:
-        """Subscribe; returns once the stream exists, so every change after this is delivered."""
-        self.topic = self.hub.subscribe(self)
-        if not self.topic.ready.is_set():
-            await anyio.to_thread.run_sync(self.topic.ready.wait, 30.0)
-        if self.topic.error is not None:
-            raise RuntimeError(f"cannot watch project {self.project_id!r}") from self.topic.error
+        """Subscribe; returns once the monitor's stream exists, so every change after this is
+        delivered."""
+        if not self.feeds.monitor.running:
+            await anyio.to_thread.run_sync(self.feeds.monitor.start)  # opens the stream: a database call
+        self.feeds.add(self)
+        self.following = True
 
     def deliver(self, item: Any) -> None:
-        # Called from the topic's thread.
+        # Called from the monitor's thread.
         try:
             self.loop.call_soon_threadsafe(self.pending.put_nowait, item)
         except RuntimeError:  # the loop is closed: this connection is gone
-            if self.topic is not None:
-                self.topic.subscribers.discard(self)
+            self.close()
 
     async def next_batch(self, timeout: Optional[float] = None) -> Optional[list[dict[str, Any]]]:
         """The messages for the next event and any others already waiting; [] on timeout; None at the end."""
@@ -232,97 +221,104 @@ class _Feed:
         return {"event": f"queue:updated:{pid}", "data": data}
 
     def close(self) -> None:
-        """Unsubscribe (the topic's stream closes with its last subscriber). Nothing is awaited:
-        this runs in ``finally`` blocks of cancelled handlers."""
-        if self.topic is not None:
-            self.hub.unsubscribe(self, self.topic)
-            self.topic = None
+        """Unsubscribe. Nothing is awaited: this runs in ``finally`` blocks of cancelled handlers."""
+        if self.following:
+            self.feeds.remove(self)
+            self.following = False
 
 
-def add_routes(
-    router: APIRouter,
-    queue: Queue,
-    auth: Auth,
-    run: Callable[..., Awaitable[Any]],
-    *,
-    interval: float,
-    on_change: Callable[[str], None] = lambda project_id: None,
-    sse_dependencies: Optional[list[Any]] = None,
-) -> None:
-    hub = _Hub(queue, interval)
+class AuthGate:
+    """Bounds the WebSockets that wait for their first-message token: each waits ``timeout``
+    seconds at most, and at most ``max_waiting`` wait at once. One more closes the one that has
+    waited longest (4429): a real client sends its token at once, so a flood of idle sockets
+    pushes out only its own, and costs nothing past its place in this list."""
 
-    @router.websocket("/projects/{project_id}/queue/ws", name="project_events_ws")
-    async def project_ws(websocket: WebSocket, project_id: str) -> None:
-        """WebSocket of a project's live events (see the module doc of prismq_queue.web._live)."""
-        await websocket.accept()
-        feed: Optional[_Feed] = None
-        try:
-            if not await _ws_allowed(websocket, auth, project_id):
-                return
-            feed = _Feed(hub, project_id, on_change)
-            await feed.start()
-        except BaseException as exc:
-            if feed is not None:
-                feed.close()
-            await _ws_start_failed(websocket, exc, f"project {project_id}")
-            return
-        ready = {"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}}
-        await _pump(websocket, ready, feed.next_batch, feed.close, f"project {project_id}")
+    def __init__(self, timeout: float, max_waiting: int) -> None:
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"ws_auth_timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
+            raise ValueError(f"ws_max_unauthenticated must be an integer >= 1, got {max_waiting!r}")
+        self.timeout = float(timeout)
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()  # TestClient runs each WebSocket on a loop of its own
+        self._waiting: OrderedDict[int, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = OrderedDict()
 
-    @router.get(
-        "/projects/{project_id}/queue/events",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": LiveEvent.model_json_schema()}}, "description": "Server-Sent Events"}},
-        tags=["live"],
-        summary="A project's live events as Server-Sent Events (the WebSocket's fallback)",
-        dependencies=sse_dependencies or [],
-    )
-    @needs("read", query_token=True)
-    async def project_sse(request: Request, project_id: str = Path(..., pattern=PROJECT_ID_PATTERN)) -> StreamingResponse:
-        async def body() -> AsyncIterator[str]:
-            feed = _Feed(hub, project_id, on_change)
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    async def first_message(self, websocket: WebSocket) -> tuple[Optional[str], str]:
+        """(the first text message or None, why none: "timeout" or "evicted")."""
+        loop = asyncio.get_running_loop()
+        pushed_out = asyncio.Event()
+        with self._lock:
+            self._waiting[id(pushed_out)] = (loop, pushed_out)
+            evict = []
+            while len(self._waiting) > self.max_waiting:
+                evict.append(self._waiting.popitem(last=False)[1])
+        for their_loop, event in evict:
             try:
-                await feed.start()
-                yield _sse({"event": "ready", "data": {"project_id": project_id, "events": event_names(project_id)}})
-                while True:
-                    batch = await feed.next_batch(timeout=SSE_KEEPALIVE)
-                    if batch is None:
-                        return
-                    if not batch:
-                        yield ": keepalive\n\n"
-                    for m in batch:
-                        yield _sse(m)
-            finally:
-                feed.close()
-
-        return StreamingResponse(
-            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-
-
-async def _ws_allowed(websocket: WebSocket, auth: Auth, project_id: Optional[str]) -> bool:
-    """Authenticate an accepted WebSocket (header, ``?token=`` or a first ``{"token": ...}``
-    message); when refused, send the error, close with 4401/4403/4422 and return False."""
-    secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
-    if secret is None and auth.enabled:
+                their_loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that connection's loop is gone, and the connection with it
+                pass
+        receiving = asyncio.ensure_future(websocket.receive_text())
+        evicted = asyncio.ensure_future(pushed_out.wait())
         try:
-            first = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
-            secret = str(json.loads(first).get("token") or "") or None
-        except (asyncio.TimeoutError, ValueError, AttributeError, TypeError):
-            secret = None
+            done, _ = await asyncio.wait(
+                {receiving, evicted}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            with self._lock:
+                self._waiting.pop(id(pushed_out), None)
+            for task in (receiving, evicted):
+                task.cancel()
+        if receiving in done and not receiving.cancelled():
+            try:
+                return receiving.result(), ""
+            except KeyError:  # a binary message: no token
+                return None, ""
+        return None, "evicted" if evicted in done else "timeout"
+
+
+def _token_in(first_message: Optional[str]) -> Optional[str]:
+    if first_message is None:
+        return None
+    try:
+        return str(json.loads(first_message).get("token") or "") or None
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not an object
+        return None
+
+
+async def ws_allowed(websocket: WebSocket, auth: Auth, gate: AuthGate, project_id: Optional[str]) -> bool:
+    """Authenticate an accepted WebSocket (header, ``?token=`` or a first ``{"token": ...}``
+    message); when refused, send the error, close with 4401/4403/4422/4429 and return False."""
+    secret = bearer_from_header(websocket.headers.get("authorization")) or websocket.query_params.get("token") or None
+    refused: Optional[tuple[int, str, dict[str, str]]] = None
+    if secret is None and auth.enabled:
+        first, why = await gate.first_message(websocket)
+        secret = _token_in(first)
+        if why == "evicted":
+            refused = (429, "too many connections waiting to authenticate; send the token at once", {})
+        elif why == "timeout":
+            refused = (401, f"no token within {gate.timeout:g} seconds", {})
     token = auth.lookup(secret)
-    refused = check(token, secret is not None, "read", project_id)
+    if refused is None:
+        refused = check(token, secret is not None, "read", project_id)
     if refused is None and project_id is not None and not valid_project_id(project_id):
         refused = (422, "invalid project id", {})
     if refused is None:
         return True
     status, detail, _ = refused
-    await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
-    await websocket.close(code=4000 + status, reason=detail[:120])  # 4401, 4403, 4422
+    try:
+        await websocket.send_json({"event": "error", "data": {"status": status, "detail": detail}})
+        await websocket.close(code=4000 + status, reason=detail[:120])  # 4401, 4403, 4422, 4429
+    except (WebSocketDisconnect, RuntimeError):  # the client left meanwhile
+        pass
     return False
 
 
-async def _ws_start_failed(websocket: WebSocket, exc: BaseException, what: str) -> None:
+async def ws_start_failed(websocket: WebSocket, exc: BaseException, what: str) -> None:
     if isinstance(exc, WebSocketDisconnect):
         return
     if not isinstance(exc, Exception):
@@ -332,7 +328,7 @@ async def _ws_start_failed(websocket: WebSocket, exc: BaseException, what: str) 
         await websocket.close(code=1011)
 
 
-async def _pump(
+async def pump(
     websocket: WebSocket,
     ready: dict[str, Any],
     next_batch: Callable[[], Awaitable[Optional[list[dict[str, Any]]]]],
@@ -390,7 +386,7 @@ async def _pump(
 GLOBAL_EVENTS = ["task.created", "task.status", "task.progress", "queue.updated", "queue.depth"]
 
 
-class _GlobalFeed:
+class GlobalFeed:
     """One connection's view of the monitor's stream over every queue."""
 
     def __init__(self, monitor: Monitor) -> None:
@@ -411,7 +407,7 @@ class _GlobalFeed:
             self.monitor.unsubscribe(self.deliver)
 
     async def next_batch(self, timeout: Optional[float] = None) -> Optional[list[dict[str, Any]]]:
-        """Like ``_Feed.next_batch``: [] on timeout, None once the monitor stopped."""
+        """Like ``ProjectFeed.next_batch``: [] on timeout, None once the monitor stopped."""
         try:
             first = await asyncio.wait_for(self.pending.get(), timeout) if timeout else await self.pending.get()
         except asyncio.TimeoutError:
@@ -419,7 +415,7 @@ class _GlobalFeed:
         items = [first]
         while not self.pending.empty():
             items.append(self.pending.get_nowait())
-        messages = []
+        messages: list[dict[str, Any]] = []
         for kind, item in items:
             if kind == "end":
                 return messages or None
@@ -435,59 +431,34 @@ class _GlobalFeed:
             self.subscribed = False
 
 
-def add_global_routes(router: APIRouter, auth: Auth, monitor: Monitor, *, sse_dependencies: Optional[list[Any]] = None) -> None:
-    """``WS /queue/ws`` and ``GET /queue/events``: every queue's events (see the module doc)."""
-
-    def ready() -> dict[str, Any]:
-        return {"event": "ready", "data": {"events": GLOBAL_EVENTS, "history_interval": monitor.interval}}
-
-    @router.websocket("/queue/ws", name="events_ws")
-    async def events_ws(websocket: WebSocket) -> None:
-        """WebSocket of every queue's live events (see the module doc of prismq_queue.web._live)."""
-        await websocket.accept()
-        feed: Optional[_GlobalFeed] = None
-        try:
-            if not await _ws_allowed(websocket, auth, None):
-                return
-            feed = _GlobalFeed(monitor)
-            await anyio.to_thread.run_sync(feed.start)  # may start the monitor's threads
-        except BaseException as exc:
-            if feed is not None:
-                feed.close()
-            await _ws_start_failed(websocket, exc, "every queue")
-            return
-        await _pump(websocket, ready(), feed.next_batch, feed.close, "every queue")
-
-    @router.get(
-        "/queue/events",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": LiveEvent.model_json_schema()}}, "description": "Server-Sent Events"}},
-        tags=["live"],
-        summary="Every queue's live events as Server-Sent Events (the WebSocket's fallback)",
-        dependencies=sse_dependencies or [],
-    )
-    @needs("read", query_token=True)
-    async def events_sse(request: Request) -> StreamingResponse:
-        async def body() -> AsyncIterator[str]:
-            feed = _GlobalFeed(monitor)
-            try:
-                await anyio.to_thread.run_sync(feed.start)
-                yield _sse(ready())
-                while True:
-                    batch = await feed.next_batch(timeout=SSE_KEEPALIVE)
-                    if batch is None:
-                        return
-                    if not batch:
-                        yield ": keepalive\n\n"
-                    for m in batch:
-                        yield _sse(m)
-            finally:
-                feed.close()
-
-        return StreamingResponse(
-            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-
-
-def _sse(message: dict[str, Any]) -> str:
+def sse_message(message: dict[str, Any]) -> str:
     return f"event: {message['event']}\ndata: {json.dumps(message['data'], separators=(',', ':'))}\n\n"
+
+
+def sse_response(
+    start: Callable[[], Awaitable[None]],
+    ready: dict[str, Any],
+    next_batch: Callable[[float], Awaitable[Optional[list[dict[str, Any]]]]],
+    close: Callable[[], None],
+) -> StreamingResponse:
+    """A Server-Sent Events response: ``ready`` once the feed has ``start`` ed, then each batch,
+    a keepalive comment when none came for SSE_KEEPALIVE seconds; ``close`` the feed at the end."""
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            await start()
+            yield sse_message(ready)
+            while True:
+                batch = await next_batch(SSE_KEEPALIVE)
+                if batch is None:
+                    return
+                if not batch:
+                    yield ": keepalive\n\n"
+                for message in batch:
+                    yield sse_message(message)
+        finally:
+            close()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

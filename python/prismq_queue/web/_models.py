@@ -3,16 +3,44 @@ schema). Field names of the older queue API (``/queue/...``) are kept as they we
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime
-from typing import Any, Dict, List, Literal, Optional
+import sys
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, WrapValidator
+from typing_extensions import TypeAliasType
 
-JSON = Any
+from .._defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 
 PROJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _PROJECT_ID = re.compile(PROJECT_ID_PATTERN)
+
+# What the core accepts, so that no value it would refuse (or could not convert) gets past the API.
+I64_MAX = 2**63 - 1
+U64_MAX = 2**64 - 1
+MAX_NAME_BYTES = 200  # task types and queue names, as UTF-8
+MAX_JSON_DEPTH = 200  # nesting of a payload, as the core counts it
+# Times the core stores as epoch milliseconds and gives back as datetimes.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+# Idempotency keys of project items are stored under this prefix (see _router): the general API
+# may not use it, so that it cannot reach or squat a project's keys.
+RESERVED_KEY_PREFIX = "project:"
+# Whitespace as the core (Rust's trim), Python and JSON Schema (ECMA) see it: a name made only of
+# these is blank. Spelled out so that the schema's pattern means the same in every engine.
+_BLANK = (
+    "\\t\\n\\u000b\\u000c\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680"
+    "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+)
+NOT_BLANK_PATTERN = f"[^{_BLANK}]"
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
+
+
+def is_blank(v: str) -> bool:
+    return _NOT_BLANK.search(v) is None
+
 
 OurStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 # The older API named a running task "processing"; it had no "cancelled" (see web/__init__.py).
@@ -24,14 +52,146 @@ def valid_project_id(value: str) -> bool:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no lax coercion (``0`` is not ``false``, ``"5"``
+    is not ``5``, a number is not a time)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _non_blank(v: str) -> str:
-    v = v.strip()
-    if not v:
-        raise ValueError("must not be blank")
+def _unicode_text(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
     return v
+
+
+def _task_name(v: str) -> str:
+    v = _unicode_text(v).strip()
+    if is_blank(v):
+        raise ValueError("must not be blank")
+    if len(v.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_NAME_BYTES} bytes as UTF-8")
+    return v
+
+
+def _reserved_key(v: str) -> str:
+    if v.startswith(RESERVED_KEY_PREFIX):
+        raise ValueError(
+            f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for project items: "
+            "add those with POST /projects/{project_id}/queue/add"
+        )
+    return v
+
+
+def _json_value(v: Any) -> Any:
+    """A value the core can store as JSON: 64-bit integers, finite numbers, Unicode text, nesting
+    the core accepts. The error says where the offending value is."""
+
+    def walk(x: Any, depth: int, where: str) -> None:
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(x, bool) or x is None:
+            return
+        if isinstance(x, int):
+            if not -(I64_MAX + 1) <= x <= U64_MAX:
+                raise ValueError(f"{where or 'the value'}: integers must fit in 64 bits")
+        elif isinstance(x, float):
+            if not math.isfinite(x):
+                raise ValueError(f"{where or 'the value'}: numbers must be finite")
+        elif isinstance(x, str):
+            _check_at(_unicode_text, x, where)
+        elif isinstance(x, list):
+            for i, item in enumerate(x):
+                walk(item, depth + 1, f"{where}[{i}]")
+        elif isinstance(x, dict):
+            for k, item in x.items():
+                _check_at(_unicode_text, k, where)
+                walk(item, depth + 1, f"{where}[{k!r}]")
+
+    walk(v, 0, "")
+    return v
+
+
+def _check_at(check: Any, value: Any, where: str) -> None:
+    try:
+        check(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
+
+
+def _iso_text(v: Any) -> Any:
+    # Strict: a time is an ISO 8601 string, never a number of seconds.
+    if not isinstance(v, (str, datetime)):
+        raise ValueError("must be an ISO 8601 date and time, such as 2030-01-31T08:00:00Z")
+    return v
+
+
+def _storable_time(v: datetime) -> datetime:
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=timezone.utc)  # naive = UTC
+    try:
+        utc = v.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError("must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")
+    return utc
+
+
+JSON = Any
+# The schema of a stored JSON value, for the OpenAPI document: 64-bit integers, finite numbers.
+# Validation is _json_value's (one walk, with the place of the offending value in the message).
+if TYPE_CHECKING:  # to mypy a JSON value; the recursive alias below is for pydantic's schema
+    StoredJson = Any
+else:
+    StoredJson = TypeAliasType(
+        "StoredJson",
+        Union[
+            None,
+            bool,
+            # Bounds a float spells exactly (OpenAPI documents carry them as floats): up to 2**64 - 1.
+            Annotated[int, WithJsonSchema({"type": "integer", "minimum": -(2**63), "exclusiveMaximum": 2**64})],
+            Annotated[
+                float,
+                WithJsonSchema(
+                    {
+                        "type": "number",
+                        "not": {"type": "integer"},
+                        "minimum": -sys.float_info.max,
+                        "maximum": sys.float_info.max,
+                    }
+                ),
+            ],
+            str,
+            list["StoredJson"],
+            dict[str, "StoredJson"],
+        ],
+    )
+JsonIn = Annotated[StoredJson, WrapValidator(lambda v, _handler: _json_value(v))]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME_BYTES, pattern=NOT_BLANK_PATTERN),
+    AfterValidator(_task_name),
+]
+Key = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_unicode_text)]
+# A queue or type to filter by, as written (no longer than a name can be).
+Filter = Annotated[str, Field(min_length=1, max_length=MAX_NAME_BYTES), AfterValidator(_unicode_text)]
+Time = Annotated[
+    datetime,
+    # The pattern says which years (the server also checks the instant, offset applied, in UTC).
+    Field(strict=False, json_schema_extra={"format": "date-time", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-"}),
+    BeforeValidator(_iso_text),
+    AfterValidator(_storable_time),
+]
+
+
+def _integral(v: Any) -> Any:
+    # JSON Schema counts 2.0 as an integer: take it, but nothing else lax ("2", true).
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+StrictInt = Annotated[int, BeforeValidator(_integral), Field(strict=True)]
 
 
 # ---------------------------------------------------------------- errors
@@ -44,7 +204,7 @@ class ErrorResponse(BaseModel):
 
 
 class FieldError(BaseModel):
-    loc: List[Any] = Field(..., description="Where: ['body', 'priority'], ['query', 'limit'], ...")
+    loc: list[Any] = Field(..., description="Where: ['body', 'priority'], ['query', 'limit'], ...")
     msg: str
     type: str
 
@@ -52,7 +212,7 @@ class FieldError(BaseModel):
 class ValidationErrorResponse(BaseModel):
     """422: the request was understood but a field is invalid; nothing was written."""
 
-    detail: List[FieldError]
+    detail: list[FieldError]
     request_id: str
 
 
@@ -74,29 +234,31 @@ class EnqueueTaskRequest(_Strict):
         },
     )
 
-    type: str = Field(..., min_length=1, max_length=200, description="Task type (not blank).")
-    priority: int = Field(100, ge=1, le=1000, description="1 is the most urgent.")
-    payload: JSON = Field(default_factory=dict, description="Any JSON value; the handler's input.")
-    compatibility: Dict[str, JSON] = Field(
+    type: Name = Field(..., description="Task type (not blank; at most 200 bytes as UTF-8).")
+    priority: StrictInt = Field(DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="1 is the most urgent.")
+    payload: JsonIn = Field(default_factory=dict, description="Any JSON value; the handler's input.")
+    compatibility: dict[str, JsonIn] = Field(
         default_factory=dict, description="Capabilities a worker must have (stored as the task's `requires`)."
     )
-    max_attempts: int = Field(5, ge=1, le=10)
-    run_after_utc: Optional[datetime] = Field(None, description="Not before this time (ISO 8601; naive = UTC).")
-    idempotency_key: Optional[str] = Field(
-        None, min_length=1, max_length=200, description="An existing key returns the existing task."
+    max_attempts: StrictInt = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=10)
+    run_after_utc: Optional[Time] = Field(
+        None, description="Not before this time (ISO 8601; naive = UTC; 1970 to 9999)."
     )
-
-    @field_validator("type")
-    @classmethod
-    def _type_not_blank(cls, v: str) -> str:
-        return _non_blank(v)
+    idempotency_key: Optional[Annotated[Key, AfterValidator(_reserved_key)]] = Field(
+        None,
+        description="An existing key returns the existing task. Keys starting with 'project:' are reserved "
+        "for project items.",
+        json_schema_extra={"not": {"type": "string", "pattern": "^" + RESERVED_KEY_PREFIX}},
+    )
 
 
 class EnqueueTaskResponse(BaseModel):
     task_id: int
     status: LegacyStatus
     created_at_utc: datetime
-    message: str = Field(..., description="'Task enqueued successfully' or 'Task already exists (idempotency key match)'")
+    message: str = Field(
+        ..., description="'Task enqueued successfully' or 'Task already exists (idempotency key match)'"
+    )
 
 
 class TaskStatusResponse(BaseModel):
@@ -110,7 +272,7 @@ class TaskStatusResponse(BaseModel):
     attempts: int
     max_attempts: int
     payload: JSON
-    compatibility: Dict[str, JSON]
+    compatibility: dict[str, JSON]
     error_message: Optional[str] = None
     created_at_utc: Optional[datetime] = None
     processing_started_utc: Optional[datetime] = None
@@ -126,6 +288,34 @@ class TaskStatusResponse(BaseModel):
     progress: Optional[float] = None
     step: Optional[str] = None
     progress_message: Optional[str] = None
+
+
+class AttemptModel(BaseModel):
+    """An attempt that ended without success (``Queue.attempts``)."""
+
+    seq: int = Field(..., description="1, 2, ... in the order the task's attempts ended; the latest 25 are kept.")
+    number: int = Field(..., description="The task's attempt counter then ('attempt 2 of 5'); retry() restarts it.")
+    max_attempts: int
+    worker: Optional[str] = None
+    started_at: Optional[datetime] = None
+    finished_at: datetime
+    outcome: str = Field(..., description="failed (the worker reported it), lease_expired or interrupted.")
+    error: str
+    traceback: Optional[str] = Field(
+        None, description="As Python printed it (at most 64 KiB, its end kept); null when none."
+    )
+
+
+class TaskDetailResponse(TaskStatusResponse):
+    """One task (``GET /queue/tasks/{task_id}``): the listing's fields, the last failure's
+    traceback, and every failed attempt with its error and traceback."""
+
+    traceback: Optional[str] = Field(None, description="The last failed attempt's traceback.")
+    failed_attempts: list[AttemptModel] = Field(
+        default_factory=list,
+        description="Attempts that ended without success, oldest first. Failures recorded before attempts were "
+        "kept have none: error_message has the last.",
+    )
 
 
 class CancelTaskResponse(BaseModel):
@@ -171,12 +361,12 @@ class TaskModel(BaseModel):
     step: Optional[str] = None
     message: Optional[str] = None
     idempotency_key: Optional[str] = None
-    requires: Optional[Dict[str, JSON]] = None
+    requires: Optional[dict[str, JSON]] = None
     timeout: Optional[float] = None
 
 
 class TaskList(BaseModel):
-    items: List[TaskModel]
+    items: list[TaskModel]
     next_after_id: Optional[int] = Field(None, description="Pass as after_id for the next page; null on the last.")
 
 
@@ -225,27 +415,41 @@ class ProjectQueueStatus(BaseModel):
     project_id: str
     queue: str = Field(..., description="The queue name that holds the project's tasks: 'project:{project_id}'.")
     counts: ProjectCounts
-    items: List[ProjectItem] = Field(..., description="Running items, then queued items in the order they will run.")
-    finished: List[ProjectItem] = Field(
+    items: list[ProjectItem] = Field(..., description="Running items, then queued items in the order they will run.")
+    finished: list[ProjectItem] = Field(
         default_factory=list, description="With include_finished=true: the latest finished items, newest first."
     )
 
 
 class ProjectAddRequest(_Strict):
-    type: str = Field(..., min_length=1, max_length=200)
-    payload: JSON = None
-    priority: int = Field(100, ge=1, le=1000)
-    max_attempts: int = Field(5, ge=1, le=10)
-    run_after_utc: Optional[datetime] = None
-    delay_seconds: Optional[float] = Field(None, ge=0, le=366 * 86400)
-    idempotency_key: Optional[str] = Field(None, min_length=1, max_length=200, description="Unique within the project.")
-    compatibility: Optional[Dict[str, JSON]] = Field(None, description="Capabilities a worker must have.")
-    timeout_seconds: Optional[float] = Field(None, gt=0, le=7 * 86400)
+    """``run_after_utc`` and ``delay_seconds`` may not both be given (422)."""
 
-    @field_validator("type")
-    @classmethod
-    def _type_not_blank(cls, v: str) -> str:
-        return _non_blank(v)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "not": {
+                "required": ["run_after_utc", "delay_seconds"],
+                "properties": {"run_after_utc": {"type": "string"}, "delay_seconds": {"type": "number"}},
+            }
+        },
+    )
+
+    type: Name = Field(..., description="Task type (not blank; at most 200 bytes as UTF-8).")
+    payload: JsonIn = None
+    priority: StrictInt = Field(DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    max_attempts: StrictInt = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=10)
+    run_after_utc: Optional[Time] = Field(
+        None, description="Not before this time (ISO 8601; naive = UTC; 1970 to 9999)."
+    )
+    delay_seconds: Optional[float] = Field(
+        None, ge=0, le=366 * 86400, description="Not before this many seconds from now."
+    )
+    idempotency_key: Optional[Key] = Field(None, description="Unique within the project.")
+    compatibility: Optional[dict[str, JsonIn]] = Field(None, description="Capabilities a worker must have.")
+    timeout_seconds: Optional[float] = Field(
+        None, ge=0.001, le=7 * 86400, description="The longest one attempt may run (at least a millisecond)."
+    )
 
 
 class ProjectAddResponse(ProjectItem):
@@ -253,7 +457,7 @@ class ProjectAddResponse(ProjectItem):
 
 
 class PriorityUpdate(_Strict):
-    priority: int = Field(..., ge=1, le=1000)
+    priority: StrictInt = Field(..., ge=MIN_PRIORITY, le=MAX_PRIORITY)
 
 
 class ProjectRemoveResponse(BaseModel):
@@ -281,18 +485,18 @@ class WorkerModel(BaseModel):
     id: str
     host: Optional[str] = None
     pid: Optional[int] = None
-    capabilities: Optional[Dict[str, JSON]] = None
-    queues: Optional[List[str]] = None
+    capabilities: Optional[dict[str, JSON]] = None
+    queues: Optional[list[str]] = None
     started_at: datetime
     last_heartbeat: datetime
     heartbeat_age: float
     tasks_done: int
     stale: bool
-    current_tasks: List[WorkerTask] = Field(default_factory=list, description="Running tasks this worker holds.")
+    current_tasks: list[WorkerTask] = Field(default_factory=list, description="Running tasks this worker holds.")
 
 
 class WorkersResponse(BaseModel):
-    workers: List[WorkerModel]
+    workers: list[WorkerModel]
     active: int
     stale: int
 
@@ -302,7 +506,7 @@ class ActiveTask(TaskModel):
 
 
 class ActiveResponse(BaseModel):
-    items: List[ActiveTask]
+    items: list[ActiveTask]
     count: int = Field(..., description="All running tasks (items holds at most `limit`).")
 
 
@@ -313,14 +517,16 @@ class MetricsResponse(BaseModel):
 
     at: Optional[int] = Field(None, description="When measured, epoch milliseconds.")
     total: Optional[int] = None
-    depth: Optional[Dict[str, int]] = Field(None, description="Tasks by status.")
-    by_queue: Optional[Dict[str, Dict[str, Any]]] = None
-    by_type: Optional[Dict[str, Dict[str, Any]]] = None
+    depth: Optional[dict[str, int]] = Field(None, description="Tasks by status.")
+    by_queue: Optional[dict[str, dict[str, Any]]] = None
+    by_type: Optional[dict[str, dict[str, Any]]] = None
     oldest_queued_age_seconds: Optional[float] = None
-    workers: Optional[Dict[str, Any]] = None
-    lock_contention: Optional[Dict[str, Any]] = None
-    database: Optional[Dict[str, Any]] = None
-    window: Optional[Dict[str, Any]] = Field(None, description="Outcomes, rates and processing-time percentiles over the window.")
+    workers: Optional[dict[str, Any]] = None
+    lock_contention: Optional[dict[str, Any]] = None
+    database: Optional[dict[str, Any]] = None
+    window: Optional[dict[str, Any]] = Field(
+        None, description="Outcomes, rates and processing-time percentiles over the window."
+    )
 
 
 class RetryResponse(BaseModel):
@@ -331,8 +537,8 @@ class RetryResponse(BaseModel):
 
 class ClearRequest(_Strict):
     include_running: bool = Field(False, description="Also cancel running tasks (their workers are told to stop).")
-    queue: Optional[str] = Field(None, min_length=1, description="Only this queue.")
-    type: Optional[str] = Field(None, min_length=1, description="Only this task type.")
+    queue: Optional[Filter] = Field(None, description="Only this queue.")
+    type: Optional[Filter] = Field(None, description="Only this task type.")
 
 
 class ClearResponse(BaseModel):
@@ -344,8 +550,10 @@ class ClearResponse(BaseModel):
 class LiveEvent(BaseModel):
     """One message on the WebSocket or the SSE stream."""
 
-    event: str = Field(..., description="'queue:updated:{project_id}' or 'task:step:progress:{project_id}' (or 'ready').")
-    data: Dict[str, JSON]
+    event: str = Field(
+        ..., description="'queue:updated:{project_id}' or 'task:step:progress:{project_id}' (or 'ready')."
+    )
+    data: dict[str, JSON]
 
 
 # ---------------------------------------------------------------- the dashboard's endpoints
@@ -366,7 +574,7 @@ class HistoryResponse(BaseModel):
     interval: float = Field(..., description="Seconds between two samples.")
     size: int = Field(..., description="Samples kept at most (older ones are dropped).")
     started_at: Optional[int] = Field(None, description="When sampling started, ms since the epoch.")
-    samples: List[DepthSample] = Field(..., description="Oldest first.")
+    samples: list[DepthSample] = Field(..., description="Oldest first.")
 
 
 class SinceStart(BaseModel):
@@ -409,8 +617,8 @@ class BreakdownResponse(BaseModel):
     at: datetime
     since: Optional[datetime] = Field(None, description="When the server started counting since_start.")
     totals: BreakdownTotals
-    queues: List[BreakdownRow]
-    types: List[BreakdownRow]
+    queues: list[BreakdownRow]
+    types: list[BreakdownRow]
     finished_scan_limit: int = Field(..., description="Dead letters and cancelled tasks read at most, per status.")
     finished_scan_capped: bool = Field(..., description="True when there were more: failed/cancelled are lower bounds.")
 
@@ -427,7 +635,7 @@ class FailureItem(BaseModel):
 
 
 class FailuresResponse(BaseModel):
-    items: List[FailureItem] = Field(..., description="Newest first.")
+    items: list[FailureItem] = Field(..., description="Newest first.")
     since: Optional[datetime] = Field(
         None, description="Failed attempts followed by a retry are known from this time on; dead letters from any time."
     )
@@ -444,9 +652,12 @@ class TaskLogModel(BaseModel):
 class SearchMatch(BaseModel):
     matched_by: Literal["id", "idempotency_key"]
     task: TaskModel
-    logs: List[TaskLogModel] = Field(..., description="The task's log lines, oldest first (at most 200).")
+    logs: list[TaskLogModel] = Field(..., description="The task's log lines, oldest first (at most 200).")
+    failed_attempts: list[AttemptModel] = Field(
+        default_factory=list, description="Attempts that ended without success, with tracebacks, oldest first."
+    )
 
 
 class SearchResponse(BaseModel):
     query: str
-    matches: List[SearchMatch] = Field(..., description="Empty when no task has this id or idempotency key.")
+    matches: list[SearchMatch] = Field(..., description="Empty when no task has this id or idempotency key.")

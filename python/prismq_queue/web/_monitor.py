@@ -60,7 +60,7 @@ class Monitor:
         self.started_at: Optional[int] = None  # ms since the epoch
         self._samples: deque[dict[str, Any]] = deque(maxlen=size)
         # task id -> the latest failure of that task; oldest first, so the ring drops the oldest.
-        self._failures: "OrderedDict[int, dict[str, Any]]" = OrderedDict()
+        self._failures: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._max_failures = failures
         self._outcomes: dict[tuple[str, str], dict[str, int]] = {}
         self._queues_seen: set[str] = set()

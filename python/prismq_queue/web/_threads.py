@@ -19,7 +19,7 @@ T = TypeVar("T")
 _STOP = None
 
 
-def _resolve(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.cancelled():
         return
     if ok:

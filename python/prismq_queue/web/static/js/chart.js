@@ -54,7 +54,7 @@ export class DepthChart {
   }
 
   width() {
-    return Math.max(300, this.container.clientWidth || 800);
+    return Math.max(200, this.container.clientWidth || 800);
   }
 
   /** Replace everything with the server's history (samples oldest first). */

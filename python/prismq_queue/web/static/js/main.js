@@ -1,10 +1,11 @@
-// The dashboard: loads each panel from the API, then keeps it current from the live stream.
+// The dashboard: every update of its panels is rendered from one snapshot of the queue.
 //
-// Events say *that* something changed; panels are re-read from the API (coalesced: one read per
-// panel per short delay however many events arrive), except progress, which moves the bar in
-// place so it follows a handler step by step. Workers' heartbeats write no event, so the workers
-// panel is also polled, and every panel is re-read now and then in case an event was missed
-// while reconnecting.
+// One request (/queue/dashboard) returns everything the panels show, read from one state of the
+// database, and one render draws all of them: the tiles, tables and workers never disagree, not
+// even for a moment. Events say *that* something changed: they schedule the next snapshot
+// (coalesced: one read per short delay however many events arrive). Workers' heartbeats write no
+// event, so the snapshot is also read every few seconds. The chart follows the depth samples of
+// the live stream; it is a history, not part of the snapshot.
 
 import { api, ApiError, takeTokenFromUrl, token, urlHasToken, wsUrl } from "./api.js";
 import { DepthChart } from "./chart.js";
@@ -18,32 +19,18 @@ const retryNotes = new Map(); // task id -> {text, kind}: what the last Retry cl
 let chart = null;
 let live = null;
 let started = false;
-let lastTotals = null;
-let lastWorkers = null;
 
-// ------------------------------------------------------------------ loading the panels
+// ------------------------------------------------------------------ loading
 const loaders = {
-  async breakdown() {
-    const body = await api("queue/breakdown");
-    setServerNow(body.at);
-    lastTotals = body.totals;
-    panels.renderBreakdown(body);
-    panels.renderTotals(lastTotals, lastWorkers);
-  },
-  async active() {
-    panels.renderRunning(await api("queue/active?limit=100"), openTask);
-  },
-  async workers() {
-    lastWorkers = await api("queue/workers");
-    panels.renderWorkers(lastWorkers, openTask);
-    panels.renderTotals(null, lastWorkers);
-  },
-  async failures() {
-    panels.renderFailures(await api("queue/failures?limit=25"), retryNotes, retry, openTask);
-  },
-  async dead() {
-    const body = await api("queue/dead-letters?limit=25");
-    panels.renderDeadLetters(body, retryNotes, retry, openTask);
+  async snapshot() {
+    const s = await api("queue/dashboard");
+    setServerNow(s.at);
+    panels.renderTotals(s.totals, s.workers);
+    panels.renderBreakdown(s);
+    panels.renderRunning(s.running, openTask);
+    panels.renderWorkers(s.workers, openTask);
+    panels.renderFailures(s.failures, retryNotes, retry, openTask);
+    panels.renderDeadLetters(s.dead_letters, retryNotes, retry, openTask);
   },
   async history() {
     const body = await api("queue/history");
@@ -92,31 +79,20 @@ function handleError(e, what) {
 
 // ------------------------------------------------------------------ live events
 function onMessage(msg) {
-  const d = msg.data || {};
   switch (msg.event) {
     case "ready": // (re)connected: what happened while we were away is only in the database
       loadAll();
       break;
     case "task.progress":
-      if (!panels.updateProgress(d)) schedule("active");
+    case "task.status":
+      schedule("snapshot", 250);
       break;
     case "task.created":
-      schedule("breakdown", 2000);
-      break;
-    case "task.status":
-      schedule("active");
-      schedule("workers", 500);
-      schedule("failures", 500);
-      schedule("dead", 500);
-      schedule("breakdown", 2000);
-      break;
     case "queue.updated":
-      schedule("breakdown", 2000);
+      schedule("snapshot", 1000);
       break;
     case "queue.depth":
-      if (chart) chart.append([d]);
-      lastTotals = { ...(lastTotals || {}), ...d };
-      panels.renderTotals(lastTotals, null);
+      if (chart) chart.append([msg.data || {}]);
       break;
   }
 }
@@ -144,7 +120,7 @@ async function retry(taskId, button) {
     toast(text, "error");
     if (e.status === 401) handleError(e, "retry");
   }
-  await Promise.all([load("failures"), load("dead")]);
+  await load("snapshot");
 }
 
 async function openTask(query) {
@@ -236,8 +212,7 @@ function wire() {
     start();
   });
   setInterval(tickAges, 1000);
-  setInterval(() => started && schedule("workers", 0), 5000);
-  setInterval(() => started && ["breakdown", "active", "failures", "dead"].forEach((p) => schedule(p, 0)), 30000);
+  setInterval(() => started && schedule("snapshot", 0), 5000);
   // uPlot is a deferred script: it has run by the time the window's load event fires.
   window.addEventListener("load", () => chart && chart.mount());
 }

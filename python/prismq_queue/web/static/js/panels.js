@@ -17,12 +17,12 @@ function taskLink(id, onOpen) {
 }
 
 function typeCell(task) {
-  return el("td", {}, el("span", { class: "type", text: task.type }), el("span", { class: "sub", text: task.queue }));
+  return el("td", { class: "names" }, el("span", { class: "type", text: task.type, title: task.type }), el("span", { class: "sub", text: task.queue, title: task.queue }));
 }
 
 function errorCell(text) {
   const first = (text || "").split("\n")[0];
-  return el("td", { class: "wide error-text", title: text || "" }, first || "-");
+  return el("td", { class: "error-text", title: text || "" }, first || "-");
 }
 
 function progressBar(progress) {
@@ -42,19 +42,18 @@ function progressText(t) {
 
 export function renderTotals(totals, workers) {
   const set = (id, text) => (document.getElementById(id).textContent = text);
-  if (totals) {
-    set("tile-queued", fmtInt(totals.queued));
-    set("tile-scheduled", totals.scheduled ? `${fmtInt(totals.scheduled)} scheduled` : "");
-    set("tile-running", fmtInt(totals.running));
-    if (totals.retrying !== undefined) set("tile-retrying", fmtInt(totals.retrying));
-    set("tile-failed", fmtInt(totals.failed));
-    set("dead-count", totals.failed ? fmtInt(totals.failed) : "");
-    set("tile-completed", fmtInt(totals.completed));
-  }
-  if (workers) {
-    set("tile-workers", fmtInt(workers.active));
-    set("tile-stale", workers.stale ? `${fmtInt(workers.stale)} stale` : "");
-  }
+  set("tile-queued", fmtInt(totals.queued));
+  // Parts of Queued, not more tasks: a task waiting to retry is queued (and not due yet).
+  const parts = [];
+  if (totals.retrying) parts.push(`${fmtInt(totals.retrying)} retrying`);
+  if (totals.scheduled) parts.push(`${fmtInt(totals.scheduled)} not due yet`);
+  set("tile-queued-parts", parts.length ? `incl. ${parts.join(", ")}` : "");
+  set("tile-running", fmtInt(totals.running));
+  set("tile-failed", fmtInt(totals.failed));
+  set("dead-count", totals.failed ? fmtInt(totals.failed) : "");
+  set("tile-completed", fmtInt(totals.completed));
+  set("tile-workers", fmtInt(workers.active));
+  set("tile-stale", workers.stale ? `${fmtInt(workers.stale)} stale` : "");
 }
 
 export function renderRunning(active, onOpen) {
@@ -65,7 +64,7 @@ export function renderRunning(active, onOpen) {
       el("td", {}, taskLink(t.id, onOpen)),
       typeCell(t),
       el("td", { class: "wide" }, progressBar(t.progress), el("div", { class: "progress-text", text: progressText(t) })),
-      el("td", { class: "mono", text: t.locked_by || "-" }),
+      el("td", { class: "mono name opt", text: t.locked_by || "-", title: t.locked_by }),
       t.started_at ? ageCell(t.started_at, { mode: "elapsed" }) : el("td", { class: "num", text: "-" }),
     ),
   );
@@ -73,25 +72,15 @@ export function renderRunning(active, onOpen) {
   document.getElementById("running-count").textContent = active.count ? fmtInt(active.count) : "";
 }
 
-/** Move one running task's bar in place; false when its row is not on the page yet. */
-export function updateProgress(ev) {
-  const row = document.querySelector(`#running-table tr[data-task-id="${Number(ev.task_id)}"]`);
-  if (!row) return false;
-  row.dataset.progress = ev.progress ?? "";
-  const cell = row.children[2];
-  cell.replaceChildren(progressBar(ev.progress), el("div", { class: "progress-text", text: progressText(ev) }));
-  return true;
-}
-
 export function renderWorkers(body, onOpen) {
   const rows = body.workers.map((w) =>
     el(
       "tr",
       { data: { workerId: w.id } },
-      el("td", { class: "mono" }, w.id, w.stale ? badge("stale") : null),
-      el("td", { class: "sub-cell", text: [w.host, w.pid].filter(Boolean).join(" / ") || "-" }),
+      el("td", { class: "mono name", title: w.id }, w.id, w.stale ? badge("stale") : null),
+      el("td", { class: "sub-cell opt", text: [w.host, w.pid].filter(Boolean).join(" / ") || "-" }),
       ageCell(w.last_heartbeat),
-      el("td", { class: "num", text: fmtInt(w.tasks_done) }),
+      el("td", { class: "num opt", text: fmtInt(w.tasks_done) }),
       el(
         "td",
         { class: "chips" },
@@ -113,21 +102,21 @@ function countCells(row) {
     el("td", { class: "num" + (row.retrying ? " warn" : ""), text: fmtInt(row.retrying) }),
     el("td", { class: "num", text: fmtInt(row.running) }),
     el("td", { class: "num" + (row.failed ? " bad" : ""), text: fmtInt(row.failed) }),
-    el("td", { class: "num", text: fmtInt(row.cancelled) }),
-    el("td", { class: "num", text: fmtInt(row.since_start.completed) }),
+    el("td", { class: "num opt", text: fmtInt(row.cancelled) }),
+    el("td", { class: "num opt", text: fmtInt(row.since_start.completed) }),
   ];
 }
 
 export function renderBreakdown(body) {
   fillTable(
     "queues-table",
-    body.queues.map((r) => el("tr", { data: { queue: r.queue } }, el("td", { class: "mono", text: r.queue }), ...countCells(r))),
+    body.queues.map((r) => el("tr", { data: { queue: r.queue } }, el("td", { class: "mono name", text: r.queue, title: r.queue }), ...countCells(r))),
     "queues-empty",
   );
   fillTable(
     "types-table",
     body.types.map((r) =>
-      el("tr", { data: { queue: r.queue, type: r.type } }, el("td", { class: "mono sub-cell", text: r.queue }), el("td", { class: "mono", text: r.type }), ...countCells(r)),
+      el("tr", { data: { queue: r.queue, type: r.type } }, el("td", { class: "mono sub-cell name opt", text: r.queue, title: r.queue }), el("td", { class: "mono name", text: r.type, title: r.type }), ...countCells(r)),
     ),
     "types-empty",
   );
@@ -155,8 +144,8 @@ export function renderFailures(body, notes, onRetry, onOpen) {
       el("td", {}, taskLink(f.task.id, onOpen)),
       typeCell(f.task),
       errorCell(f.error),
-      el("td", {}, badge(cls, label), el("span", { class: "sub", text: `attempt ${f.attempts}/${f.task.max_attempts}` })),
-      ageCell(f.failed_at),
+      el("td", { class: "now" }, badge(cls, label), el("span", { class: "sub", text: `attempt ${f.attempts}/${f.task.max_attempts}` })),
+      ageCell(f.failed_at, { cls: "num opt" }),
       retryCell(f.task, notes, onRetry),
     );
   });
@@ -171,8 +160,8 @@ export function renderDeadLetters(body, notes, onRetry, onOpen) {
       el("td", {}, taskLink(t.id, onOpen)),
       typeCell(t),
       errorCell(t.error),
-      el("td", { class: "num", text: `${t.attempts}/${t.max_attempts}` }),
-      ageCell(t.finished_at || t.updated_at),
+      el("td", { class: "num opt", text: `${t.attempts}/${t.max_attempts}` }),
+      ageCell(t.finished_at || t.updated_at, { cls: "num opt" }),
       retryCell(t, notes, onRetry),
     ),
   );
@@ -187,6 +176,27 @@ function when(iso) {
   return iso ? `${new Date(iso).toLocaleString()}` : null;
 }
 
+/** Each failed attempt, its traceback shown on demand (a closed <details> per attempt). */
+function attemptsSection(attempts) {
+  if (!attempts || !attempts.length) return null;
+  const gap = attempts[0].seq > 1 ? el("p", { class: "sub", text: `${attempts[0].seq - 1} earlier attempts not kept` }) : null;
+  const items = attempts.map((a) =>
+    el(
+      "details",
+      { class: "attempt", data: { seq: a.seq } },
+      el(
+        "summary",
+        {},
+        `#${a.seq} attempt ${a.number}/${a.max_attempts} · ${a.outcome} · ${a.worker || "-"} · ${when(a.finished_at)} · `,
+        el("span", { class: "attempt-error", text: a.error.split("\n")[0] }),
+      ),
+      el("pre", { class: "json error-text", text: a.error }),
+      a.traceback ? el("pre", { class: "json traceback", text: a.traceback }) : el("p", { class: "empty", text: "No traceback for this attempt." }),
+    ),
+  );
+  return [el("h4", { text: `Failed attempts (${attempts.length})` }), gap, ...items];
+}
+
 export function renderSearch(body) {
   document.getElementById("search-query").textContent = body.query;
   const container = document.getElementById("search-body");
@@ -195,7 +205,7 @@ export function renderSearch(body) {
     return;
   }
   container.replaceChildren(
-    ...body.matches.map(({ matched_by: how, task: t, logs }) =>
+    ...body.matches.map(({ matched_by: how, task: t, logs, failed_attempts: attempts }) =>
       el(
         "article",
         { class: "task-detail", data: { taskId: t.id } },
@@ -218,6 +228,7 @@ export function renderSearch(body) {
         el("pre", { class: "json", text: json(t.payload) }),
         t.result !== null && t.result !== undefined ? [el("h4", { text: "Result" }), el("pre", { class: "json", text: json(t.result) })] : null,
         t.error ? [el("h4", { text: "Error" }), el("pre", { class: "json error-text", text: t.error })] : null,
+        attemptsSection(attempts),
         el("h4", { text: `Log (${logs.length})` }),
         logs.length
           ? el(

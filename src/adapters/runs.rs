@@ -1,0 +1,108 @@
+//! The run registry of the task manager adapter (`QueuedTaskManager`): a run is a task of the
+//! runs queue with a record of its own.
+
+use crate::engine::queue::Queue;
+use crate::model::error::Result;
+use crate::model::runs::RecoverRuns;
+use crate::model::runs::RecoveredRun;
+use crate::model::runs::RunQuery;
+use crate::model::runs::RunRecord;
+use crate::model::runs::StartRun;
+use crate::model::task::TaskRow;
+
+impl Queue {
+    /// Insert or replace a run.
+    pub fn save_run(&self, run: &RunRecord) -> Result<()> {
+        self.driver.run_save(run)
+    }
+
+    /// The JSON of a run, or `None`.
+    pub fn load_run(&self, run_id: &str) -> Result<Option<String>> {
+        self.driver.run_load(run_id)
+    }
+
+    /// The JSON of the runs `q` selects, ordered by creation time.
+    pub fn list_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
+        self.driver.run_list(q)
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the statement `list_runs` runs for `q`.
+    pub fn explain_list_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
+        self.driver.run_explain_list(q)
+    }
+
+    /// Delete one run; false when there was none.
+    pub fn delete_run(&self, run_id: &str) -> Result<bool> {
+        self.driver.run_delete(run_id)
+    }
+
+    /// Delete runs that finished before `completed_before` (ms). Returns how many.
+    pub fn purge_runs(&self, completed_before: i64) -> Result<usize> {
+        self.driver.run_purge(completed_before)
+    }
+
+    /// Insert the task row of a run, or restart the row of an earlier run with the same id, in
+    /// `running` with a fresh lease for `worker_id`, in one transaction. The returned row carries
+    /// the lease token for the fenced complete/fail/renew.
+    ///
+    /// Refused (`InvalidArgument`, nothing written) while another holder runs the same run id with
+    /// a live lease.
+    pub fn start_run(&self, s: &StartRun) -> Result<TaskRow> {
+        s.validate(self.opts.max_payload_bytes)?;
+        self.driver.run_start(s)
+    }
+
+    /// Interrupted runs of `r.queue`: rows still `running` whose lease expired or whose holder is
+    /// known dead, and rows the rescuer already put back in the queue (a run row is never queued
+    /// otherwise). Each is re-queued in `r.rerun_queue` when its type is in `r.rerun_types`,
+    /// otherwise failed with an error that says it was interrupted. One transaction.
+    pub fn recover_runs(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
+        r.validate()?;
+        self.driver.run_recover(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::queue::testutil::file_queue;
+    use crate::model::error::Error;
+    use crate::model::runs::{RecoverRuns, StartRun};
+
+    fn start(worker_id: &str, rerun_attempts: i64) -> StartRun {
+        StartRun {
+            run_id: "r1".into(),
+            task_type: "m".into(),
+            payload: "{}".into(),
+            queue: "runs".into(),
+            worker_id: worker_id.into(),
+            lease_ms: 60_000,
+            rerun_attempts,
+            takeover_from: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bad_run_arguments_are_refused_before_anything_is_written() {
+        let (_d, q) = file_queue();
+        for (s, says) in [
+            (start(" ", 0), "worker_id must be a non-empty string"),
+            (start("w", -1), "rerun_attempts must be between 0 and"),
+        ] {
+            let e = q.start_run(&s).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains(says)),
+                "{e:?}"
+            );
+        }
+        let r = RecoverRuns {
+            queue: "".into(),
+            dead_holders: Vec::new(),
+            rerun_types: Vec::new(),
+            rerun_queue: "durable".into(),
+        };
+        assert!(matches!(q.recover_runs(&r), Err(Error::InvalidArgument(_))));
+        assert_eq!(q.load_run("r1").unwrap(), None);
+        assert!(q.get(1).is_err(), "no task row was written");
+        q.start_run(&start("w", 0)).unwrap();
+    }
+}

@@ -1,0 +1,11 @@
+//! The engine: the queue's semantics, written once over the storage seam (`storage::Driver`).
+
+pub mod ack;
+pub mod admin;
+pub mod claim;
+pub mod enqueue;
+pub mod fencing;
+pub mod queue;
+pub mod retry;
+pub mod wait;
+pub mod wakeup;

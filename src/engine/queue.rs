@@ -1,0 +1,67 @@
+//! `Queue`: one handle on a queue. Thread-safe; open one per process (or more).
+//! The engine's operations live in modules named for what they do (`enqueue`, `claim`, `ack`,
+//! `admin`), the operations layer's in `ops`, each an `impl Queue` block; all of them reach the
+//! database through the handle's `Driver`.
+
+use super::wakeup::Wakeup;
+use crate::model::error::Result;
+use crate::model::options::QueueOptions;
+use crate::storage::{self, Driver};
+
+pub struct Queue {
+    pub(crate) driver: Box<dyn Driver>,
+    pub(crate) opts: QueueOptions,
+    /// Wakes this handle's waiters on its own commits and on the driver's listener.
+    pub(crate) wakeup: Wakeup,
+}
+
+impl Queue {
+    /// Open (creating or migrating) the queue database at `path`. `":memory:"` gives a private
+    /// in-memory queue, useful in tests.
+    pub fn open(path: &str, opts: QueueOptions) -> Result<Queue> {
+        opts.validate()?;
+        let wakeup = Wakeup::default();
+        let on_commit = {
+            let wakeup = wakeup.clone();
+            Box::new(move || wakeup.notify())
+        };
+        let driver = storage::open(path, opts.clone(), on_commit, &super::retry::QUEUE_RULES)?;
+        Ok(Queue {
+            driver,
+            opts,
+            wakeup,
+        })
+    }
+
+    /// Which clock this handle's leases end on: ("monotonic" or "wall", the boot id, the boot's
+    /// sequence number in this file, None until a handle opened read-only first writes).
+    pub fn lease_clock(&self) -> (&'static str, String, Option<i64>) {
+        self.driver.lease_clock()
+    }
+
+    pub fn path(&self) -> &str {
+        self.driver.path()
+    }
+
+    pub fn options(&self) -> &QueueOptions {
+        &self.opts
+    }
+
+    /// The backend this handle runs on, for the operations only some backends have.
+    pub fn driver(&self) -> &dyn Driver {
+        self.driver.as_ref()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// A queue on a fresh file in a temporary directory (kept alive by the returned guard).
+    pub fn file_queue() -> (tempfile::TempDir, Queue) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let q = Queue::open(path.to_str().unwrap(), QueueOptions::default()).unwrap();
+        (dir, q)
+    }
+}

@@ -1,0 +1,86 @@
+//! Leases and their acknowledgements: what a claim hands out and what a worker reports back.
+
+/// What identifies one claim of a task: its id and the lease token that claim received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: i64,
+    pub token: i64,
+}
+
+/// A failed attempt as its worker reports it: the error (its first line says what failed), the
+/// traceback when there is one, and whether the task may be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub lease: Lease,
+    pub error: String,
+    pub retry: bool,
+    pub traceback: Option<String>,
+}
+
+impl Failure {
+    pub fn new(lease: Lease, error: impl Into<String>, retry: bool) -> Failure {
+        Failure {
+            lease,
+            error: error.into(),
+            retry,
+            traceback: None,
+        }
+    }
+}
+
+/// The outcome of `settle`: per acknowledgement whether this claim still held the task, and the
+/// newly claimed tasks.
+#[derive(Debug)]
+pub struct Settled {
+    pub completed: Vec<bool>,
+    pub failed: Vec<Option<FailOutcome>>,
+    pub claimed: Vec<crate::model::task::TaskRow>,
+}
+
+/// What happened to a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FailOutcome {
+    /// Back to queued, claimable again at `run_after` (ms).
+    Retrying { run_after: i64 },
+    /// Attempts spent, or retry refused: the dead letter.
+    DeadLettered,
+}
+
+/// A running task whose attempt just failed, as the backend read its row (inside the
+/// transaction that will apply the engine's verdict).
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt<'a> {
+    pub task_id: i64,
+    /// The attempt that failed (attempts are counted from 1 at each claim).
+    pub attempts: i64,
+    pub max_attempts: i64,
+    /// Whether the worker allows a retry.
+    pub retry: bool,
+    pub error: &'a str,
+    /// The task's own retry policy (JSON of `RetryOverrides`), when it has one.
+    pub task_policy: Option<&'a str>,
+    pub now: i64,
+}
+
+/// A running task whose lease ended before its worker acknowledged it, as the rescue read it.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiredAttempt<'a> {
+    pub task_id: i64,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    /// The worker that held the lease.
+    pub worker: Option<&'a str>,
+    pub now: i64,
+}
+
+/// The engine's verdict on an attempt that ended without success, which the backend applies
+/// to the row in the same transaction: queued again at `run_after` or the dead letter, the
+/// error the row and the attempt's record keep, and the line the task's log gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict<'a> {
+    pub outcome: FailOutcome,
+    pub error: std::borrow::Cow<'a, str>,
+    /// "warning" or "error", as the task's log stores levels.
+    pub log_level: &'static str,
+    pub log_message: String,
+}

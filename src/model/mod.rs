@@ -1,0 +1,20 @@
+//! Plain data shared by every layer: tasks and their states, strategies and their order, retry
+//! policies, the error type, time and duration ranges. No I/O.
+
+pub mod attempt;
+pub mod changes;
+pub mod claim;
+pub mod error;
+pub mod lease;
+pub mod listing;
+pub mod maintenance;
+pub mod metrics;
+pub mod new_task;
+pub mod observe;
+pub mod options;
+pub mod paths;
+pub mod retry;
+pub mod runs;
+pub mod strategy;
+pub mod task;
+pub mod time;

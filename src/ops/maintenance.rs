@@ -1,0 +1,72 @@
+//! Maintenance: purge, and the capabilities some backends have (backup, checkpoint, vacuum).
+
+use crate::engine::queue::Queue;
+use crate::model::error::Result;
+use crate::model::maintenance::BackupReport;
+use crate::model::maintenance::CheckpointResult;
+use crate::model::maintenance::Progress;
+use crate::model::maintenance::PURGE_BATCH;
+use crate::model::task::Status;
+
+impl Queue {
+    /// `purge` in transactions of `batch_size` tasks, calling `progress(deleted, total)` after
+    /// each (`total` is counted first; tasks that finish meanwhile are not deleted). An error
+    /// from `progress` stops the purge: the batches already committed stay deleted.
+    pub fn purge_with(
+        &self,
+        older_than_ms: i64,
+        statuses: &[Status],
+        batch_size: usize,
+        progress: Progress,
+    ) -> Result<usize> {
+        self.driver
+            .task_purge_many(older_than_ms, statuses, batch_size, progress)
+    }
+
+    /// `mode`: passive (never waits), full, restart or truncate.
+    pub fn checkpoint(&self, mode: &str) -> Result<CheckpointResult> {
+        self.driver.checkpoint(mode)
+    }
+
+    pub fn vacuum(&self) -> Result<()> {
+        self.driver.vacuum()
+    }
+
+    /// `vacuum`, calling `tick()` soon after it starts and then about every 100 ms while it
+    /// runs (VACUUM cannot say how far it is). An error from `tick` interrupts the VACUUM, which
+    /// then changes nothing.
+    pub fn vacuum_with(&self, tick: Box<dyn FnMut() -> Result<()> + Send>) -> Result<()> {
+        self.driver.vacuum_with(tick)
+    }
+
+    pub fn analyze(&self) -> Result<()> {
+        self.driver.analyze()
+    }
+
+    /// Problems SQLite finds in the file; empty when it is healthy.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        self.driver.integrity_check()
+    }
+
+    /// `backup`, replacing an existing `dest` file when `overwrite`, and calling
+    /// `progress(pages_done, pages_total)` between steps (an error from it stops the backup and
+    /// leaves `dest` as it was).
+    pub fn backup_with(
+        &self,
+        dest: &str,
+        overwrite: bool,
+        progress: Progress,
+    ) -> Result<BackupReport> {
+        self.driver.backup(dest, overwrite, progress)
+    }
+
+    /// An online copy of the database to `dest` (see `backup_with`).
+    pub fn backup(&self, dest: &str) -> Result<BackupReport> {
+        self.backup_with(dest, false, &mut |_, _| Ok(()))
+    }
+
+    /// Delete finished tasks older than `older_than_ms` in batches (see `purge_with`).
+    pub fn purge(&self, older_than_ms: i64, statuses: &[Status]) -> Result<usize> {
+        self.purge_with(older_than_ms, statuses, PURGE_BATCH, &mut |_, _| Ok(()))
+    }
+}

@@ -1,0 +1,8 @@
+//! Operations on top of the engine: listing and counting, metrics, the change feed, workers,
+//! maintenance.
+
+pub mod changes;
+pub mod list;
+pub mod maintenance;
+pub mod metrics;
+pub mod workers;

@@ -1,0 +1,69 @@
+//! Per-task logs: state changes the core records (retries, dead letters, rescues, cancels) and
+//! whatever handlers log.
+
+use crate::model::error::{Error, Result};
+use crate::model::observe::LogRow;
+use crate::model::observe::LEVELS;
+use crate::model::observe::MAX_LOG_LIMIT;
+use crate::model::time::now_ms;
+use crate::storage::sqlite::SqliteDriver;
+use rusqlite::params;
+
+impl SqliteDriver {
+    pub fn log(
+        &self,
+        task_id: i64,
+        level: &str,
+        message: &str,
+        details: Option<&str>,
+    ) -> Result<i64> {
+        let level = level.to_ascii_lowercase();
+        if !LEVELS.contains(&level.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown log level {level:?}: use one of {}",
+                LEVELS.join(", ")
+            )));
+        }
+        self.db.write(|tx| {
+            let found = tx
+                .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
+                .exists([task_id])?;
+            if !found {
+                return Err(Error::TaskNotFound(task_id));
+            }
+            tx.prepare_cached("INSERT INTO task_logs (task_id, at, level, message, details) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![task_id, now_ms(), level, message, details])?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// The task's log lines, oldest first, at most `limit`.
+    pub fn logs(&self, task_id: i64, limit: i64) -> Result<Vec<LogRow>> {
+        if !(1..=MAX_LOG_LIMIT).contains(&limit) {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
+            )));
+        }
+        self.db.read(|c| {
+            if !c.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?.exists([task_id])? {
+                return Err(Error::TaskNotFound(task_id));
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT id, task_id, at, level, message, details FROM task_logs WHERE task_id = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            // Leniently: a damaged line (a column of the wrong type) must not hide the others.
+            let rows = stmt.query_map(params![task_id, limit], |r| {
+                let text = |i: usize| r.get::<_, Option<String>>(i).unwrap_or(None);
+                Ok(LogRow {
+                    id: r.get(0)?,
+                    task_id,
+                    at: r.get(2).unwrap_or(crate::model::time::MIN_TIME_MS),
+                    level: text(3).unwrap_or_default(),
+                    message: text(4).unwrap_or_default(),
+                    details: text(5),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
