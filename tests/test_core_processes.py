@@ -277,7 +277,7 @@ def test_eight_busy_processes_never_see_database_is_locked(db_path, procs):
 
 
 def test_another_sqlite_build_sees_every_commit_whole_while_a_process_writes(db_path, procs):
-    # Our connections gather a commit's WAL frames and write them at once (src/vfs.rs). A reader
+    # Our connections gather a commit's WAL frames and write them at once (src/storage/sqlite/vfs/). A reader
     # in another process on another SQLite build (Python's sqlite3, 3.40) must still see only
     # whole transactions, in order, and a sound file. This process never opens a Queue on the
     # file: two SQLite libraries in one process do not see each other's POSIX locks.
