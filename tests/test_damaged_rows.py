@@ -168,6 +168,25 @@ def test_the_web_listings_answer_200_with_every_other_task(damaged):
         assert r.status_code == 200, r.text
 
 
+def test_the_dashboards_panels_answer_200_with_damaged_rows_running_and_failed(damaged):
+    # The dashboard reads running tasks, workers and failures in one snapshot: a damaged row in
+    # any of those panels must not take the snapshot (and so the whole page) down.
+    path, ids = damaged
+    with Queue(path) as q:
+        claimed = {t.id: t for t in q.claim("w", queues="project:p1", limit=10)}
+        assert ids["bad_payload"] in claimed
+        q.fail(claimed[ids["good_p1"]], RuntimeError("boom"), retry=False)
+    with Queue(path) as q, TestClient(web.create_app(q, auth=web.Auth.disabled())) as c:
+        r = c.get("/api/queue/dashboard")
+        assert r.status_code == 200, r.text
+        snapshot = r.json()
+        assert ids["bad_payload"] in {t["id"] for t in snapshot["running"]["items"]}
+        assert ids["good_p1"] in {f["task"]["id"] for f in snapshot["failures"]["items"]}
+        for route in ("/api/queue/failures", "/api/queue/breakdown"):
+            r = c.get(route)
+            assert r.status_code == 200, (route, r.text)
+
+
 def test_the_web_refuses_a_time_past_9999_at_the_door(tmp_path):
     with Queue(str(tmp_path / "q.db")) as q, TestClient(web.create_app(q, auth=web.Auth.disabled())) as c:
         r = c.post("/api/queue/enqueue", json={"type": "t", "run_after_utc": "9999-12-31T23:59:59-12:00"})
