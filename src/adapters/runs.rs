@@ -9,10 +9,12 @@ use crate::model::runs::RunQuery;
 use crate::model::runs::RunRecord;
 use crate::model::runs::StartRun;
 use crate::model::task::TaskRow;
+use crate::model::time::check_time;
 
 impl Queue {
     /// Insert or replace a run.
     pub fn save_run(&self, run: &RunRecord) -> Result<()> {
+        run.validate()?;
         self.driver.run_save(run)
     }
 
@@ -23,6 +25,7 @@ impl Queue {
 
     /// The JSON of the runs `q` selects, ordered by creation time.
     pub fn list_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
+        q.validate()?;
         self.driver.run_list(q)
     }
 
@@ -38,6 +41,7 @@ impl Queue {
 
     /// Delete runs that finished before `completed_before` (ms). Returns how many.
     pub fn purge_runs(&self, completed_before: i64) -> Result<usize> {
+        check_time("completed_before", completed_before)?;
         self.driver.run_purge(completed_before)
     }
 
@@ -66,7 +70,7 @@ impl Queue {
 mod tests {
     use crate::engine::queue::testutil::file_queue;
     use crate::model::error::Error;
-    use crate::model::runs::{RecoverRuns, StartRun};
+    use crate::model::runs::{RecoverRuns, RunFilter, RunQuery, RunRecord, StartRun};
 
     fn start(worker_id: &str, rerun_attempts: i64) -> StartRun {
         StartRun {
@@ -104,5 +108,74 @@ mod tests {
         assert_eq!(q.load_run("r1").unwrap(), None);
         assert!(q.get(1).is_err(), "no task row was written");
         q.start_run(&start("w", 0)).unwrap();
+    }
+
+    fn record(id: &str, module: &str, status: &str, created: i64, done: Option<i64>) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            module_id: module.into(),
+            status: status.into(),
+            created_at: created,
+            completed_at: done,
+            data: format!(r#"{{"run_id":"{id}","status":"{status}"}}"#),
+        }
+    }
+
+    fn query(filter: RunFilter, newest_first: bool, limit: Option<i64>) -> RunQuery {
+        RunQuery {
+            filter,
+            newest_first,
+            limit,
+        }
+    }
+
+    /// Moved from the SQLite driver's tests with the checks (the driver no longer makes them).
+    #[test]
+    fn bad_runs_are_refused() {
+        let (_d, q) = file_queue();
+        let mut r = record("", "m", "queued", 1, None);
+        assert!(q.save_run(&r).unwrap_err().to_string().contains("run_id"));
+        r.run_id = "x".into();
+        r.data = "[1]".into();
+        assert!(q
+            .save_run(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("JSON object"));
+        let bad = query(RunFilter::All, true, Some(-1));
+        assert!(q.list_runs(&bad).is_err());
+    }
+
+    #[test]
+    fn bad_run_records_queries_and_cutoffs_are_refused_with_their_messages() {
+        let (_d, q) = file_queue();
+        let says = |e: Error, text: &str| {
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains(text)),
+                "{e:?}"
+            )
+        };
+        let mut r = record("r", "m", " ", 1, None);
+        says(
+            q.save_run(&r).unwrap_err(),
+            "run \"r\": status must be a non-empty string",
+        );
+        r.status = "queued".into();
+        r.created_at = i64::MAX;
+        says(q.save_run(&r).unwrap_err(), "created_at");
+        r.created_at = 1;
+        r.completed_at = Some(i64::MIN);
+        says(q.save_run(&r).unwrap_err(), "completed_at");
+        says(
+            q.list_runs(&query(RunFilter::All, true, Some(-1)))
+                .unwrap_err(),
+            "limit must be zero or positive, got -1",
+        );
+        says(q.purge_runs(i64::MAX).unwrap_err(), "completed_before");
+        assert_eq!(q.load_run("r").unwrap(), None, "nothing was written");
+        assert!(q
+            .list_runs(&query(RunFilter::All, true, Some(0)))
+            .unwrap()
+            .is_empty());
     }
 }

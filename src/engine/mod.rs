@@ -7,5 +7,6 @@ pub mod enqueue;
 pub mod fencing;
 pub mod queue;
 pub mod retry;
+pub mod run_rules;
 pub mod wait;
 pub mod wakeup;

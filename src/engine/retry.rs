@@ -2,12 +2,18 @@
 //! a failure is retried after the retry policy's backoff while attempts are left and the worker
 //! allows it, else it is the dead letter; an expired lease counts as an attempt and is queued
 //! again at once, or dead-lettered when it was the last. A backend reads the row and applies
-//! the verdict in its own transaction (`storage::Rules`); everything here is pure.
+//! the verdict in its own transaction (`storage::Rules`); everything here is pure. A hand-back
+//! does not count as an attempt. The rules of runs (restart, interruption) are in `run_rules`.
 
 use crate::model::attempt::bounded_error;
 use crate::model::error::Result;
-use crate::model::lease::{ExpiredAttempt, FailOutcome, FailedAttempt, Verdict};
+use crate::model::lease::{
+    ExpiredAttempt, FailOutcome, FailedAttempt, Released, ReleasedAttempt, Verdict,
+};
 use crate::model::retry::{RetryOverrides, RetryPolicy};
+use crate::model::runs::{
+    HeldRun, InterruptedRun, RecoverRuns, RunStartNote, RunVerdict, StartRun,
+};
 use crate::model::time::MAX_TIME_MS;
 use crate::storage::Rules;
 use std::borrow::Cow;
@@ -29,6 +35,22 @@ impl Rules for QueueRules {
 
     fn after_lease_expired(&self, attempt: &ExpiredAttempt<'_>) -> Verdict<'static> {
         expiry_verdict(attempt)
+    }
+
+    fn rescue_summary(&self, rescued: &[(ExpiredAttempt<'_>, FailOutcome)]) -> String {
+        rescue_summary(rescued)
+    }
+
+    fn after_release(&self, attempt: &ReleasedAttempt) -> Released {
+        release_verdict(attempt)
+    }
+
+    fn may_start_run(&self, start: &StartRun, held: Option<&HeldRun<'_>>) -> Result<RunStartNote> {
+        super::run_rules::start_note(start, held)
+    }
+
+    fn after_run_interrupted(&self, run: &InterruptedRun<'_>, recover: &RecoverRuns) -> RunVerdict {
+        super::run_rules::interrupted_verdict(run, recover)
     }
 }
 
@@ -101,6 +123,47 @@ pub fn expiry_verdict(a: &ExpiredAttempt<'_>) -> Verdict<'static> {
         error: Cow::Owned(log_message.clone()),
         log_level,
         log_message,
+    }
+}
+
+/// The tasks one rescue pass moved listed in a log record: the first `RESCUES_LISTED`, then
+/// "...", so a pass over thousands of dead leases stays one readable line.
+pub fn rescue_summary(rescued: &[(ExpiredAttempt<'_>, FailOutcome)]) -> String {
+    let listed: Vec<String> = rescued
+        .iter()
+        .take(RESCUES_LISTED)
+        .map(|(a, outcome)| {
+            let who = a.worker.unwrap_or("unknown worker");
+            let what = match outcome {
+                FailOutcome::Retrying { .. } => "re-queued",
+                FailOutcome::DeadLettered => "dead letter",
+            };
+            let (id, attempts, max_attempts) = (a.task_id, a.attempts, a.max_attempts);
+            format!("task {id} of {who}: {what} (attempt {attempts} of {max_attempts})")
+        })
+        .collect();
+    format!(
+        "{} expired lease(s) rescued (their workers stopped renewing them): {}{}",
+        rescued.len(),
+        listed.join("; "),
+        if rescued.len() > listed.len() {
+            "; ..."
+        } else {
+            ""
+        }
+    )
+}
+
+const RESCUES_LISTED: usize = 10;
+
+/// A hand-back (graceful shutdown) does not count as an attempt: the claim's attempt is given
+/// back and the task is queued again at once.
+pub fn release_verdict(a: &ReleasedAttempt) -> Released {
+    Released {
+        attempts: a.attempts.saturating_sub(1).max(0),
+        run_after: a.now,
+        log_level: "info",
+        log_message: "lease handed back by its worker (shutdown); attempt not counted",
     }
 }
 
@@ -227,5 +290,62 @@ mod tests {
             v.log_message
         );
         assert!(v.log_message.ends_with(": dead letter"));
+    }
+
+    fn expired(task_id: i64, worker: Option<&'static str>) -> ExpiredAttempt<'static> {
+        ExpiredAttempt {
+            task_id,
+            attempts: 1,
+            max_attempts: 2,
+            worker,
+            now: 5_000,
+        }
+    }
+
+    #[test]
+    fn a_rescue_pass_is_summed_up_in_one_line_listing_the_first_ten() {
+        let back = FailOutcome::Retrying { run_after: 5_000 };
+        let two = [
+            (expired(1, Some("w1")), back),
+            (expired(2, None), FailOutcome::DeadLettered),
+        ];
+        assert_eq!(
+            rescue_summary(&two),
+            "2 expired lease(s) rescued (their workers stopped renewing them): \
+             task 1 of w1: re-queued (attempt 1 of 2); \
+             task 2 of unknown worker: dead letter (attempt 1 of 2)"
+        );
+        let many: Vec<_> = (1..=12).map(|id| (expired(id, Some("w")), back)).collect();
+        let line = rescue_summary(&many);
+        assert!(line.starts_with("12 expired lease(s) rescued"), "{line}");
+        assert!(
+            line.contains("task 10 of w") && !line.contains("task 11"),
+            "{line}"
+        );
+        assert!(line.ends_with("(attempt 1 of 2); ..."), "{line}");
+    }
+
+    #[test]
+    fn a_hand_back_does_not_count_as_an_attempt_and_queues_at_once() {
+        let v = release_verdict(&ReleasedAttempt {
+            task_id: 7,
+            attempts: 3,
+            now: 9_000,
+        });
+        assert_eq!(
+            v,
+            Released {
+                attempts: 2,
+                run_after: 9_000,
+                log_level: "info",
+                log_message: "lease handed back by its worker (shutdown); attempt not counted",
+            }
+        );
+        let none = release_verdict(&ReleasedAttempt {
+            task_id: 7,
+            attempts: 0,
+            now: 9_000,
+        });
+        assert_eq!(none.attempts, 0, "never below zero");
     }
 }

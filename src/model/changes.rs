@@ -1,5 +1,6 @@
 //! The change feed's data: a cursor over what one event stream has seen, and what a look reports.
 
+use crate::model::error::{Error, Result};
 use crate::model::task::Status;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -10,6 +11,16 @@ pub const FINISHED_MARGIN_MS: i64 = 2_000;
 
 /// The most new tasks one look reports.
 pub const MAX_CHANGES_LIMIT: usize = 100_000;
+
+/// The check of a look's `limit`.
+pub fn check_changes_limit(limit: usize) -> Result<()> {
+    if !(1..=MAX_CHANGES_LIMIT).contains(&limit) {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_CHANGES_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(())
+}
 
 /// How often a waiting stream checks for commits (this process's and others').
 pub const WAIT_POLL: Duration = Duration::from_millis(20);

@@ -73,6 +73,25 @@ pub struct ExpiredAttempt<'a> {
     pub now: i64,
 }
 
+/// A running task whose worker hands its lease back (a graceful shutdown), as the backend read
+/// it inside the transaction that applies `Released`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleasedAttempt {
+    pub task_id: i64,
+    pub attempts: i64,
+    pub now: i64,
+}
+
+/// What a hand-back makes of the row: queued again at `run_after` with `attempts`, and the
+/// task's log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub attempts: i64,
+    pub run_after: i64,
+    pub log_level: &'static str,
+    pub log_message: &'static str,
+}
+
 /// The engine's verdict on an attempt that ended without success, which the backend applies
 /// to the row in the same transaction: queued again at `run_after` or the dead letter, the
 /// error the row and the attempt's record keep, and the line the task's log gets.

@@ -1,5 +1,6 @@
 //! Listing and counting tasks: the filter of `list` and what `stats` returns.
 
+use crate::model::error::{Error, Result};
 use crate::model::task::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -16,6 +17,18 @@ pub struct ListFilter {
     pub after_id: Option<i64>,
     /// Newest first (ids descending) instead of oldest first.
     pub descending: bool,
+}
+
+impl ListFilter {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_LIST_LIMIT).contains(&self.limit) {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}, got {}",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Serialised as `stats()` returns it: the count of each status, then the other figures.

@@ -1,9 +1,33 @@
-//! Task logs and worker heartbeats as stored and shown.
+//! Task logs and worker heartbeats as stored and shown, and the checks of their arguments.
+
+use crate::model::error::{Error, Result};
 
 pub const LEVELS: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
 
 /// The most log lines one `logs` call returns.
 pub const MAX_LOG_LIMIT: i64 = 1_000_000;
+
+/// A log level as the task's log stores it (lower case), or the refusal of an unknown one.
+pub fn log_level(level: &str) -> Result<String> {
+    let level = level.to_ascii_lowercase();
+    if !LEVELS.contains(&level.as_str()) {
+        return Err(Error::invalid(format!(
+            "unknown log level {level:?}: use one of {}",
+            LEVELS.join(", ")
+        )));
+    }
+    Ok(level)
+}
+
+/// The check of `logs`' `limit`.
+pub fn check_log_limit(limit: i64) -> Result<()> {
+    if !(1..=MAX_LOG_LIMIT).contains(&limit) {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRow {
@@ -27,6 +51,15 @@ pub struct Heartbeat {
     pub queues: Option<String>,
     /// Tasks this worker has finished so far (as counted by the worker).
     pub tasks_done: Option<i64>,
+}
+
+impl Heartbeat {
+    pub fn validate(&self) -> Result<()> {
+        if self.worker_id.trim().is_empty() {
+            return Err(Error::invalid("worker_id must be a non-empty string"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

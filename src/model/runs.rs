@@ -2,7 +2,7 @@
 
 use crate::model::error::{Error, Result};
 use crate::model::new_task::{NewTask, MAX_ATTEMPTS};
-use crate::model::time::{check_duration, Least};
+use crate::model::time::{check_duration, check_time, Least};
 
 /// The queue in which in-process runs are mirrored, unless the caller names another.
 pub const DEFAULT_RUNS_QUEUE: &str = "runs";
@@ -24,6 +24,30 @@ pub struct RunRecord {
     pub data: String,
 }
 
+impl RunRecord {
+    /// The checks of `save_run`, before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        check_run_id(&self.run_id)?;
+        check_time("created_at", self.created_at)?;
+        if let Some(at) = self.completed_at {
+            check_time("completed_at", at)?;
+        }
+        if self.status.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "run {:?}: status must be a non-empty string",
+                self.run_id
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.data) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "run {:?}: data must be a JSON object",
+                self.run_id
+            ))),
+        }
+    }
+}
+
 /// Which runs `list_runs` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunFilter {
@@ -41,6 +65,17 @@ pub struct RunQuery {
     pub newest_first: bool,
     /// At most this many; `None` for all.
     pub limit: Option<i64>,
+}
+
+impl RunQuery {
+    pub fn validate(&self) -> Result<()> {
+        match self.limit {
+            Some(l) if l < 0 => Err(Error::invalid(format!(
+                "limit must be zero or positive, got {l}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What `start_run` needs: the run, and the lease the starting process takes on its task row.
@@ -110,6 +145,49 @@ impl RecoverRuns {
         }
         Ok(())
     }
+}
+
+/// The task row a run id already has, as `start_run` read it inside its transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldRun<'a> {
+    pub task_id: i64,
+    /// The row's status ("running", or the one it finished with).
+    pub status: &'a str,
+    /// The row's attempts so far (the restart is the next one).
+    pub attempts: i64,
+    /// The worker holding (or that last held) the row.
+    pub holder: Option<&'a str>,
+    /// Whether the holder's lease has not ended yet, on the backend's lease clock.
+    pub lease_live: bool,
+}
+
+/// The engine's word on a run's start, which the backend writes with the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStartNote {
+    /// The error that ends the running attempt taken over; `None` when nothing was running.
+    pub interrupted: Option<String>,
+    /// The task's log line of the start ("info").
+    pub log_message: String,
+}
+
+/// A run's task row found interrupted by `recover_runs` (its holder stopped renewing the lease,
+/// is known dead, or the rescuer already put it back in the queue).
+#[derive(Debug, Clone, Copy)]
+pub struct InterruptedRun<'a> {
+    pub task_id: i64,
+    pub task_type: &'a str,
+    pub run_id: Option<&'a str>,
+    pub holder: Option<&'a str>,
+}
+
+/// What becomes of an interrupted run: re-queued in `RecoverRuns::rerun_queue` or failed, with
+/// the error the row, the attempt's record and the task's log keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunVerdict {
+    pub requeued: bool,
+    pub error: String,
+    /// "warning" or "error", as the task's log stores levels.
+    pub log_level: &'static str,
 }
 
 /// One interrupted run and what `recover_runs` did with it (a dict in Python, keys in this order).

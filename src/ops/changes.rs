@@ -1,6 +1,7 @@
 //! The change feed for event streams: cursors, looks and waits (see `model::changes`).
 
 use crate::engine::queue::Queue;
+use crate::model::changes::check_changes_limit;
 use crate::model::changes::ChangeCursor;
 use crate::model::changes::ChangeToken;
 use crate::model::changes::Changes;
@@ -90,6 +91,7 @@ impl Queue {
     /// One look: what changed since the cursor's last look (see `storage::sqlite::changes`),
     /// at most `limit` new tasks of it (the rest is reported with `more` and comes next time).
     pub fn changes_since(&self, cursor: &mut ChangeCursor, limit: usize) -> Result<Changes> {
+        check_changes_limit(limit)?;
         let token = self.change_token()?;
         self.driver.changes_since(cursor, limit, token)
     }
@@ -225,5 +227,20 @@ mod tests {
             .wait_for_changes(&cur, Duration::from_secs(5), Duration::ZERO, &stop)
             .unwrap());
         assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_look_limit_out_of_range_is_refused() {
+        let (_d, q) = file_queue();
+        let mut cur = q.change_cursor(None).unwrap();
+        for limit in [0, crate::model::changes::MAX_CHANGES_LIMIT + 1] {
+            let e = q.changes_since(&mut cur, limit).unwrap_err();
+            assert!(
+                matches!(&e, crate::model::error::Error::InvalidArgument(m)
+                    if *m == format!("limit must be between 1 and 100000, got {limit}")),
+                "{e:?}"
+            );
+        }
+        assert!(q.changes_since(&mut cur, 1).is_ok());
     }
 }

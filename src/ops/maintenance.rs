@@ -2,6 +2,7 @@
 
 use crate::engine::queue::Queue;
 use crate::model::error::Result;
+use crate::model::maintenance::check_purge;
 use crate::model::maintenance::BackupReport;
 use crate::model::maintenance::CheckpointResult;
 use crate::model::maintenance::Progress;
@@ -19,6 +20,7 @@ impl Queue {
         batch_size: usize,
         progress: Progress,
     ) -> Result<usize> {
+        check_purge(older_than_ms, statuses, batch_size)?;
         self.driver
             .task_purge_many(older_than_ms, statuses, batch_size, progress)
     }
@@ -68,5 +70,54 @@ impl Queue {
     /// Delete finished tasks older than `older_than_ms` in batches (see `purge_with`).
     pub fn purge(&self, older_than_ms: i64, statuses: &[Status]) -> Result<usize> {
         self.purge_with(older_than_ms, statuses, PURGE_BATCH, &mut |_, _| Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::queue::testutil::file_queue;
+    use crate::model::error::Error;
+    use crate::model::task::Status;
+
+    fn invalid(e: Error) -> String {
+        match e {
+            Error::InvalidArgument(m) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn purge_arguments_are_checked_in_order_before_anything_is_read() {
+        let (_d, q) = file_queue();
+        let done = [Status::Completed];
+        let mut called = false;
+        let e = q
+            .purge_with(0, &done, 0, &mut |_, _| {
+                called = true;
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(
+            invalid(e),
+            "batch_size must be between 1 and 1000000, got 0"
+        );
+        assert!(!called, "no progress before the checks pass");
+        let e = q.purge_with(-1, &[], 0, &mut |_, _| Ok(())).unwrap_err();
+        assert!(invalid(e).starts_with("batch_size"), "batch size first");
+        assert!(invalid(q.purge(-1, &[]).unwrap_err())
+            .starts_with("older_than must be zero or positive, got"));
+        assert_eq!(
+            invalid(q.purge(0, &[]).unwrap_err()),
+            "statuses must name at least one of 'completed', 'failed', 'cancelled'"
+        );
+        assert_eq!(
+            invalid(
+                q.purge(0, &[Status::Completed, Status::Running])
+                    .unwrap_err()
+            ),
+            "purge removes finished tasks only; \"running\" is not a finished status \
+             (use 'completed', 'failed' or 'cancelled')"
+        );
+        assert_eq!(q.purge(0, &done).unwrap(), 0);
     }
 }

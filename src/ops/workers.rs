@@ -7,6 +7,7 @@ use crate::model::observe::WorkerRow;
 
 impl Queue {
     pub fn heartbeat(&self, hb: &Heartbeat) -> Result<()> {
+        hb.validate()?;
         self.driver.worker_heartbeat(hb)
     }
 
@@ -19,5 +20,34 @@ impl Queue {
     /// Forget a worker (a clean shutdown). True when it was known.
     pub fn remove_worker(&self, worker_id: &str) -> Result<bool> {
         self.driver.worker_remove(worker_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::queue::testutil::file_queue;
+    use crate::model::error::Error;
+    use crate::model::observe::Heartbeat;
+
+    #[test]
+    fn a_heartbeat_without_a_worker_id_is_refused_and_writes_nothing() {
+        let (_d, q) = file_queue();
+        let mut hb = Heartbeat {
+            worker_id: " ".into(),
+            host: None,
+            pid: None,
+            capabilities: None,
+            queues: None,
+            tasks_done: None,
+        };
+        let e = q.heartbeat(&hb).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m == "worker_id must be a non-empty string"),
+            "{e:?}"
+        );
+        assert!(q.workers().unwrap().is_empty());
+        hb.worker_id = "w1".into();
+        q.heartbeat(&hb).unwrap();
+        assert_eq!(q.workers().unwrap()[0].id, "w1");
     }
 }

@@ -20,7 +20,8 @@ use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::{Error, Result};
 use crate::model::lease::{
-    ExpiredAttempt, FailOutcome, FailedAttempt, Failure, Lease, Settled, Verdict,
+    ExpiredAttempt, FailOutcome, FailedAttempt, Failure, Lease, Released, ReleasedAttempt, Settled,
+    Verdict,
 };
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::maintenance::{BackupReport, CheckpointResult, Progress};
@@ -29,7 +30,10 @@ use crate::model::new_task::NewTask;
 use crate::model::observe::{Heartbeat, LogRow, WorkerRow};
 use crate::model::options::QueueOptions;
 use crate::model::retry::RetryOverrides;
-use crate::model::runs::{RecoverRuns, RecoveredRun, RunQuery, RunRecord, StartRun};
+use crate::model::runs::{
+    HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunQuery, RunRecord, RunStartNote,
+    RunVerdict, StartRun,
+};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
 use std::collections::BTreeMap;
@@ -38,10 +42,11 @@ use std::collections::BTreeMap;
 /// waiters with it), so storage knows nothing of who waits.
 pub type CommitHook = Box<dyn Fn() + Send + Sync>;
 
-/// The engine's rules for an attempt that ended without success, given to `open`: a backend
-/// reads the row, asks these what becomes of the task, and applies the answer in the same
-/// transaction. It decides none of it itself, so every backend retries, backs off and
-/// dead-letters alike.
+/// The engine's rules, given to `open`: for an attempt that ended without success (failed,
+/// expired, handed back, or a run interrupted) and for a run started again, a backend reads the
+/// row, asks these what becomes of the task, and applies the answer in the same transaction. It
+/// decides none of it itself, so every backend retries, backs off, dead-letters and words its
+/// log lines alike.
 pub trait Rules: Send + Sync {
     /// A worker reported a failure. `queue_policy` reads the retry policy of the task's queue
     /// (JSON of `RetryOverrides`, `None` when it has none); called only when the task retries,
@@ -54,6 +59,19 @@ pub trait Rules: Send + Sync {
 
     /// A lease ended before its worker acknowledged the task (the rescuer).
     fn after_lease_expired(&self, attempt: &ExpiredAttempt<'_>) -> Verdict<'static>;
+
+    /// The log record of one rescue pass, given each task it moved and where it went.
+    fn rescue_summary(&self, rescued: &[(ExpiredAttempt<'_>, FailOutcome)]) -> String;
+
+    /// A worker hands its lease back (shutdown): what the row keeps.
+    fn after_release(&self, attempt: &ReleasedAttempt) -> Released;
+
+    /// A run starts: its id has no task row yet (`held` is `None`), or has `held`. Refused
+    /// (`InvalidArgument`, nothing written) while another holder's lease on it is live.
+    fn may_start_run(&self, start: &StartRun, held: Option<&HeldRun<'_>>) -> Result<RunStartNote>;
+
+    /// A run's holder stopped before it finished (`recover_runs`): re-queued or failed.
+    fn after_run_interrupted(&self, run: &InterruptedRun<'_>, recover: &RecoverRuns) -> RunVerdict;
 }
 
 /// Open the backend that `path` names (creating or migrating its schema): where a new backend

@@ -4,7 +4,6 @@
 use crate::model::error::{Error, Result};
 use crate::model::listing::ListFilter;
 use crate::model::listing::Stats;
-use crate::model::listing::MAX_LIST_LIMIT;
 use crate::model::retry::RetryOverrides;
 use crate::model::task::{Status, TaskRow};
 use crate::model::time::now_ms;
@@ -94,13 +93,8 @@ impl SqliteDriver {
         })
     }
 
+    /// `f` was checked above (`ListFilter::validate`).
     pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
-        if !(1..=MAX_LIST_LIMIT).contains(&f.limit) {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_LIST_LIMIT}, got {}",
-                f.limit
-            )));
-        }
         // Running tasks are few (one per busy worker slot) but spread over the whole table: a
         // walk in id order would step over every finished row to find them. Their partial
         // index holds only them; sorting that handful by id is cheaper than the walk.
@@ -245,12 +239,9 @@ impl SqliteDriver {
     }
 
     /// Set the retry policy of a queue for every process using this file. Keys not given keep
-    /// the built-in defaults (base 1 s, factor 2, cap 3600 s, jitter 0.1).
+    /// the built-in defaults (base 1 s, factor 2, cap 3600 s, jitter 0.1). Both were checked
+    /// above (`RetryOverrides::validate` and the queue name, by the engine).
     pub fn set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()> {
-        policy.validate()?;
-        if queue.trim().is_empty() {
-            return Err(Error::invalid("queue must be a non-empty string"));
-        }
         let text = serde_json::to_string(&policy).map_err(|e| Error::invalid(e.to_string()))?;
         self.db.write(|tx| {
             tx.execute(

@@ -31,8 +31,7 @@ use crate::model::changes::Changes;
 use crate::model::changes::Running;
 use crate::model::changes::TaskChange;
 use crate::model::changes::FINISHED_MARGIN_MS;
-use crate::model::changes::MAX_CHANGES_LIMIT;
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::task::Status;
 use crate::model::time::now_ms;
 use crate::storage::sqlite::SqliteDriver;
@@ -198,18 +197,14 @@ impl SqliteDriver {
     }
 
     /// One look: what changed since the cursor's last look (see the module doc), at most
-    /// `limit` new tasks of it (the rest is reported with `more` and comes next time).
+    /// `limit` new tasks of it (the rest is reported with `more` and comes next time); `limit`
+    /// was checked above (`check_changes_limit`).
     pub fn changes_since(
         &self,
         cursor: &mut ChangeCursor,
         limit: usize,
         token: ChangeToken,
     ) -> Result<Changes> {
-        if !(1..=MAX_CHANGES_LIMIT).contains(&limit) {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_CHANGES_LIMIT}, got {limit}"
-            )));
-        }
         let look_at = now_ms();
         let out = self.db.read(|c| {
             let tx = c.unchecked_transaction()?;

@@ -3,13 +3,12 @@
 
 use crate::model::error::{Error, Result};
 use crate::model::observe::LogRow;
-use crate::model::observe::LEVELS;
-use crate::model::observe::MAX_LOG_LIMIT;
 use crate::model::time::now_ms;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::params;
 
 impl SqliteDriver {
+    /// `level` is one of `LEVELS` (lower case), checked above (`observe::log_level`).
     pub fn log(
         &self,
         task_id: i64,
@@ -17,13 +16,6 @@ impl SqliteDriver {
         message: &str,
         details: Option<&str>,
     ) -> Result<i64> {
-        let level = level.to_ascii_lowercase();
-        if !LEVELS.contains(&level.as_str()) {
-            return Err(Error::invalid(format!(
-                "unknown log level {level:?}: use one of {}",
-                LEVELS.join(", ")
-            )));
-        }
         self.db.write(|tx| {
             let found = tx
                 .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?
@@ -37,13 +29,8 @@ impl SqliteDriver {
         })
     }
 
-    /// The task's log lines, oldest first, at most `limit`.
+    /// The task's log lines, oldest first, at most `limit` (checked above: `check_log_limit`).
     pub fn logs(&self, task_id: i64, limit: i64) -> Result<Vec<LogRow>> {
-        if !(1..=MAX_LOG_LIMIT).contains(&limit) {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
-            )));
-        }
         self.db.read(|c| {
             if !c.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?.exists([task_id])? {
                 return Err(Error::TaskNotFound(task_id));

@@ -3,11 +3,11 @@
 //! expired counts. It runs inside claims (one probe of a partial index, usually empty; skipped
 //! while the claiming handle knows no lease can have ended yet, see `claim::heads`) and on demand
 //! through `sweep()`. Leases end on the lease clock (`clock`): steps of the wall clock move none.
-//! Which rows expired is this module's; what becomes of each is the engine's verdict
-//! (`storage::Rules`).
+//! Which rows expired is this module's; what becomes of each, and the words of the pass's log
+//! record, are the engine's (`storage::Rules`), as is what a hand-back (`release`) makes of a row.
 
 use crate::model::error::Result;
-use crate::model::lease::{ExpiredAttempt, FailOutcome};
+use crate::model::lease::{ExpiredAttempt, FailOutcome, ReleasedAttempt};
 use crate::model::time::now_ms;
 use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::claim::race::Race;
@@ -85,16 +85,17 @@ impl SqliteDriver {
             return Ok((0, next_end));
         }
         let mut race = None;
-        let mut moved: Vec<String> = Vec::new();
+        let mut moved: Vec<(ExpiredAttempt<'_>, FailOutcome)> = Vec::with_capacity(expired.len());
         for e in &expired {
             let (id, attempts, max_attempts) = (e.id, e.attempts, e.max_attempts);
-            let verdict = self.rules.after_lease_expired(&ExpiredAttempt {
+            let attempt = ExpiredAttempt {
                 task_id: id,
                 attempts,
                 max_attempts,
                 worker: e.by.as_deref(),
                 now,
-            });
+            };
+            let verdict = self.rules.after_lease_expired(&attempt);
             Self::apply_verdict(tx, &mut race, (id, e.priority), &verdict, now)?;
             // The lost attempt's record, beside the row's update (see `attempts`).
             crate::storage::sqlite::attempts::record_in(
@@ -111,28 +112,18 @@ impl SqliteDriver {
                 },
                 now,
             )?;
-            if moved.len() < 10 {
-                let who = e.by.as_deref().unwrap_or("unknown worker");
-                let what = match verdict.outcome {
-                    FailOutcome::Retrying { .. } => "re-queued",
-                    FailOutcome::DeadLettered => "dead letter",
-                };
-                moved.push(format!(
-                    "task {id} of {who}: {what} (attempt {attempts} of {max_attempts})"
-                ));
-            }
+            moved.push((attempt, verdict.outcome));
         }
         // One record per rescue pass, however many tasks it moved. It is logged inside the
         // claim's transaction (the claim owns the commit), and with the Python bridge a record
         // takes the GIL; that cannot deadlock: no thread ever holds the GIL while it waits for
         // the write lock or a connection (the binding releases the GIL around every core call),
         // so the GIL holder always lets go. It only delays this rare transaction by a GIL switch.
+        // The words are the engine's (`Rules::rescue_summary`).
         log::warn!(
             target: "prismq_queue::core::rescuer",
-            "{} expired lease(s) rescued (their workers stopped renewing them): {}{}",
-            expired.len(),
-            moved.join("; "),
-            if expired.len() > moved.len() { "; ..." } else { "" }
+            "{}",
+            self.rules.rescue_summary(&moved)
         );
         Ok((expired.len(), next_end))
     }
@@ -149,20 +140,27 @@ impl SqliteDriver {
     pub fn release(&self, lease: crate::model::lease::Lease) -> Result<bool> {
         self.db.write(|tx| {
             let now = now_ms();
-            let priority: Option<i64> = tx
+            let held: Option<(i64, i64)> = tx
                 .query_row(
-                    "SELECT priority FROM tasks WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                    "SELECT priority, attempts FROM tasks WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
                     params![lease.task_id, lease.token],
-                    |r| r.get(0),
+                    // Leniently: a damaged count must not keep the task from going back.
+                    |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1).unwrap_or(None).unwrap_or(0))),
                 )
                 .ok();
-            let Some(priority) = priority else { return Ok(false) };
+            let Some((priority, attempts)) = held else { return Ok(false) };
+            // Whether the attempt counts, and what the log says, are the engine's.
+            let v = self.rules.after_release(&ReleasedAttempt {
+                task_id: lease.task_id,
+                attempts,
+                now,
+            });
             tx.prepare_cached(
-                "UPDATE tasks SET status = 'queued', attempts = max(attempts - 1, 0), run_after = ?2, wkey = ?3,
-                        updated_at = ?2, lease_until = NULL, lease_token = NULL, lease_key = NULL WHERE id = ?1",
+                "UPDATE tasks SET status = 'queued', attempts = ?4, run_after = ?2, wkey = ?3,
+                        updated_at = ?5, lease_until = NULL, lease_token = NULL, lease_key = NULL WHERE id = ?1",
             )?
-            .execute(params![lease.task_id, now, Race::read(tx)?.key(priority)])?;
-            log_in(tx, lease.task_id, now, "info", "lease handed back by its worker (shutdown); attempt not counted")?;
+            .execute(params![lease.task_id, v.run_after, Race::read(tx)?.key(priority), v.attempts, now])?;
+            log_in(tx, lease.task_id, now, v.log_level, v.log_message)?;
             Ok(true)
         })
     }

@@ -4,9 +4,11 @@
 
 use crate::model::attempt::Outcome;
 use crate::model::claim::LaneKey;
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::new_task::DEFAULT_PRIORITY;
-use crate::model::runs::{RecoverRuns, RecoveredRun, StartRun};
+use crate::model::runs::{
+    HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunStartNote, RunVerdict, StartRun,
+};
 use crate::model::task::TaskRow;
 use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::attempts::record_if_running_in;
@@ -33,7 +35,8 @@ impl SqliteDriver {
     /// the lease token for the fenced complete/fail/renew.
     ///
     /// Refused (`InvalidArgument`, nothing written) while another holder runs the same run id with
-    /// a live lease. The arguments were checked above (`StartRun::validate`).
+    /// a live lease: the engine's rule (`Rules::may_start_run`), given what the row says. The
+    /// arguments were checked above (`StartRun::validate`).
     pub fn start_run(&self, s: &StartRun) -> Result<TaskRow> {
         let key: LaneKey = (s.queue.clone(), s.task_type.clone(), String::new());
         let mut created = Vec::new();
@@ -49,15 +52,32 @@ impl SqliteDriver {
             };
             let existing: Option<Held> = tx
                 .prepare_cached(
-                    "SELECT id, status, locked_by, lease_key, lease_until FROM tasks WHERE idempotency_key = ?1",
+                    "SELECT id, status, locked_by, lease_key, lease_until, attempts FROM tasks WHERE idempotency_key = ?1",
                 )?
                 .query_row([&s.run_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    // Attempts only word the log line: a damaged value must not refuse the start.
+                    let attempts = r.get::<_, Option<i64>>(5).unwrap_or(None).unwrap_or(0);
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, attempts))
                 })
                 .optional()?;
             match existing {
-                None => insert_run_task(tx, s, &lease),
-                Some(held) => restart_run_task(tx, s, &lease, held, clock),
+                None => {
+                    let note = self.rules.may_start_run(s, None)?;
+                    insert_run_task(tx, s, &lease, &note)
+                }
+                Some((id, status, holder, held_key, held_until, attempts)) => {
+                    let note = self.rules.may_start_run(
+                        s,
+                        Some(&HeldRun {
+                            task_id: id,
+                            status: &status,
+                            attempts,
+                            holder: holder.as_deref(),
+                            lease_live: lease_live(held_key, held_until, clock),
+                        }),
+                    )?;
+                    restart_run_task(tx, s, &lease, id, &note)
+                }
             }
         })?;
         self.remember_lanes(created);
@@ -78,24 +98,20 @@ impl SqliteDriver {
             let mut out = Vec::with_capacity(found.len());
             let race = Race::read(tx)?;
             for (id, task_type, run_id, holder, priority) in found {
-                let who = holder.as_deref().unwrap_or("unknown worker");
-                let what = match &run_id {
-                    Some(run) => format!("run {run}"),
-                    None => format!("task {id}"),
-                };
-                let requeued = r.rerun_types.contains(&task_type);
-                let error = if requeued {
-                    format!(
-                        "interrupted: the process running {what} (worker {who}) stopped before it finished; \
-                         re-queued in {:?} for a re-run by the durable handler of type {task_type:?}",
-                        r.rerun_queue
-                    )
-                } else {
-                    format!(
-                        "interrupted: the process running {what} (worker {who}) stopped before it finished, \
-                         and no durable handler is registered for type {task_type:?} to re-run it"
-                    )
-                };
+                let verdict = self.rules.after_run_interrupted(
+                    &InterruptedRun {
+                        task_id: id,
+                        task_type: &task_type,
+                        run_id: run_id.as_deref(),
+                        holder: holder.as_deref(),
+                    },
+                    r,
+                );
+                let RunVerdict {
+                    requeued,
+                    error,
+                    log_level,
+                } = verdict;
                 // Rows still running end their attempt here (the rescuer recorded the others').
                 record_if_running_in(tx, id, Outcome::Interrupted, &error, now)?;
                 if requeued {
@@ -115,7 +131,7 @@ impl SqliteDriver {
                         race.key(priority),
                         error
                     ])?;
-                    log_in(tx, id, now, "warning", &error)?;
+                    log_in(tx, id, now, log_level, &error)?;
                 } else {
                     tx.prepare_cached(
                         "UPDATE tasks SET status = 'failed', error = ?2, finished_at = ?3, updated_at = ?3,
@@ -123,7 +139,7 @@ impl SqliteDriver {
                          WHERE id = ?1",
                     )?
                     .execute(params![id, error, now])?;
-                    log_in(tx, id, now, "error", &error)?;
+                    log_in(tx, id, now, log_level, &error)?;
                 }
                 out.push(RecoveredRun {
                     task_id: id,
@@ -151,7 +167,12 @@ impl SqliteDriver {
 }
 
 /// A run seen for the first time: its task row, inserted in `running`.
-fn insert_run_task(tx: &WriteTx, s: &StartRun, lease: &RunLease) -> Result<TaskRow> {
+fn insert_run_task(
+    tx: &WriteTx,
+    s: &StartRun,
+    lease: &RunLease,
+    note: &RunStartNote,
+) -> Result<TaskRow> {
     let (race, mut floor): (Race, _) = crate::storage::sqlite::enqueue::read_insert_meta(tx)?;
     let mut row = tx
         .prepare_cached(&format!(
@@ -180,48 +201,23 @@ fn insert_run_task(tx: &WriteTx, s: &StartRun, lease: &RunLease) -> Result<TaskR
             TaskRow::from_row,
         )?;
     row.id = floor.place(tx, row.id)?;
-    log_in(
-        tx,
-        row.id,
-        lease.now,
-        "info",
-        &format!("run {} started in-process by {}", s.run_id, s.worker_id),
-    )?;
+    log_in(tx, row.id, lease.now, "info", &note.log_message)?;
     Ok(row)
 }
 
-/// A run id seen before: its row restarts in `running`, unless another holder's lease on it is
-/// live (taking over from a holder known dead or whose lease ended ends that attempt).
+/// A run id seen before (task `id`): its row restarts in `running`, as the engine's `note`
+/// allowed (taking over a running row ends that attempt, as interrupted).
 fn restart_run_task(
     tx: &WriteTx,
     s: &StartRun,
     lease: &RunLease,
-    (id, status, holder, held_key, held_until): Held,
-    clock: Now,
+    id: i64,
+    note: &RunStartNote,
 ) -> Result<TaskRow> {
-    let holder_name = holder.clone().unwrap_or_else(|| "an unknown worker".into());
-    let note = if status == "running" {
-        let live = lease_live(held_key, held_until, clock);
-        let mine = holder.as_deref() == Some(s.worker_id.as_str());
-        let dead = holder.as_ref().is_some_and(|h| s.takeover_from.contains(h));
-        if live && !mine && !dead {
-            return Err(Error::invalid(format!(
-                "run {:?} is already running (task {id}, held by {holder_name}): wait until it finishes, \
-                 or cancel it, before starting it again",
-                s.run_id
-            )));
-        }
-        let note = format!(" (taken over from {holder_name}, which stopped renewing its lease)");
+    if let Some(error) = &note.interrupted {
         // The attempt taken over ends here: its record says so (see `attempts`).
-        let error = format!(
-            "interrupted: run {:?} was started again by {}{note}",
-            s.run_id, s.worker_id
-        );
-        record_if_running_in(tx, id, Outcome::Interrupted, &error, lease.now)?;
-        note
-    } else {
-        String::new()
-    };
+        record_if_running_in(tx, id, Outcome::Interrupted, error, lease.now)?;
+    }
     let row = tx
         .prepare_cached(&format!(
             "UPDATE tasks SET lane_id = ?2, type = ?3, queue = ?4, payload = ?5, status = 'running',
@@ -247,23 +243,15 @@ fn restart_run_task(
             ],
             TaskRow::from_row,
         )?;
-    log_in(
-        tx,
-        id,
-        lease.now,
-        "info",
-        &format!(
-            "run {} started again in-process by {} (attempt {}, was {status}){note}",
-            s.run_id, s.worker_id, row.attempts
-        ),
-    )?;
+    log_in(tx, id, lease.now, "info", &note.log_message)?;
     Ok(row)
 }
 
 type Interrupted = (i64, String, Option<String>, Option<String>, i64);
 
-/// (id, status, holder, lease key, lease end on the wall clock) of a run's existing task row.
-type Held = (i64, String, Option<String>, Option<i64>, Option<i64>);
+/// (id, status, holder, lease key, lease end on the wall clock, attempts) of a run's existing
+/// task row.
+type Held = (i64, String, Option<String>, Option<i64>, Option<i64>, i64);
 
 /// Whether a lease (its key, or for a lease without one its wall-clock end) has not ended.
 fn lease_live(key: Option<i64>, until: Option<i64>, clock: Now) -> bool {

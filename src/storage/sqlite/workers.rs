@@ -1,7 +1,7 @@
 //! Worker heartbeats: one row per worker, so operators and the rescuer can tell live workers
 //! from dead ones.
 
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::observe::Heartbeat;
 use crate::model::observe::WorkerRow;
 use crate::model::time::now_ms;
@@ -9,10 +9,8 @@ use crate::storage::sqlite::SqliteDriver;
 use rusqlite::params;
 
 impl SqliteDriver {
+    /// `hb` was checked above (`Heartbeat::validate`).
     pub fn heartbeat(&self, hb: &Heartbeat) -> Result<()> {
-        if hb.worker_id.trim().is_empty() {
-            return Err(Error::invalid("worker_id must be a non-empty string"));
-        }
         self.db.write(|tx| {
             let now = now_ms();
             tx.prepare_cached(

@@ -5,7 +5,6 @@ pub mod backup;
 pub mod restore;
 
 use crate::model::error::{Error, Result};
-use crate::model::maintenance::MAX_BATCH;
 use crate::model::maintenance::PURGE_BATCH;
 use crate::model::task::Status;
 use crate::model::time::now_ms;
@@ -117,7 +116,8 @@ impl SqliteDriver {
 
     /// `purge` in transactions of `batch_size` tasks, calling `progress(deleted, total)` after
     /// each (`total` is counted first; tasks that finish meanwhile are not deleted). An error
-    /// from `progress` stops the purge: the batches already committed stay deleted.
+    /// from `progress` stops the purge: the batches already committed stay deleted. The
+    /// arguments were checked above (`maintenance::check_purge`).
     pub fn purge_with(
         &self,
         older_than_ms: i64,
@@ -125,25 +125,15 @@ impl SqliteDriver {
         batch_size: usize,
         progress: Progress,
     ) -> Result<usize> {
-        if !(1..=MAX_BATCH).contains(&batch_size) {
-            return Err(Error::invalid(format!(
-                "batch_size must be between 1 and {MAX_BATCH}, got {batch_size}"
-            )));
-        }
-        crate::model::time::check_duration(
-            "older_than",
-            older_than_ms,
-            crate::model::time::Least::Zero,
-        )?;
         // One cutoff for the count and every batch, so the total is an upper bound.
         let now = now_ms();
-        let (count_sql, args) = purge_sql(older_than_ms, statuses, "count(*)", Some(now))?;
+        let (count_sql, args) = purge_sql(older_than_ms, statuses, "count(*)", now);
         let total = self.db.read(|c| {
             Ok(c.prepare_cached(&count_sql)?
                 .query_row(params_from_iter(args.iter()), |r| r.get::<_, i64>(0))?
                 as u64)
         })?;
-        let (ids_sql, _) = purge_sql(older_than_ms, statuses, "id", Some(now))?;
+        let (ids_sql, _) = purge_sql(older_than_ms, statuses, "id", now);
         let sql = format!("DELETE FROM tasks WHERE id IN ({ids_sql} LIMIT {batch_size})");
         let mut done = 0usize;
         progress(0, total)?;
@@ -179,30 +169,16 @@ fn purge_sql(
     older_than_ms: i64,
     statuses: &[Status],
     what: &str,
-    now: Option<i64>,
-) -> Result<(String, Vec<rusqlite::types::Value>)> {
-    if older_than_ms < 0 {
-        return Err(Error::invalid("older_than must be zero or positive"));
-    }
-    if statuses.is_empty() {
-        return Err(Error::invalid(
-            "statuses must name at least one of 'completed', 'failed', 'cancelled'",
-        ));
-    }
-    if let Some(s) = statuses.iter().find(|s| !s.is_terminal()) {
-        return Err(Error::invalid(format!(
-            "purge removes finished tasks only; {:?} is not a finished status (use 'completed', 'failed' or 'cancelled')",
-            s.as_str()
-        )));
-    }
-    let cutoff = now.unwrap_or_else(now_ms) - older_than_ms;
+    now: i64,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let cutoff = now - older_than_ms;
     let marks = vec!["?"; statuses.len()].join(", ");
     let sql = format!(
         "SELECT {what} FROM tasks INDEXED BY tasks_finished WHERE finished_at < ? AND status IN ({marks})"
     );
     let mut args: Vec<rusqlite::types::Value> = vec![cutoff.into()];
     args.extend(statuses.iter().map(|s| s.as_str().to_string().into()));
-    Ok((sql, args))
+    (sql, args)
 }
 
 #[cfg(test)]
