@@ -89,7 +89,7 @@ pub(super) fn tasks_arg(items: &Bound<PyAny>) -> PyResult<Vec<NewTask>> {
             let key = k
                 .cast::<PyString>()
                 .map_err(|_| invalid(format!("item {i}: keys must be strings")))?;
-            match text_arg(key.as_any(), "a key of an item")?.as_str() {
+            match utf8_ref(key, "a key of an item")? {
                     "type" => task_type = Some(v),
                     "payload" => payload = Some(v),
                     "queue" => args.queue = Some(v),
