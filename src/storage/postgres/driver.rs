@@ -190,17 +190,15 @@ impl Driver for PgDriver {
     }
 
     fn worker_heartbeat(&self, hb: &Heartbeat) -> Result<()> {
-        let _ = hb;
-        Err(not_yet("worker heartbeats"))
+        PgDriver::heartbeat(self, hb)
     }
 
     fn worker_list(&self) -> Result<Vec<WorkerRow>> {
-        Err(not_yet("workers"))
+        PgDriver::workers(self)
     }
 
     fn worker_remove(&self, worker_id: &str) -> Result<bool> {
-        let _ = worker_id;
-        Err(not_yet("remove_worker"))
+        PgDriver::remove_worker(self, worker_id)
     }
 
     fn metrics(&self, window_ms: i64) -> Result<Metrics> {
@@ -228,8 +226,7 @@ impl Driver for PgDriver {
     }
 
     fn queue_depths(&self, queues: &[String]) -> Result<BTreeMap<String, (i64, i64)>> {
-        let _ = queues;
-        Err(not_yet("queue_depths"))
+        PgDriver::queue_depths(self, queues)
     }
 
     fn task_purge_many(
@@ -239,8 +236,7 @@ impl Driver for PgDriver {
         batch_size: usize,
         progress: Progress,
     ) -> Result<usize> {
-        let _ = (older_than_ms, statuses, batch_size, progress);
-        Err(not_yet("purge"))
+        PgDriver::purge_with(self, older_than_ms, statuses, batch_size, progress)
     }
 
     fn analyze(&self) -> Result<()> {

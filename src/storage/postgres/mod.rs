@@ -17,6 +17,7 @@ pub mod rescue;
 pub mod rows;
 pub mod schema;
 pub mod url;
+pub mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,8 @@ pub struct PgDriver {
     /// How long a caller waits for a free connection.
     pool_wait: Duration,
     pub(crate) url: PgUrl,
+    /// A worker whose last heartbeat is older is reported stale (`QueueOptions`).
+    pub(crate) stale_worker_after_ms: i64,
     pub(crate) lanes: Mutex<LaneCache>,
     on_commit: CommitHook,
     /// The engine's rules for failed attempts and expired leases: this driver applies them.
@@ -114,6 +117,7 @@ impl PgDriver {
             pool,
             pool_wait,
             url,
+            stale_worker_after_ms: opts.stale_worker_after_ms,
             lanes: Mutex::new(LaneCache::default()),
             on_commit,
             rules,
