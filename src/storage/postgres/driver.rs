@@ -177,8 +177,7 @@ impl Driver for PgDriver {
     }
 
     fn task_position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
-        let _ = (id, strategy);
-        Err(not_yet("position"))
+        PgDriver::position(self, id, strategy)
     }
 
     fn attempt_list(&self, task_id: i64) -> Result<Vec<AttemptRow>> {

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod enqueue;
 pub mod errors;
 pub mod lanes;
+pub mod position;
 pub mod rescue;
 pub mod rows;
 pub mod schema;

@@ -100,3 +100,46 @@ fn purge_deletes_old_finished_tasks_in_batches() {
     let next = q.enqueue(&task("x", 1)).unwrap();
     assert!(next > ids[6], "{next}");
 }
+
+/// Each strategy's position equals the number of claims taken before the task comes out.
+#[test]
+fn position_matches_the_claim_order() {
+    let (db, q) = pg_or_skip!();
+    for strategy in [Strategy::Priority, Strategy::Fifo, Strategy::Lifo] {
+        let mut ids = Vec::new();
+        for i in 0..24 {
+            let mut t = task("x", [5, 1, 9][i % 3]);
+            if i % 4 == 0 {
+                t.requires = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
+            }
+            ids.push(q.enqueue(&t).unwrap());
+            q.enqueue(&task("other-type", 1)).unwrap();
+        }
+        let expected: Vec<(i64, i64)> = ids
+            .iter()
+            .map(|&id| (id, q.position(id, strategy).unwrap().unwrap()))
+            .collect();
+        let mut req = crate::model::claim::ClaimRequest::new("w");
+        req.strategy = strategy;
+        req.filter.types = Some(vec!["x".into()]);
+        req.filter.capabilities = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
+        for n in 0..24 {
+            let t = q.claim(&req).unwrap().pop().unwrap();
+            let (_, pos) = expected.iter().find(|(id, _)| *id == t.id).unwrap();
+            assert_eq!(*pos, n, "{strategy:?}: task {} came out after {n}", t.id);
+            assert_eq!(q.position(t.id, strategy).unwrap(), None);
+        }
+        db.client().batch_execute("DELETE FROM tasks").unwrap();
+    }
+    let mut later = task("x", 1);
+    later.delay_ms = Some(3_600_000);
+    let later = q.enqueue(&later).unwrap();
+    let now = q.enqueue(&task("x", 50)).unwrap();
+    assert_eq!(q.position(now, Strategy::Priority).unwrap(), Some(0));
+    assert_eq!(q.position(later, Strategy::Priority).unwrap(), Some(0));
+    assert_eq!(q.position(later, Strategy::Fifo).unwrap(), Some(1));
+    assert!(matches!(
+        q.position(now + 999, Strategy::Fifo),
+        Err(Error::TaskNotFound(_))
+    ));
+}

@@ -147,7 +147,7 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
     q.analyze().unwrap();
     let refusals = [
         q.metrics(1000).err(),
-        q.task_position(1, crate::Strategy::Fifo).err(),
+        q.task_position(1, crate::Strategy::WeightedRandom).err(),
         q.run_load("r").err(),
         q.backup("/tmp/x", false, &mut |_, _| Ok(())).err(),
         q.vacuum().err(),
