@@ -151,6 +151,9 @@ impl PgDriver {
             now,
         )?;
         apply_verdict(tx, lease.task_id, &verdict, now)?;
+        if matches!(verdict.outcome, FailOutcome::Retrying { .. }) {
+            self.notify_in(tx)?;
+        }
         Ok(Some(verdict.outcome))
     }
 

@@ -185,6 +185,7 @@ impl PgDriver {
             )?;
             if n == 1 {
                 log_in(tx, id, now, "info", "re-queued by retry()")?;
+                self.notify_in(tx)?;
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

@@ -59,20 +59,19 @@ impl Driver for PgDriver {
     fn data_version(&self) -> Result<i64> {
         // The snapshot's xmax moves whenever a transaction that wrote ends, anywhere on the
         // server: more often than needed (other databases too), never less.
-        self.read(|tx| {
-            Ok(tx
-                .query_one(
-                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-                    &[],
-                )?
-                .get(0))
-        })
+        // One statement, outside any explicit transaction: waiters ask often.
+        let mut conn = self.conn()?;
+        let row = conn
+            .query_one(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .map_err(|e| self.redact(e.into()))?;
+        Ok(row.get(0))
     }
 
     fn listen(&self, on_event: Box<dyn Fn() + Send + Sync>) -> bool {
-        // LISTEN/NOTIFY comes later: waiters poll `data_version` meanwhile.
-        let _ = on_event;
-        false
+        PgDriver::listen(self, on_event)
     }
 
     fn task_insert_many(&self, tasks: &[NewTask]) -> Result<Vec<i64>> {

@@ -96,6 +96,9 @@ impl PgDriver {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            if !inserted.is_empty() {
+                self.notify_in(tx)?;
+            }
             if inserted.len() == tasks.len() {
                 return Ok(c.ids);
             }

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod enqueue;
 pub mod errors;
 pub mod lanes;
+pub mod listener;
 pub mod position;
 pub mod rescue;
 pub mod rows;
@@ -33,6 +34,7 @@ use parking_lot::Mutex;
 use postgres::{NoTls, Transaction};
 use r2d2_postgres::r2d2;
 use r2d2_postgres::PostgresConnectionManager;
+use std::sync::OnceLock;
 use std::time::Duration;
 use url::PgUrl;
 
@@ -54,6 +56,12 @@ pub struct PgDriver {
     pub(crate) stale_worker_after_ms: i64,
     pub(crate) lanes: Mutex<LaneCache>,
     on_commit: CommitHook,
+    /// The connection settings, for the listener's own connection.
+    config: postgres::Config,
+    /// The `LISTEN/NOTIFY` channel of this schema's queue.
+    channel: String,
+    /// The listening thread, once a waiter asked for it (see `listener`).
+    listening: OnceLock<Option<listener::Listening>>,
     /// The engine's rules for failed attempts and expired leases: this driver applies them.
     pub(crate) rules: &'static dyn Rules,
 }
@@ -113,7 +121,8 @@ impl PgDriver {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(pool_wait)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+        let url_schema = url.schema.clone();
         Ok(PgDriver {
             pool,
             pool_wait,
@@ -121,6 +130,9 @@ impl PgDriver {
             stale_worker_after_ms: opts.stale_worker_after_ms,
             lanes: Mutex::new(LaneCache::default()),
             on_commit,
+            config,
+            channel: listener::channel(&url_schema),
+            listening: OnceLock::new(),
             rules,
         })
     }

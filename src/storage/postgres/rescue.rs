@@ -70,6 +70,7 @@ impl PgDriver {
             }
         }
         if !rows.is_empty() {
+            self.notify_in(tx)?;
             // One record per rescue pass, as on SQLite (same target, same words).
             log::warn!(
                 target: "prismq_queue::core::rescuer",
@@ -112,6 +113,7 @@ impl PgDriver {
             if n == 0 {
                 return Ok(false);
             }
+            self.notify_in(tx)?;
             log_in(
                 tx,
                 lease.task_id,
