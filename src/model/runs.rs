@@ -24,6 +24,30 @@ pub struct RunRecord {
     pub data: String,
 }
 
+impl RunRecord {
+    /// The checks of `save_run` on every backend, before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        check_run_id(&self.run_id)?;
+        crate::model::time::check_time("created_at", self.created_at)?;
+        if let Some(at) = self.completed_at {
+            crate::model::time::check_time("completed_at", at)?;
+        }
+        if self.status.trim().is_empty() {
+            return Err(Error::invalid(format!(
+                "run {:?}: status must be a non-empty string",
+                self.run_id
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.data) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "run {:?}: data must be a JSON object",
+                self.run_id
+            ))),
+        }
+    }
+}
+
 /// Which runs `list_runs` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunFilter {

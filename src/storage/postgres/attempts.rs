@@ -52,6 +52,39 @@ pub(crate) fn record_in(tx: &mut Transaction, e: &Ended, now: i64) -> Result<()>
     Ok(())
 }
 
+/// Store the record of the attempt of task `task_id` if it is running (taken from its row):
+/// for paths that end attempts of rows they did not read themselves.
+pub(crate) fn record_if_running_in(
+    tx: &mut Transaction,
+    task_id: i64,
+    outcome: Outcome,
+    error: &str,
+    now: i64,
+) -> Result<()> {
+    let Some(row) = tx.query_opt(
+        "SELECT attempts, max_attempts, locked_by, started_at FROM tasks WHERE id = $1 AND status = 'running'",
+        &[&task_id],
+    )?
+    else {
+        return Ok(());
+    };
+    let worker: Option<String> = row.get(2);
+    record_in(
+        tx,
+        &Ended {
+            task_id,
+            number: row.get(0),
+            max_attempts: row.get(1),
+            worker: worker.as_deref(),
+            started_at: row.get(3),
+            outcome,
+            error,
+            traceback: None,
+        },
+        now,
+    )
+}
+
 impl PgDriver {
     /// The task's attempts that ended without success, oldest first.
     pub fn attempts(&self, task_id: i64) -> Result<Vec<AttemptRow>> {

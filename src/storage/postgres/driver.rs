@@ -245,42 +245,34 @@ impl Driver for PgDriver {
     }
 
     fn run_save(&self, run: &RunRecord) -> Result<()> {
-        let _ = run;
-        Err(not_yet("the run registry"))
+        PgDriver::save_run(self, run)
     }
 
     fn run_load(&self, run_id: &str) -> Result<Option<String>> {
-        let _ = run_id;
-        Err(not_yet("the run registry"))
+        PgDriver::load_run(self, run_id)
     }
 
     fn run_list(&self, q: &RunQuery) -> Result<Vec<String>> {
-        let _ = q;
-        Err(not_yet("the run registry"))
+        PgDriver::list_runs(self, q)
     }
 
     fn run_explain_list(&self, q: &RunQuery) -> Result<Vec<String>> {
-        let _ = q;
-        Err(not_yet("the run registry"))
+        PgDriver::explain_list_runs(self, q)
     }
 
     fn run_delete(&self, run_id: &str) -> Result<bool> {
-        let _ = run_id;
-        Err(not_yet("the run registry"))
+        PgDriver::delete_run(self, run_id)
     }
 
     fn run_purge(&self, completed_before: i64) -> Result<usize> {
-        let _ = completed_before;
-        Err(not_yet("the run registry"))
+        PgDriver::purge_runs(self, completed_before)
     }
 
     fn run_start(&self, s: &StartRun) -> Result<TaskRow> {
-        let _ = s;
-        Err(not_yet("the run registry"))
+        PgDriver::start_run(self, s)
     }
 
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
-        let _ = r;
-        Err(not_yet("the run registry"))
+        PgDriver::recover_runs(self, r)
     }
 }

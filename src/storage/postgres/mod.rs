@@ -17,6 +17,8 @@ pub mod listener;
 pub mod position;
 pub mod rescue;
 pub mod rows;
+pub mod run_tasks;
+pub mod runs;
 pub mod schema;
 pub mod url;
 pub mod workers;

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -124,6 +124,29 @@ CREATE TABLE queue_config (
     queue        text PRIMARY KEY,
     retry_policy text NOT NULL
 );
+"#;
+
+/// V2: runs of the task manager adapter (`RunRegistry`, `QueuedTaskManager`), as on SQLite.
+const V2: &str = r#"
+-- One row per run id: the whole run as JSON (`data`, text as written) and the columns the
+-- registry's queries filter and sort on. `seq` breaks ties of created_at in insertion order
+-- (SQLite's rowid); replacing a run keeps its row and so its place.
+CREATE TABLE runs (
+    run_id       text PRIMARY KEY,
+    module_id    text NOT NULL,
+    status       text NOT NULL,
+    created_at   bigint NOT NULL,            -- ms since epoch, UTC
+    completed_at bigint,                     -- NULL until the run finished
+    updated_at   bigint NOT NULL,
+    data         text NOT NULL,              -- JSON object
+    seq          bigint GENERATED ALWAYS AS IDENTITY
+);
+-- Each registry query walks one index in its ORDER BY order.
+CREATE INDEX runs_created   ON runs (created_at, seq);
+CREATE INDEX runs_active    ON runs (created_at, seq) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_status    ON runs (status, created_at, seq);
+CREATE INDEX runs_module    ON runs (module_id, created_at, seq);
+CREATE INDEX runs_completed ON runs (completed_at) WHERE completed_at IS NOT NULL;
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -14,34 +14,11 @@
 //! and either re-queues them for a durable handler of their type or fails them as interrupted.
 
 use crate::model::error::{Error, Result};
-use crate::model::runs::{check_run_id, RunFilter, RunQuery, RunRecord};
+use crate::model::runs::{RunFilter, RunQuery, RunRecord};
 use crate::model::time::now_ms;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension};
-
-impl RunRecord {
-    fn validate(&self) -> Result<()> {
-        check_run_id(&self.run_id)?;
-        crate::model::time::check_time("created_at", self.created_at)?;
-        if let Some(at) = self.completed_at {
-            crate::model::time::check_time("completed_at", at)?;
-        }
-        if self.status.trim().is_empty() {
-            return Err(Error::invalid(format!(
-                "run {:?}: status must be a non-empty string",
-                self.run_id
-            )));
-        }
-        match serde_json::from_str::<serde_json::Value>(&self.data) {
-            Ok(serde_json::Value::Object(_)) => Ok(()),
-            _ => Err(Error::invalid(format!(
-                "run {:?}: data must be a JSON object",
-                self.run_id
-            ))),
-        }
-    }
-}
 
 impl RunQuery {
     fn sql(&self) -> String {

@@ -7,6 +7,7 @@ mod listen;
 mod observe;
 mod open;
 mod plans;
+mod runs;
 
 use crate::model::claim::ClaimRequest;
 use crate::model::lease::Lease;

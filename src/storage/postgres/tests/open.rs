@@ -148,7 +148,6 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
     let refusals = [
         q.metrics(1000).err(),
         q.task_position(1, crate::Strategy::WeightedRandom).err(),
-        q.run_load("r").err(),
         q.backup("/tmp/x", false, &mut |_, _| Ok(())).err(),
         q.vacuum().err(),
     ];
