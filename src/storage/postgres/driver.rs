@@ -200,8 +200,7 @@ impl Driver for PgDriver {
     }
 
     fn metrics(&self, window_ms: i64) -> Result<Metrics> {
-        let _ = window_ms;
-        Err(not_yet("metrics"))
+        PgDriver::metrics_over(self, window_ms)
     }
 
     fn change_cursor(

@@ -14,6 +14,7 @@ pub mod enqueue;
 pub mod errors;
 pub mod lanes;
 pub mod listener;
+pub mod metrics;
 pub mod position;
 pub mod rescue;
 pub mod rows;
@@ -36,6 +37,7 @@ use parking_lot::Mutex;
 use postgres::{NoTls, Transaction};
 use r2d2_postgres::r2d2;
 use r2d2_postgres::PostgresConnectionManager;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 use url::PgUrl;
@@ -47,6 +49,10 @@ const POOL_SIZE: u32 = 8;
 
 /// How often a transaction that lost a deadlock or a serialization check runs again.
 const MAX_RETRIES: u32 = 5;
+
+/// Transactions this process ran again, and the time it waited before them (`metrics()`).
+pub(crate) static RETRIES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RETRY_WAIT_US: AtomicU64 = AtomicU64::new(0);
 
 /// The PostgreSQL backend of one queue handle.
 pub struct PgDriver {
@@ -173,7 +179,10 @@ impl PgDriver {
                 }
                 Err(e) if errors::is_retryable(&e) && tries < MAX_RETRIES => {
                     tries += 1;
-                    std::thread::sleep(Duration::from_millis(2 << tries));
+                    let pause = Duration::from_millis(2 << tries);
+                    RETRIES.fetch_add(1, Ordering::Relaxed);
+                    RETRY_WAIT_US.fetch_add(pause.as_micros() as u64, Ordering::Relaxed);
+                    std::thread::sleep(pause);
                 }
                 Err(e) => return Err(self.redact(e)),
             }

@@ -143,3 +143,34 @@ fn position_matches_the_claim_order() {
         Err(Error::TaskNotFound(_))
     ));
 }
+
+#[test]
+fn metrics_count_depths_outcomes_and_retries() {
+    let (_db, q) = pg_or_skip!();
+    let mut tasks: Vec<_> = (0..6).map(|_| task("a", 1)).collect();
+    tasks[5].queue = "mail".into();
+    tasks[4].task_type = "b".into();
+    q.enqueue_many(&tasks).unwrap();
+    let got = claim(&q, Strategy::Fifo, 3, 60_000);
+    q.complete(lease(&got[0]), None).unwrap();
+    let f = crate::model::lease::Failure::new(lease(&got[1]), "boom", true);
+    q.fail_attempt(&f).unwrap();
+    let m = q.metrics_over(60_000).unwrap();
+    assert_eq!(
+        (m.depth["queued"], m.depth["running"], m.depth["completed"]),
+        (4, 1, 1)
+    );
+    assert_eq!(m.retrying, 1, "the failed attempt waits to retry");
+    let default_a = &m.by_queue_and_type["default"]["a"];
+    assert_eq!(
+        (default_a.queued, default_a.running, default_a.retrying),
+        (2, 1, 1)
+    );
+    assert_eq!(m.by_queue["mail"].queued, 1);
+    assert_eq!(m.by_type["b"].queued, 1);
+    assert_eq!((m.window.completed, m.window.failed), (1, 0));
+    assert_eq!(m.window.processing_seconds.count, 1);
+    assert!(m.database.size_bytes > 0 && m.database.page_size >= 1024);
+    assert!(m.checkpoint.is_none() && m.database.wal_frames.is_none());
+    assert!(matches!(q.metrics_over(0), Err(Error::InvalidArgument(_))));
+}

@@ -146,7 +146,14 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
     );
     q.analyze().unwrap();
     let refusals = [
-        q.metrics(1000).err(),
+        q.change_cursor(
+            None,
+            crate::model::changes::ChangeToken {
+                generation: 0,
+                data_version: 0,
+            },
+        )
+        .err(),
         q.task_position(1, crate::Strategy::WeightedRandom).err(),
         q.backup("/tmp/x", false, &mut |_, _| Ok(())).err(),
         q.vacuum().err(),
@@ -164,6 +171,8 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
             "{e:?}"
         );
     }
-    let e = q.metrics(1000).unwrap_err().to_string();
+    let mut req = crate::ClaimRequest::new("w");
+    req.strategy = crate::Strategy::WeightedRandom;
+    let e = q.task_get_available(&req).unwrap_err().to_string();
     assert!(e.contains("not yet implemented on PostgreSQL"), "{e}");
 }
