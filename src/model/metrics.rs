@@ -122,3 +122,103 @@ pub struct CheckpointFigures {
     pub wal_frames: i64,
     pub checkpointed_frames: i64,
 }
+
+// The figures of a window, computed alike by every backend from what it read.
+
+/// At most this many finished tasks (the latest in the window) feed the processing-time
+/// percentiles and the count of tasks that needed a retry.
+pub const SAMPLE_LIMIT: i64 = 10_000;
+
+/// Percentiles by nearest rank over durations in ms; seconds out.
+pub fn summary(ms: &mut [i64]) -> Summary {
+    if ms.is_empty() {
+        return Summary {
+            count: 0,
+            p50: None,
+            p95: None,
+            p99: None,
+            mean: None,
+            max: None,
+        };
+    }
+    ms.sort_unstable();
+    let n = ms.len();
+    let rank = |p: f64| ms[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64 / 1000.0;
+    let mean = ms.iter().map(|&v| v as f64).sum::<f64>() / n as f64 / 1000.0;
+    Summary {
+        count: n,
+        p50: Some(rank(0.50)),
+        p95: Some(rank(0.95)),
+        p99: Some(rank(0.99)),
+        mean: Some(mean),
+        max: Some(ms[n - 1] as f64 / 1000.0),
+    }
+}
+
+fn ratio(part: i64, whole: i64) -> Option<f64> {
+    (whole != 0).then(|| part as f64 / whole as f64)
+}
+
+/// A finished task of the window's sample.
+pub struct Finished {
+    pub task_type: String,
+    pub status: String,
+    pub started: Option<i64>,
+    pub finished: i64,
+    pub attempts: i64,
+}
+
+/// Outcomes, rates, and processing times and retries from the sample.
+pub fn window_figures(
+    window_ms: i64,
+    since: i64,
+    (completed, failed, cancelled): (i64, i64, i64),
+    sample: &[Finished],
+) -> Window {
+    let window_s = window_ms as f64 / 1000.0;
+    let mut all_ms: Vec<i64> = Vec::new();
+    let mut by_type_ms: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let (mut retried_completed, mut retried_failed) = (0i64, 0i64);
+    for f in sample {
+        match f.status.as_str() {
+            "completed" => {
+                if let Some(s) = f.started {
+                    let d = f.finished.saturating_sub(s).max(0);
+                    all_ms.push(d);
+                    by_type_ms.entry(&f.task_type).or_default().push(d);
+                }
+                if f.attempts > 1 {
+                    retried_completed += 1;
+                }
+            }
+            "failed" if f.attempts > 1 => retried_failed += 1,
+            _ => {}
+        }
+    }
+    Window {
+        seconds: window_s,
+        since,
+        completed,
+        failed,
+        cancelled,
+        success_ratio: ratio(completed, completed + failed),
+        failure_ratio: ratio(failed, completed + failed),
+        completed_per_second: completed as f64 / window_s,
+        failed_per_second: failed as f64 / window_s,
+        throughput_per_second: completed as f64 / window_s,
+        retried: Retried {
+            completed: retried_completed,
+            failed: retried_failed,
+        },
+        processing_seconds: summary(&mut all_ms),
+        processing_seconds_by_type: by_type_ms
+            .iter_mut()
+            .map(|(t, v)| (t.to_string(), summary(v)))
+            .collect(),
+        sample: Sample {
+            size: sample.len(),
+            limit: SAMPLE_LIMIT,
+            complete: (sample.len() as i64) < SAMPLE_LIMIT,
+        },
+    }
+}

@@ -10,9 +10,12 @@
 //! vacuum, ...) is declared in `Capabilities`; the default methods refuse with
 //! `Error::Unsupported`, naming the backend and what to use instead.
 //!
-//! `sqlite` is the one backend today. A new one implements `Driver` in a folder of its own beside
-//! it and must pass the same black-box suite (`tests/`, through the Python API).
+//! `sqlite` is the default backend; `postgres` (cargo feature `postgres`, off by default for now)
+//! opens `postgresql://` URLs. A backend implements `Driver` in a folder of its own and must pass
+//! the same black-box suite (`tests/`, through the Python API).
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use crate::model::attempt::AttemptRow;
@@ -75,16 +78,37 @@ pub trait Rules: Send + Sync {
 }
 
 /// Open the backend that `path` names (creating or migrating its schema): where a new backend
-/// plugs in. Every path is a SQLite file today (`":memory:"`: a private in-memory queue).
+/// plugs in. A `postgresql://` (or `postgres://`) URL is a PostgreSQL database when the build
+/// has the `postgres` feature; any other path is a SQLite file (`":memory:"`: a private
+/// in-memory queue).
 pub fn open(
     path: &str,
     opts: QueueOptions,
     on_commit: CommitHook,
     rules: &'static dyn Rules,
 ) -> Result<Box<dyn Driver>> {
+    if is_postgres_url(path) {
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(postgres::PgDriver::open(
+            path, opts, on_commit, rules,
+        )?));
+        // The URL is not repeated: it may hold a password.
+        #[cfg(not(feature = "postgres"))]
+        return Err(Error::invalid(
+            "this build of prismq_queue lacks PostgreSQL support, so it cannot open a postgresql:// URL: \
+             build it with the cargo feature `postgres`, or give the path of a SQLite file",
+        ));
+    }
     Ok(Box::new(sqlite::SqliteDriver::open(
         path, opts, on_commit, rules,
     )?))
+}
+
+/// Whether `path` names a PostgreSQL database (`postgresql://...` or `postgres://...`, in any
+/// case) rather than a SQLite file.
+pub fn is_postgres_url(path: &str) -> bool {
+    let head = path.get(..13).unwrap_or(path).to_ascii_lowercase();
+    head.starts_with("postgresql://") || head.starts_with("postgres://")
 }
 
 /// What a backend can do beyond the operations every backend has.
@@ -243,5 +267,45 @@ pub trait Driver: Send + Sync {
     fn backup(&self, dest: &str, overwrite: bool, progress: Progress) -> Result<BackupReport> {
         let _ = (dest, overwrite, progress);
         Err(self.unsupported("backup", "the database's own backup tool (pg_dump, say)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_are_told_from_paths() {
+        assert!(is_postgres_url("postgresql://u@h/db") && is_postgres_url("postgres://h"));
+        assert!(is_postgres_url("PostgreSQL://h/db"));
+        for path in [
+            "postgres.db",
+            ":memory:",
+            "/tmp/postgresql/q.db",
+            "postgresql:/x",
+            "é",
+        ] {
+            assert!(!is_postgres_url(path), "{path}");
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_feature_a_postgres_url_says_the_build_lacks_it() {
+        let e = open(
+            "postgresql://app:s3cret@db.example/app",
+            QueueOptions::default(),
+            Box::new(|| {}),
+            crate::testutil::RULES,
+        )
+        .err()
+        .expect("refused");
+        let text = e.to_string();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(
+            text.contains("lacks PostgreSQL support") && text.contains("`postgres`"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

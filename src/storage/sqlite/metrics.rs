@@ -18,8 +18,8 @@
 
 use crate::model::error::{Error, Result};
 use crate::model::metrics::{
-    CheckpointFigures, DatabaseFigures, Depth, LockContention, Metrics, Retried, Sample, Summary,
-    Window, WorkerCounts,
+    window_figures, CheckpointFigures, DatabaseFigures, Depth, Finished, LockContention, Metrics,
+    WorkerCounts, SAMPLE_LIMIT,
 };
 use crate::model::observe::DEFAULT_WINDOW_MS;
 use crate::model::time::{now_ms, MAX_TIME_MS};
@@ -30,49 +30,6 @@ use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// At most this many finished tasks (the latest in the window) feed the processing-time
-/// percentiles and the count of tasks that needed a retry.
-pub const SAMPLE_LIMIT: i64 = 10_000;
-
-/// Percentiles by nearest rank over durations in ms; seconds out.
-fn summary(ms: &mut [i64]) -> Summary {
-    if ms.is_empty() {
-        return Summary {
-            count: 0,
-            p50: None,
-            p95: None,
-            p99: None,
-            mean: None,
-            max: None,
-        };
-    }
-    ms.sort_unstable();
-    let n = ms.len();
-    let rank = |p: f64| ms[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64 / 1000.0;
-    let mean = ms.iter().map(|&v| v as f64).sum::<f64>() / n as f64 / 1000.0;
-    Summary {
-        count: n,
-        p50: Some(rank(0.50)),
-        p95: Some(rank(0.95)),
-        p99: Some(rank(0.99)),
-        mean: Some(mean),
-        max: Some(ms[n - 1] as f64 / 1000.0),
-    }
-}
-
-fn ratio(part: i64, whole: i64) -> Option<f64> {
-    (whole != 0).then(|| part as f64 / whole as f64)
-}
-
-/// A finished task of the window's sample.
-struct Finished {
-    task_type: String,
-    status: String,
-    started: Option<i64>,
-    finished: i64,
-    attempts: i64,
-}
 
 /// What one read snapshot of the file gives `metrics_over`.
 struct Snapshot {
@@ -350,66 +307,12 @@ fn finished_sample(c: &Connection, since: i64) -> Result<Vec<Finished>> {
     Ok(sample)
 }
 
-/// Outcomes, rates, and processing times and retries from the sample.
-fn window_figures(
-    window_ms: i64,
-    since: i64,
-    (completed, failed, cancelled): (i64, i64, i64),
-    sample: &[Finished],
-) -> Window {
-    let window_s = window_ms as f64 / 1000.0;
-    let mut all_ms: Vec<i64> = Vec::new();
-    let mut by_type_ms: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    let (mut retried_completed, mut retried_failed) = (0i64, 0i64);
-    for f in sample {
-        match f.status.as_str() {
-            "completed" => {
-                if let Some(s) = f.started {
-                    let d = f.finished.saturating_sub(s).max(0);
-                    all_ms.push(d);
-                    by_type_ms.entry(&f.task_type).or_default().push(d);
-                }
-                if f.attempts > 1 {
-                    retried_completed += 1;
-                }
-            }
-            "failed" if f.attempts > 1 => retried_failed += 1,
-            _ => {}
-        }
-    }
-    Window {
-        seconds: window_s,
-        since,
-        completed,
-        failed,
-        cancelled,
-        success_ratio: ratio(completed, completed + failed),
-        failure_ratio: ratio(failed, completed + failed),
-        completed_per_second: completed as f64 / window_s,
-        failed_per_second: failed as f64 / window_s,
-        throughput_per_second: completed as f64 / window_s,
-        retried: Retried {
-            completed: retried_completed,
-            failed: retried_failed,
-        },
-        processing_seconds: summary(&mut all_ms),
-        processing_seconds_by_type: by_type_ms
-            .iter_mut()
-            .map(|(t, v)| (t.to_string(), summary(v)))
-            .collect(),
-        sample: Sample {
-            size: sample.len(),
-            limit: SAMPLE_LIMIT,
-            complete: (sample.len() as i64) < SAMPLE_LIMIT,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::claim::ClaimRequest;
     use crate::model::lease::Lease;
+    use crate::model::metrics::summary;
     use crate::model::new_task::NewTask;
     use crate::storage::sqlite::testutil::file_driver;
 

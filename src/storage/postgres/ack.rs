@@ -1,0 +1,258 @@
+//! Acknowledgements from the worker holding a lease: complete, fail, settle, renew, progress.
+//! Each is fenced by the lease token the claim handed out (`lease_token = $2 AND status =
+//! 'running'`): a worker whose lease expired and was taken over, or whose task was cancelled,
+//! changes nothing and learns why. What becomes of a failed attempt is the engine's verdict
+//! (`storage::Rules`), applied here in the same transaction, as the SQLite driver does.
+
+use crate::model::attempt::Outcome;
+use crate::model::claim::ClaimRequest;
+use crate::model::error::{Error, Result};
+use crate::model::lease::{FailOutcome, FailedAttempt, Failure, Lease, Settled, Verdict};
+use crate::storage::postgres::attempts::{record_in, Ended};
+use crate::storage::postgres::{db_now, PgDriver};
+use postgres::Transaction;
+
+/// What the row says when a fenced update matched none: the engine words the `LeaseLost`.
+pub(crate) fn lease_lost(tx: &mut Transaction, lease: Lease) -> Result<Error> {
+    let row = tx.query_opt(
+        "SELECT status, lease_token, locked_by FROM tasks WHERE id = $1",
+        &[&lease.task_id],
+    )?;
+    Ok(match row {
+        None => Error::TaskNotFound(lease.task_id),
+        Some(r) => {
+            let status: String = r.get(0);
+            let token: Option<i64> = r.get(1);
+            let by: Option<String> = r.get(2);
+            let taken_over = status == "running" && token.is_some();
+            Error::NotHeld {
+                task_id: lease.task_id,
+                status,
+                holder: taken_over.then(|| by.unwrap_or_default()),
+            }
+        }
+    })
+}
+
+pub(crate) fn log_in(
+    tx: &mut Transaction,
+    task_id: i64,
+    at: i64,
+    level: &str,
+    message: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO task_logs (task_id, at, level, message) VALUES ($1, $2, $3, $4)",
+        &[&task_id, &at, &level, &message],
+    )?;
+    Ok(())
+}
+
+/// The row's side of a verdict (`storage::Rules`): queued again at its time, or the dead
+/// letter; the lease cleared, the error kept, the task's log told.
+pub(crate) fn apply_verdict(
+    tx: &mut Transaction,
+    task_id: i64,
+    verdict: &Verdict,
+    now: i64,
+) -> Result<()> {
+    let error: &str = verdict.error.as_ref();
+    match verdict.outcome {
+        FailOutcome::Retrying { run_after } => tx.execute(
+            "UPDATE tasks SET status = 'queued', run_after = $2, error = $3, updated_at = $4,
+                    lease_until = NULL, lease_token = NULL
+             WHERE id = $1",
+            &[&task_id, &run_after, &error, &now],
+        )?,
+        FailOutcome::DeadLettered => tx.execute(
+            "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3,
+                    lease_until = NULL, lease_token = NULL
+             WHERE id = $1",
+            &[&task_id, &error, &now],
+        )?,
+    };
+    log_in(tx, task_id, now, verdict.log_level, &verdict.log_message)
+}
+
+impl PgDriver {
+    fn complete_in(tx: &mut Transaction, lease: Lease, result: Option<&str>) -> Result<bool> {
+        let n = tx.execute(
+            "UPDATE tasks SET status = 'completed', result = $3, finished_at = now.ms, updated_at = now.ms,
+                    lease_until = NULL, lease_token = NULL, progress = 100.0
+             FROM (SELECT now_ms() AS ms) AS now
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+            &[&lease.task_id, &lease.token, &result.unwrap_or("null")],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Mark the task completed with `result` (JSON text); `NotHeld` if this claim no longer holds it.
+    pub fn complete(&self, lease: Lease, result: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            if Self::complete_in(tx, lease, result)? {
+                Ok(())
+            } else {
+                Err(lease_lost(tx, lease)?)
+            }
+        })
+    }
+
+    /// Complete many in one transaction; per task, whether this claim still held it.
+    pub fn complete_many(&self, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
+        self.write(|tx| {
+            items
+                .iter()
+                .map(|(l, r)| Self::complete_in(tx, *l, r.as_deref()))
+                .collect()
+        })
+    }
+
+    /// Apply the engine's verdict on a failed attempt to the row this lease still holds (locked
+    /// first, so a rescue cannot act on it meanwhile); `None` when it holds none.
+    fn fail_in(&self, tx: &mut Transaction, f: &Failure) -> Result<Option<FailOutcome>> {
+        let lease = f.lease;
+        let Some(row) = tx.query_opt(
+            "SELECT attempts, max_attempts, queue, retry_policy, locked_by, started_at, now_ms() FROM tasks
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'
+             FOR UPDATE",
+            &[&lease.task_id, &lease.token],
+        )?
+        else {
+            return Ok(None);
+        };
+        let (attempts, max_attempts): (i64, i64) = (row.get(0), row.get(1));
+        let (queue, task_policy): (String, Option<String>) = (row.get(2), row.get(3));
+        let (worker, started_at): (Option<String>, Option<i64>) = (row.get(4), row.get(5));
+        let now: i64 = row.get(6);
+        let attempt = FailedAttempt {
+            task_id: lease.task_id,
+            attempts,
+            max_attempts,
+            retry: f.retry,
+            error: &f.error,
+            task_policy: task_policy.as_deref(),
+            now,
+        };
+        let verdict = self
+            .rules
+            .after_failure(&attempt, &mut || Self::queue_policy(tx, &queue))?;
+        record_in(
+            tx,
+            &Ended {
+                task_id: lease.task_id,
+                number: attempts,
+                max_attempts,
+                worker: worker.as_deref(),
+                started_at,
+                outcome: Outcome::Failed,
+                error: verdict.error.as_ref(),
+                traceback: f.traceback.as_deref(),
+            },
+            now,
+        )?;
+        apply_verdict(tx, lease.task_id, &verdict, now)?;
+        if matches!(verdict.outcome, FailOutcome::Retrying { .. }) {
+            self.notify_in(tx)?;
+        }
+        Ok(Some(verdict.outcome))
+    }
+
+    /// The retry policy of `queue` as stored (JSON of `RetryOverrides`), for the engine's rules.
+    fn queue_policy(tx: &mut Transaction, queue: &str) -> Result<Option<String>> {
+        Ok(tx
+            .query_opt(
+                "SELECT retry_policy FROM queue_config WHERE queue = $1",
+                &[&queue],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    /// Record a failed attempt: queued again after the backoff, or the dead letter.
+    pub fn fail_attempt(&self, f: &Failure) -> Result<FailOutcome> {
+        self.write(|tx| match self.fail_in(tx, f)? {
+            Some(o) => Ok(o),
+            None => Err(lease_lost(tx, f.lease)?),
+        })
+    }
+
+    /// Fail many in one transaction; `None` for a task whose lease was lost.
+    pub fn fail_many(&self, items: &[Failure]) -> Result<Vec<Option<FailOutcome>>> {
+        self.write(|tx| items.iter().map(|f| self.fail_in(tx, f)).collect())
+    }
+
+    /// A worker's whole exchange with the queue in one transaction: acknowledge finished tasks
+    /// and claim the next ones.
+    pub fn settle(
+        &self,
+        completes: &[(Lease, Option<String>)],
+        fails: &[Failure],
+        claim: Option<&ClaimRequest>,
+    ) -> Result<Settled> {
+        if let Some(req) = claim {
+            self.check_strategy(req.strategy)?;
+        }
+        self.write(|tx| {
+            let completed = completes
+                .iter()
+                .map(|(l, r)| Self::complete_in(tx, *l, r.as_deref()))
+                .collect::<Result<Vec<_>>>()?;
+            let failed = fails
+                .iter()
+                .map(|f| self.fail_in(tx, f))
+                .collect::<Result<Vec<_>>>()?;
+            let claimed = match claim {
+                Some(req) => {
+                    let now = db_now(tx)?;
+                    self.claim_in(tx, req, now)?
+                }
+                None => Vec::new(),
+            };
+            Ok(Settled {
+                completed,
+                failed,
+                claimed,
+            })
+        })
+    }
+
+    /// Extend the lease to `lease_ms` from now (the database's clock); returns the new expiry.
+    pub fn renew(&self, lease: Lease, lease_ms: i64) -> Result<i64> {
+        self.write(|tx| {
+            let now = db_now(tx)?;
+            let until = crate::model::time::later("lease", now, lease_ms)?;
+            let n = tx.execute(
+                "UPDATE tasks SET lease_until = $3, updated_at = $4
+                 WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+                &[&lease.task_id, &lease.token, &until, &now],
+            )?;
+            if n == 1 {
+                Ok(until)
+            } else {
+                Err(lease_lost(tx, lease)?)
+            }
+        })
+    }
+
+    /// Record progress on a running task; only the fields given change.
+    pub fn progress(
+        &self,
+        lease: Lease,
+        percent: Option<f64>,
+        step: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE tasks SET progress = coalesce($3, progress), step = coalesce($4, step),
+                        message = coalesce($5, message), updated_at = now_ms()
+                 WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+                &[&lease.task_id, &lease.token, &percent, &step, &message],
+            )?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(lease_lost(tx, lease)?)
+            }
+        })
+    }
+}

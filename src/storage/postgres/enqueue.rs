@@ -1,0 +1,175 @@
+//! Enqueue one task or many in one transaction, with idempotency keys and delays: one INSERT
+//! for the whole batch, its columns passed as arrays.
+
+use crate::model::claim::LaneKey;
+use crate::model::error::Result;
+use crate::model::new_task::{requires_as_given, requires_text, NewTask};
+use crate::storage::postgres::PgDriver;
+use std::collections::{HashMap, HashSet};
+
+/// The batch's ids are taken from the sequence first, so each task knows its id whatever order
+/// the INSERT writes rows in; a task whose key already exists (in the table, or earlier in the
+/// batch) inserts nothing and is looked up by its key.
+const INSERT: &str = "
+    INSERT INTO tasks (id, lane_id, type, queue, payload, priority, status, max_attempts, run_after,
+                       created_at, updated_at, requires, timeout_ms, retry_policy, idempotency_key)
+    SELECT id, lane_id, type, queue, payload, priority, 'queued', max_attempts, run_after,
+           $13, $13, requires, timeout_ms, retry_policy, idempotency_key
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[])
+         AS t (id, lane_id, type, queue, payload, priority,
+               max_attempts, run_after, requires, timeout_ms, retry_policy, idempotency_key)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id";
+
+/// The columns of a batch, one array each, in `INSERT`'s parameter order.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<i64>,
+    lanes: Vec<i64>,
+    types: Vec<String>,
+    queues: Vec<String>,
+    payloads: Vec<String>,
+    priorities: Vec<i64>,
+    max_attempts: Vec<i64>,
+    run_after: Vec<i64>,
+    requires: Vec<Option<String>>,
+    timeouts: Vec<Option<i64>>,
+    retry: Vec<Option<String>>,
+    keys: Vec<Option<String>>,
+}
+
+impl PgDriver {
+    pub fn enqueue(&self, task: &NewTask) -> Result<i64> {
+        Ok(self.enqueue_many(std::slice::from_ref(task))?[0])
+    }
+
+    /// Insert tasks the engine checked in one transaction: every task is queued or none is. An
+    /// existing idempotency key yields the existing task's id (also within the batch itself).
+    pub fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<i64>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
+        let mut new_lanes = Vec::new();
+        let ids = self.write(|tx| {
+            new_lanes.clear();
+            let row = tx.query_one(
+                "SELECT now_ms(), array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))",
+                &[&(tasks.len() as i64)],
+            )?;
+            let now: i64 = row.get(0);
+            let mut c = Columns {
+                ids: row.get(1),
+                ..Columns::default()
+            };
+            let mut lane_of: HashMap<&LaneKey, i64> = HashMap::new();
+            for (t, key) in tasks.iter().zip(&lane_keys) {
+                let lane = match lane_of.get(key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.lane_id_in(tx, key, &mut new_lanes)?;
+                        *lane_of.entry(key).or_insert(id)
+                    }
+                };
+                c.push(t, lane, now)?;
+            }
+            let inserted: HashSet<i64> = tx
+                .query(
+                    INSERT,
+                    &[
+                        &c.ids,
+                        &c.lanes,
+                        &c.types,
+                        &c.queues,
+                        &c.payloads,
+                        &c.priorities,
+                        &c.max_attempts,
+                        &c.run_after,
+                        &c.requires,
+                        &c.timeouts,
+                        &c.retry,
+                        &c.keys,
+                        &now,
+                    ],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !inserted.is_empty() {
+                self.notify_in(tx)?;
+            }
+            if inserted.len() == tasks.len() {
+                return Ok(c.ids);
+            }
+            // Keys that existed already: their tasks' ids.
+            let wanted: Vec<&str> = c
+                .ids
+                .iter()
+                .zip(&c.keys)
+                .filter(|(id, _)| !inserted.contains(id))
+                .filter_map(|(_, k)| k.as_deref())
+                .collect();
+            let existing: HashMap<String, i64> = tx
+                .query(
+                    "SELECT idempotency_key, id FROM tasks WHERE idempotency_key = ANY($1)",
+                    &[&wanted],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            Ok(c.ids
+                .iter()
+                .zip(&c.keys)
+                .map(|(id, key)| match key {
+                    Some(k) if !inserted.contains(id) => existing[k.as_str()],
+                    _ => *id,
+                })
+                .collect())
+        })?;
+        // Only lanes whose creating transaction committed enter the cache.
+        let mut cache = self.lanes.lock();
+        for (key, id) in new_lanes {
+            cache.remember(key, id);
+        }
+        Ok(ids)
+    }
+}
+
+impl Columns {
+    /// Task `t` of lane `lane` as one more row, due at its time (or `now` plus its delay).
+    fn push(&mut self, t: &NewTask, lane: i64, now: i64) -> Result<()> {
+        let run_after = match (t.run_after, t.delay_ms) {
+            (Some(at), _) => at,
+            (None, Some(d)) => crate::model::time::later("delay", now, d)?,
+            (None, None) => now,
+        };
+        self.lanes.push(lane);
+        self.types.push(t.task_type.clone());
+        self.queues.push(t.queue.clone());
+        self.payloads.push(t.payload.clone());
+        self.priorities.push(t.priority);
+        self.max_attempts.push(t.max_attempts);
+        self.run_after.push(run_after);
+        self.requires.push(requires_as_given(&t.requires));
+        self.timeouts.push(t.timeout_ms);
+        self.retry.push(
+            t.retry
+                .filter(|r| !r.is_empty())
+                .map(|r| serde_json::to_string(&r))
+                .transpose()?,
+        );
+        self.keys.push(t.idempotency_key.clone());
+        Ok(())
+    }
+}
+
+/// The lane of a task: its queue, type and canonical `requires` text ('' when it requires
+/// nothing), as on SQLite.
+fn lane_key(t: &NewTask) -> LaneKey {
+    let requires = match requires_as_given(&t.requires) {
+        Some(_) => requires_text(&t.requires),
+        None => String::new(),
+    };
+    (t.queue.clone(), t.task_type.clone(), requires)
+}

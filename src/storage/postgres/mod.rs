@@ -1,0 +1,217 @@
+//! The PostgreSQL backend (cargo feature `postgres`): a pool of connections to one database,
+//! the queue's tables in one schema of it, and the SQL of each operation in the module named for
+//! it. Every operation is one transaction at READ COMMITTED; claims lock their rows with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent workers on any host never take the same task and never
+//! wait on each other's rows. Times come from the database's clock. See docs/postgres.md for what
+//! is not there yet (each refuses with `Unsupported`).
+
+pub mod ack;
+pub mod admin;
+pub mod attempts;
+pub mod claim;
+pub mod driver;
+pub mod enqueue;
+pub mod errors;
+pub mod lanes;
+pub mod listener;
+pub mod metrics;
+pub mod position;
+pub mod rescue;
+pub mod rows;
+pub mod run_tasks;
+pub mod runs;
+pub mod schema;
+pub mod url;
+pub mod workers;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use crate::model::error::{Error, Result};
+use crate::model::options::QueueOptions;
+use crate::storage::{CommitHook, Rules};
+use lanes::LaneCache;
+use parking_lot::Mutex;
+use postgres::{NoTls, Transaction};
+use r2d2_postgres::r2d2;
+use r2d2_postgres::PostgresConnectionManager;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+use url::PgUrl;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Connections a handle keeps at most: a worker process's threads share them.
+const POOL_SIZE: u32 = 8;
+
+/// How often a transaction that lost a deadlock or a serialization check runs again.
+const MAX_RETRIES: u32 = 5;
+
+/// Transactions this process ran again, and the time it waited before them (`metrics()`).
+pub(crate) static RETRIES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RETRY_WAIT_US: AtomicU64 = AtomicU64::new(0);
+
+/// The PostgreSQL backend of one queue handle.
+pub struct PgDriver {
+    pool: Pool,
+    /// How long a caller waits for a free connection.
+    pool_wait: Duration,
+    pub(crate) url: PgUrl,
+    /// A worker whose last heartbeat is older is reported stale (`QueueOptions`).
+    pub(crate) stale_worker_after_ms: i64,
+    pub(crate) lanes: Mutex<LaneCache>,
+    on_commit: CommitHook,
+    /// The connection settings, for the listener's own connection.
+    config: postgres::Config,
+    /// The `LISTEN/NOTIFY` channel of this schema's queue.
+    channel: String,
+    /// The listening thread, once a waiter asked for it (see `listener`).
+    listening: OnceLock<Option<listener::Listening>>,
+    /// The engine's rules for failed attempts and expired leases: this driver applies them.
+    pub(crate) rules: &'static dyn Rules,
+}
+
+impl PgDriver {
+    /// Connect to the database `url` names, create or migrate the queue's schema in it, and keep
+    /// a pool of connections whose `search_path` is that schema.
+    pub fn open(
+        url: &str,
+        opts: QueueOptions,
+        on_commit: CommitHook,
+        rules: &'static dyn Rules,
+    ) -> Result<PgDriver> {
+        opts.validate()?;
+        let url = PgUrl::parse(url)?;
+        let redacted = |e: Error| match e {
+            Error::Db { kind, message } => Error::db(kind, url.redact(&message)),
+            Error::Database(m) => Error::Database(url.redact(&m)),
+            other => other,
+        };
+        let mut config: postgres::Config = url.client_url.parse().map_err(|e| {
+            redacted(Error::invalid(format!(
+                "{}: {}",
+                url.display,
+                errors::from_pg(e)
+            )))
+        })?;
+        // Every connection resolves the queue's tables (and now_ms()) in its schema only.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c search_path={}", url.schema),
+            None => format!("-c search_path={}", url.schema),
+        };
+        config.options(&options);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("prismq_queue");
+        }
+        // The first connection directly, so a wrong password or a missing database says so at
+        // once (the pool would retry until its timeout), then the schema with it.
+        let mut first = config.connect(NoTls).map_err(|e| {
+            redacted(match errors::from_pg(e) {
+                Error::Db { kind, message } => {
+                    Error::db(kind, format!("cannot open {}: {message}", url.display))
+                }
+                other => other,
+            })
+        })?;
+        schema::migrate(&mut first, &url.schema).map_err(redacted)?;
+        drop(first);
+        let pool_wait = opts
+            .db
+            .busy_timeout
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(pool_wait)
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+        let url_schema = url.schema.clone();
+        Ok(PgDriver {
+            pool,
+            pool_wait,
+            url,
+            stale_worker_after_ms: opts.stale_worker_after_ms,
+            lanes: Mutex::new(LaneCache::default()),
+            on_commit,
+            config,
+            channel: listener::channel(&url_schema),
+            listening: OnceLock::new(),
+            rules,
+        })
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        self.pool
+            .get()
+            .map_err(|e| errors::from_pool(e, self.pool_wait))
+            .map_err(|e| self.redact(e))
+    }
+
+    fn redact(&self, e: Error) -> Error {
+        match e {
+            Error::Db { kind, message } => Error::db(kind, self.url.redact(&message)),
+            Error::Database(m) => Error::Database(self.url.redact(&m)),
+            other => other,
+        }
+    }
+
+    /// Run `f` in one transaction and commit it, then tell the commit hook. A transaction that
+    /// lost a deadlock or a serialization check runs again from the start, a few times.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let mut conn = self.conn()?;
+            let done = (|| {
+                let mut tx = conn.transaction()?;
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match done {
+                Ok(value) => {
+                    (self.on_commit)();
+                    return Ok(value);
+                }
+                Err(e) if errors::is_retryable(&e) && tries < MAX_RETRIES => {
+                    tries += 1;
+                    let pause = Duration::from_millis(2 << tries);
+                    RETRIES.fetch_add(1, Ordering::Relaxed);
+                    RETRY_WAIT_US.fetch_add(pause.as_micros() as u64, Ordering::Relaxed);
+                    std::thread::sleep(pause);
+                }
+                Err(e) => return Err(self.redact(e)),
+            }
+        }
+    }
+
+    /// Run reads in one transaction (one snapshot for all of them), read-only.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let done = (|| {
+            let mut tx = conn
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let value = f(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        done.map_err(|e| self.redact(e))
+    }
+
+    /// The URL without its password.
+    pub fn path(&self) -> &str {
+        &self.url.display
+    }
+}
+
+/// The database's clock now, in ms since the Unix epoch (UTC).
+pub(crate) fn db_now(tx: &mut Transaction) -> Result<i64> {
+    Ok(tx.query_one("SELECT now_ms()", &[])?.get(0))
+}

@@ -1,0 +1,237 @@
+//! Enqueue and claim: ids, delays, idempotency keys, each strategy's order across lanes,
+//! routing, and concurrent claimers on separate connections.
+
+use super::{claim, ids, lease, task};
+use crate::model::claim::ClaimRequest;
+use crate::model::error::Error;
+use crate::model::new_task::NewTask;
+use crate::model::strategy::{Candidate, Strategy};
+use crate::model::task::Status;
+use crate::storage::postgres::testutil::pg_or_skip;
+use serde_json::json;
+use std::collections::HashSet;
+
+#[test]
+fn enqueue_one_many_delayed_and_keyed() {
+    let (_db, q) = pg_or_skip!();
+    let a = q.enqueue(&task("a", 100)).unwrap();
+    let many: Vec<NewTask> = (0..50).map(|i| task(&format!("t{}", i % 3), 5)).collect();
+    let ids_many = q.enqueue_many(&many).unwrap();
+    assert_eq!(ids_many.len(), 50);
+    assert!(ids_many.iter().all(|id| *id > a));
+    assert_eq!(
+        ids_many.iter().collect::<HashSet<_>>().len(),
+        50,
+        "distinct ids"
+    );
+    for (id, t) in ids_many.iter().zip(&many) {
+        let row = q.get(*id).unwrap();
+        assert_eq!(
+            (row.task_type.as_str(), row.priority),
+            (t.task_type.as_str(), 5)
+        );
+        assert_eq!(row.status, Status::Queued);
+    }
+
+    let mut delayed = task("d", 100);
+    delayed.delay_ms = Some(60_000);
+    let d = q.enqueue(&delayed).unwrap();
+    let row = q.get(d).unwrap();
+    assert!(
+        (59_000..=61_000).contains(&(row.run_after - row.created_at)),
+        "{row:?}"
+    );
+    let stats = q.stats(None).unwrap();
+    assert_eq!((stats.counts["queued"], stats.scheduled), (52, 1));
+
+    // A key yields the task that has it, in the table or earlier in the same batch.
+    let mut keyed = task("k", 100);
+    keyed.idempotency_key = Some("order-1".into());
+    let k = q.enqueue(&keyed).unwrap();
+    let mut other = keyed.clone();
+    other.idempotency_key = Some("order-2".into());
+    let again = q
+        .enqueue_many(&[keyed.clone(), task("k", 100), other.clone(), other])
+        .unwrap();
+    assert_eq!(again[0], k);
+    assert!(
+        again[1] != k && again[2] != k && again[2] == again[3],
+        "{again:?}"
+    );
+    assert_eq!(
+        q.find_by_idempotency_key("order-2").unwrap().unwrap().id,
+        again[2]
+    );
+    assert_eq!(q.stats(None).unwrap().total, 52 + 1 + 2);
+}
+
+#[test]
+fn payload_and_requires_keep_exactly_what_was_written() {
+    // text, not jsonb: key order, spacing and number forms survive the round trip.
+    let (_db, q) = pg_or_skip!();
+    let payload =
+        r#"{"b": 1, "a": [1.0, 1e3, 0.1000000000000000055511151231257827], "é": "\u00e9"}"#;
+    let mut t = NewTask::new("x", payload);
+    t.requires = json!({"zone": "eu", "gpu": true}).as_object().cloned();
+    let id = q.enqueue(&t).unwrap();
+    let row = q.get(id).unwrap();
+    assert_eq!(row.payload, payload);
+    assert_eq!(row.requires.as_deref(), Some(r#"{"zone":"eu","gpu":true}"#));
+}
+
+#[test]
+fn each_strategy_takes_its_order_across_lanes() {
+    let (_db, q) = pg_or_skip!();
+    let mut tasks = Vec::new();
+    for i in 0..12i64 {
+        let mut t = task(&format!("t{}", i % 3), 1 + (i * 7) % 5);
+        // Due times apart from id order, so FIFO and LIFO differ from ids.
+        t.run_after = Some(1_000 + (i * 5) % 11);
+        tasks.push(t);
+    }
+    let all = q.enqueue_many(&tasks).unwrap();
+    let cands: Vec<Candidate> = all
+        .iter()
+        .zip(&tasks)
+        .map(|(id, t)| Candidate {
+            id: *id,
+            priority: t.priority,
+            run_after: t.run_after.unwrap(),
+            wkey: 0.0,
+        })
+        .collect();
+    for s in [Strategy::Priority, Strategy::Fifo, Strategy::Lifo] {
+        let mut want = cands.clone();
+        want.sort_by(|a, b| s.compare(a, b));
+        let want: Vec<i64> = want.iter().map(|c| c.id).collect();
+        // One at a time and in batches: the same order.
+        let mut got = ids(&claim(&q, s, 1, 60_000));
+        got.extend(ids(&claim(&q, s, 4, 60_000)));
+        got.extend(ids(&claim(&q, s, 100, 60_000)));
+        assert_eq!(got, want, "{s:?}");
+        assert!(claim(&q, s, 5, 60_000).is_empty());
+        // Back to queued for the next strategy.
+        for id in &all {
+            q.cancel(*id).unwrap();
+            q.retry(*id).unwrap();
+        }
+        let mut c = _db.client();
+        for (id, t) in all.iter().zip(&tasks) {
+            c.execute(
+                "UPDATE tasks SET run_after = $2 WHERE id = $1",
+                &[id, &t.run_after.unwrap()],
+            )
+            .unwrap();
+        }
+    }
+    let e = claim_err(&q, Strategy::WeightedRandom);
+    assert!(
+        matches!(
+            &e,
+            Error::Unsupported {
+                backend: "postgresql",
+                ..
+            }
+        ) && e.to_string().contains("not yet implemented on PostgreSQL"),
+        "{e}"
+    );
+}
+
+fn claim_err(q: &crate::storage::postgres::PgDriver, s: Strategy) -> Error {
+    let mut req = ClaimRequest::new("w");
+    req.strategy = s;
+    q.claim(&req).unwrap_err()
+}
+
+#[test]
+fn delayed_tasks_wait_and_claims_set_the_lease() {
+    let (_db, q) = pg_or_skip!();
+    let mut t = task("x", 1);
+    t.delay_ms = Some(60_000);
+    q.enqueue(&t).unwrap();
+    let due = q.enqueue(&task("x", 1000)).unwrap();
+    let got = claim(&q, Strategy::Priority, 10, 30_000);
+    assert_eq!(ids(&got), vec![due], "the delayed head is stepped over");
+    let row = &got[0];
+    assert_eq!((row.status, row.attempts), (Status::Running, 1));
+    assert_eq!(row.locked_by.as_deref(), Some("w1"));
+    let started = row.started_at.unwrap();
+    assert_eq!(row.lease_until, Some(started + 30_000));
+    assert!(claim(&q, Strategy::Fifo, 1, 1000).is_empty());
+}
+
+#[test]
+fn routing_by_queue_type_and_capabilities() {
+    let (_db, q) = pg_or_skip!();
+    let a = q.enqueue(&task("a", 100)).unwrap();
+    let mut t = task("b", 100);
+    t.queue = "other".into();
+    let b = q.enqueue(&t).unwrap();
+    let mut t = task("render", 100);
+    t.requires = json!({"gpu": true}).as_object().cloned();
+    let gpu = q.enqueue(&t).unwrap();
+    let mut req = ClaimRequest::new("w");
+    req.limit = 10;
+    req.filter.types = Some(vec!["zzz".into()]);
+    assert!(q.claim(&req).unwrap().is_empty());
+    req.filter.types = None;
+    req.filter.queues = Some(vec!["other".into()]);
+    assert_eq!(ids(&q.claim(&req).unwrap()), vec![b]);
+    req.filter.queues = None;
+    assert_eq!(
+        ids(&q.claim(&req).unwrap()),
+        vec![a],
+        "no capabilities, no gpu task"
+    );
+    req.filter.capabilities = json!({"gpu": true, "mem": 64}).as_object().cloned();
+    assert_eq!(ids(&q.claim(&req).unwrap()), vec![gpu]);
+}
+
+#[test]
+fn concurrent_claimers_on_separate_connections_never_share_a_task() {
+    let (db, q) = pg_or_skip!();
+    let n = 3000;
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| task(&format!("t{}", i % 4), 1 + i % 7))
+        .collect();
+    q.enqueue_many(&tasks).unwrap();
+    // Two handles, each with its own pool, two threads on each.
+    let handles = [db.open(), db.open()];
+    let taken: Vec<Vec<i64>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let h = &handles[i % 2];
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let mut req = ClaimRequest::new(format!("w{i}"));
+                    req.limit = 1 + i * 3;
+                    req.strategy = [Strategy::Priority, Strategy::Fifo][i % 2];
+                    loop {
+                        let got = h.claim(&req).unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        let acks: Vec<_> = got.iter().map(|t| (lease(t), None)).collect();
+                        assert!(h.complete_many(&acks).unwrap().iter().all(|ok| *ok));
+                        mine.extend(ids(&got));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let all: Vec<i64> = taken.iter().flatten().copied().collect();
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(
+        all.len(),
+        n as usize,
+        "every task once: {:?}",
+        taken.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(distinct.len(), n as usize);
+    assert!(
+        taken.iter().filter(|t| !t.is_empty()).count() >= 2,
+        "both sides claimed"
+    );
+    assert_eq!(q.stats(None).unwrap().counts["completed"], n);
+}

@@ -1,0 +1,199 @@
+//! A `postgresql://` URL as the queue takes it: `?schema=NAME` picks the schema (ours to strip,
+//! the client would refuse it), TLS modes are refused until TLS support comes, and the password
+//! never leaves this module except inside the client's configuration.
+
+use crate::model::error::{Error, Result};
+use crate::storage::is_postgres_url;
+
+/// The schema a queue lives in when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "prismq";
+
+/// A parsed queue URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgUrl {
+    /// What the client connects with: the URL without `schema`.
+    pub client_url: String,
+    /// The schema the queue's tables live in (created if missing).
+    pub schema: String,
+    /// The URL as shown to people: without its password.
+    pub display: String,
+    /// The password as written in the URL (and decoded), to blot out of any error message.
+    secrets: Vec<String>,
+}
+
+impl PgUrl {
+    pub fn parse(url: &str) -> Result<PgUrl> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|_| is_postgres_url(url))
+            .ok_or_else(|| Error::invalid("a PostgreSQL URL starts with postgresql://"))?;
+        let (base, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let mut secrets = Vec::new();
+        let display_base = strip_password(base, &mut secrets);
+        let mut schema = DEFAULT_SCHEMA.to_string();
+        let (mut kept, mut shown) = (Vec::new(), Vec::new());
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "schema" => {
+                    // Ours: shown (it names the queue), not given to the client.
+                    schema = value.to_string();
+                    shown.push(pair);
+                    continue;
+                }
+                "sslmode" if matches!(value, "require" | "verify-ca" | "verify-full") => {
+                    return Err(Error::invalid(format!(
+                        "sslmode={value} needs TLS, which this build of prismq_queue does not have yet: \
+                         connect without TLS (sslmode=disable or prefer) over a trusted network or a local \
+                         socket, or through a TLS-terminating proxy"
+                    )))
+                }
+                "password" => {
+                    secrets.push(value.to_string());
+                    kept.push(pair);
+                    continue;
+                }
+                _ => {}
+            }
+            kept.push(pair);
+            shown.push(pair);
+        }
+        check_schema(&schema)?;
+        for s in secrets.clone() {
+            secrets.push(percent_decode(&s));
+        }
+        secrets.retain(|s| !s.is_empty());
+        let join = |base: &str, params: &[&str]| {
+            if params.is_empty() {
+                format!("{scheme}://{base}")
+            } else {
+                format!("{scheme}://{base}?{}", params.join("&"))
+            }
+        };
+        Ok(PgUrl {
+            client_url: join(base, &kept),
+            display: join(&display_base, &shown),
+            schema,
+            secrets,
+        })
+    }
+
+    /// `text` with every form of the password replaced by `***`: for messages of errors that
+    /// may quote what they were given.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    }
+}
+
+/// `user:password@host` -> `user@host` (the authority is everything before the first `/`),
+/// remembering the password.
+fn strip_password(base: &str, secrets: &mut Vec<String>) -> String {
+    let (authority, path) = match base.find('/') {
+        Some(i) => base.split_at(i),
+        None => (base, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return base.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, password)) => {
+            secrets.push(password.to_string());
+            format!("{user}@{host}{path}")
+        }
+        None => base.to_string(),
+    }
+}
+
+/// A schema name we can put in a connection's `search_path` and in DDL without quoting
+/// surprises: lower-case letters, digits and `_`, not starting with a digit or `pg_`.
+fn check_schema(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with("pg_")
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "schema={name:?} in the URL: a schema name is 1 to 63 lower-case letters, digits and \
+             underscores, not starting with a digit or pg_"
+        )))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_taken_out_and_the_password_kept_from_display() {
+        let u = PgUrl::parse(
+            "postgresql://app:s%40cret@db.example:5433/app?schema=jobs&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(u.schema, "jobs");
+        assert_eq!(
+            u.client_url,
+            "postgresql://app:s%40cret@db.example:5433/app?connect_timeout=5"
+        );
+        assert_eq!(
+            u.display,
+            "postgresql://app@db.example:5433/app?schema=jobs&connect_timeout=5"
+        );
+        assert_eq!(
+            u.redact("bad password s@cret or s%40cret"),
+            "bad password *** or ***"
+        );
+        let u = PgUrl::parse("postgres:///app?host=/run/pg&password=hunter2").unwrap();
+        assert_eq!(u.schema, DEFAULT_SCHEMA);
+        assert_eq!(u.display, "postgres:///app?host=/run/pg");
+        assert!(u.client_url.contains("password=hunter2"));
+        assert!(!u.redact("x hunter2 y").contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_modes_and_odd_schemas_are_refused_without_the_password() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let e = PgUrl::parse(&format!("postgresql://u:pw123@h/db?sslmode={mode}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("needs TLS") && !e.contains("pw123"), "{e}");
+        }
+        assert!(PgUrl::parse("postgresql://h/db?sslmode=disable").is_ok());
+        for bad in ["Jobs", "1x", "pg_x", "a-b", "", "a;drop"] {
+            let e = PgUrl::parse(&format!("postgresql://h/db?schema={bad}")).unwrap_err();
+            assert!(e.to_string().contains("schema="), "{bad}: {e}");
+        }
+    }
+}
