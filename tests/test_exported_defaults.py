@@ -25,3 +25,11 @@ def test_defaults_and_unsupported_are_public():
     for name in ("DEFAULT_PRIORITY", "DEFAULT_MAX_ATTEMPTS", "Unsupported"):
         assert name in prismq_queue.__all__
     assert issubclass(Unsupported, prismq_queue.QueueError)
+
+
+def test_the_run_registrys_old_import_path_still_works():
+    from prismq_queue import RunRegistry as top
+    from prismq_queue.runs import Run, RunRegistry, RunStatus, utc_now
+
+    assert RunRegistry is top and Run.__name__ == "Run" and RunStatus.COMPLETED.value == "completed"
+    assert utc_now().tzinfo is not None
