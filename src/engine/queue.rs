@@ -25,7 +25,8 @@ impl Queue {
             let wakeup = wakeup.clone();
             Box::new(move || wakeup.notify())
         };
-        let driver = storage::open(path, opts.clone(), on_commit, &super::retry::QUEUE_RULES)?;
+        let driver =
+            storage::backends::open(path, opts.clone(), on_commit, &super::retry::QUEUE_RULES)?;
         Ok(Queue {
             driver,
             opts,
@@ -63,5 +64,31 @@ pub(crate) mod testutil {
         let path = dir.path().join("q.db");
         let q = Queue::open(path.to_str().unwrap(), QueueOptions::default()).unwrap();
         (dir, q)
+    }
+}
+
+// Only a build without the feature refuses PostgreSQL URLs.
+#[cfg(all(test, not(feature = "postgres")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_feature_a_postgres_url_says_the_build_lacks_it() {
+        let e = Queue::open(
+            "postgresql://app:s3cret@db.example/app",
+            QueueOptions::default(),
+        )
+        .err()
+        .expect("refused");
+        let text = e.to_string();
+        assert!(
+            matches!(e, crate::model::error::Error::InvalidArgument(_)),
+            "{e:?}"
+        );
+        assert!(
+            text.contains("lacks PostgreSQL support") && text.contains("`postgres`"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

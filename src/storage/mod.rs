@@ -14,6 +14,7 @@
 //! opens `postgresql://` URLs. A backend implements `Driver` in a folder of its own and must pass
 //! the same black-box suite (`tests/`, through the Python API).
 
+pub mod backends;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -31,7 +32,6 @@ use crate::model::maintenance::{BackupReport, CheckpointResult, Progress};
 use crate::model::metrics::Metrics;
 use crate::model::new_task::NewTask;
 use crate::model::observe::{Heartbeat, LogRow, WorkerRow};
-use crate::model::options::QueueOptions;
 use crate::model::retry::RetryOverrides;
 use crate::model::runs::{
     HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunQuery, RunRecord, RunStartNote,
@@ -77,33 +77,6 @@ pub trait Rules: Send + Sync {
     fn after_run_interrupted(&self, run: &InterruptedRun<'_>, recover: &RecoverRuns) -> RunVerdict;
 }
 
-/// Open the backend that `path` names (creating or migrating its schema): where a new backend
-/// plugs in. A `postgresql://` (or `postgres://`) URL is a PostgreSQL database when the build
-/// has the `postgres` feature; any other path is a SQLite file (`":memory:"`: a private
-/// in-memory queue).
-pub fn open(
-    path: &str,
-    opts: QueueOptions,
-    on_commit: CommitHook,
-    rules: &'static dyn Rules,
-) -> Result<Box<dyn Driver>> {
-    if is_postgres_url(path) {
-        #[cfg(feature = "postgres")]
-        return Ok(Box::new(postgres::PgDriver::open(
-            path, opts, on_commit, rules,
-        )?));
-        // The URL is not repeated: it may hold a password.
-        #[cfg(not(feature = "postgres"))]
-        return Err(Error::invalid(
-            "this build of prismq_queue lacks PostgreSQL support, so it cannot open a postgresql:// URL: \
-             build it with the cargo feature `postgres`, or give the path of a SQLite file",
-        ));
-    }
-    Ok(Box::new(sqlite::SqliteDriver::open(
-        path, opts, on_commit, rules,
-    )?))
-}
-
 /// Whether `path` names a PostgreSQL database (`postgresql://...` or `postgres://...`, in any
 /// case) rather than a SQLite file.
 pub fn is_postgres_url(path: &str) -> bool {
@@ -146,9 +119,9 @@ pub trait Driver: Send + Sync {
     /// committed. False when the backend has none, and waiters poll `data_version` instead.
     fn listen(&self, on_event: Box<dyn Fn() + Send + Sync>) -> bool;
 
-    /// The SQLite backend itself, for the adapter that writes SQLite rows directly
-    /// (`import-legacy`); `None` on every other backend.
-    fn as_sqlite(&self) -> Option<&sqlite::SqliteDriver> {
+    /// The backend itself, for an adapter that needs one backend's own methods (`import-legacy`
+    /// downcasts it to the SQLite driver); `None` when a backend offers none.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
 
@@ -287,25 +260,5 @@ mod tests {
         ] {
             assert!(!is_postgres_url(path), "{path}");
         }
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    #[test]
-    fn without_the_feature_a_postgres_url_says_the_build_lacks_it() {
-        let e = open(
-            "postgresql://app:s3cret@db.example/app",
-            QueueOptions::default(),
-            Box::new(|| {}),
-            crate::testutil::RULES,
-        )
-        .err()
-        .expect("refused");
-        let text = e.to_string();
-        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
-        assert!(
-            text.contains("lacks PostgreSQL support") && text.contains("`postgres`"),
-            "{text}"
-        );
-        assert!(!text.contains("s3cret"), "{text}");
     }
 }

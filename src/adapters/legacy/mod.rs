@@ -56,6 +56,7 @@ pub use read::{inspect_legacy, parse_legacy_time};
 pub use report::{ImportProblem, ImportReport, LegacyInfo, LegacyWorker};
 
 use crate::model::error::Result;
+use crate::storage::sqlite::SqliteDriver;
 
 /// Tasks per transaction.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -82,7 +83,10 @@ impl crate::engine::queue::Queue {
         progress: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<ImportReport> {
         let driver = self.driver();
-        let Some(sqlite) = driver.as_sqlite() else {
+        let sqlite = driver
+            .as_any()
+            .and_then(|d| d.downcast_ref::<SqliteDriver>());
+        let Some(sqlite) = sqlite else {
             return Err(driver.unsupported(
                 "import-legacy",
                 "import-legacy into a SQLite queue file, then copy it to this database",

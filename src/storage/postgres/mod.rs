@@ -26,8 +26,6 @@ pub mod workers;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testutil;
 
 use crate::model::error::{Error, Result};
 use crate::model::options::QueueOptions;

@@ -36,7 +36,7 @@ impl Driver for SqliteDriver {
         }
     }
 
-    fn as_sqlite(&self) -> Option<&SqliteDriver> {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
 

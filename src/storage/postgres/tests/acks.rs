@@ -1,6 +1,7 @@
 //! Acknowledgements through the engine's rules (complete, fail with backoff, the dead letter,
 //! retry), renew and fencing, the rescue of expired leases, cancel, stats, list and get.
 
+use super::util::pg_or_skip;
 use super::{claim, ids, lease, task};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::Error;
@@ -9,7 +10,6 @@ use crate::model::listing::ListFilter;
 use crate::model::retry::RetryOverrides;
 use crate::model::strategy::Strategy;
 use crate::model::task::Status;
-use crate::storage::postgres::testutil::pg_or_skip;
 
 fn no_wait() -> Option<RetryOverrides> {
     Some(RetryOverrides {

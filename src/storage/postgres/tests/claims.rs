@@ -1,13 +1,13 @@
 //! Enqueue and claim: ids, delays, idempotency keys, each strategy's order across lanes,
 //! routing, and concurrent claimers on separate connections.
 
+use super::util::pg_or_skip;
 use super::{claim, ids, lease, task};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::Error;
 use crate::model::new_task::NewTask;
 use crate::model::strategy::{Candidate, Strategy};
 use crate::model::task::Status;
-use crate::storage::postgres::testutil::pg_or_skip;
 use serde_json::json;
 use std::collections::HashSet;
 

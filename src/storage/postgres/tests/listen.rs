@@ -2,8 +2,8 @@
 //! listener connects and listens again after its connection is killed.
 
 use super::task;
+use super::util::pg_or_skip;
 use crate::storage::postgres::listener::channel;
-use crate::storage::postgres::testutil::pg_or_skip;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Tests of the PostgreSQL backend against a real server (see `testutil`): each test opens the
+//! Tests of the PostgreSQL backend against a real server (see `util`): each test opens the
 //! driver on a schema of its own, with the engine's rules.
 
 mod acks;
@@ -8,6 +8,7 @@ mod observe;
 mod open;
 mod plans;
 mod runs;
+pub(crate) mod util;
 
 use crate::model::claim::ClaimRequest;
 use crate::model::lease::Lease;

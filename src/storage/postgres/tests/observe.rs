@@ -1,11 +1,11 @@
 //! Workers and heartbeats, queue depths, and the purge of old finished tasks.
 
+use super::util::pg_or_skip;
 use super::{claim, lease, task};
 use crate::model::error::Error;
 use crate::model::observe::Heartbeat;
 use crate::model::strategy::Strategy;
 use crate::model::task::Status;
-use crate::storage::postgres::testutil::pg_or_skip;
 
 #[test]
 fn heartbeats_keep_what_they_are_not_told_and_workers_can_be_removed() {

@@ -1,10 +1,10 @@
-//! Opening: `storage::open` dispatch, schemas and their versions, errors that never show the
+//! Opening: `storage::backends::open` dispatch, schemas and their versions, errors that never show the
 //! password, and what this backend refuses for now.
 
+use super::util::{pg_or_skip, TestDb};
 use crate::model::error::Error;
 use crate::model::options::QueueOptions;
 use crate::storage::postgres::schema::SCHEMA_VERSION;
-use crate::storage::postgres::testutil::{pg_or_skip, TestDb};
 use crate::storage::postgres::PgDriver;
 use crate::storage::Driver;
 
@@ -20,7 +20,7 @@ fn open(url: &str) -> crate::model::error::Result<PgDriver> {
 #[test]
 fn storage_open_dispatches_a_url_and_reopening_keeps_the_tasks() {
     let Some(db) = TestDb::new() else { return };
-    let d = crate::storage::open(
+    let d = crate::storage::backends::open(
         &db.url,
         QueueOptions::default(),
         Box::new(|| {}),

@@ -2,9 +2,9 @@
 //! never a scan of the table nor a sort of the backlog, for every strategy and batch size.
 
 use super::task;
+use super::util::pg_or_skip;
 use crate::model::new_task::NewTask;
 use crate::model::strategy::Strategy;
-use crate::storage::postgres::testutil::pg_or_skip;
 use crate::storage::Driver;
 use serde_json::Value;
 

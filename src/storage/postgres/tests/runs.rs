@@ -2,6 +2,7 @@
 //! them (storage/sqlite/runs.rs), plus the plans of its queries and the schema step that adds it.
 
 use super::lease;
+use super::util::{pg_or_skip, TestDb};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::Error;
 use crate::model::lease::Failure;
@@ -9,7 +10,6 @@ use crate::model::runs::{
     RecoverRuns, RunFilter, RunQuery, RunRecord, StartRun, DEFAULT_RUNS_QUEUE,
 };
 use crate::model::task::Status;
-use crate::storage::postgres::testutil::{pg_or_skip, TestDb};
 use crate::storage::postgres::PgDriver;
 
 fn record(id: &str, module: &str, status: &str, created: i64, done: Option<i64>) -> RunRecord {

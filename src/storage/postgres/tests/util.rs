@@ -234,7 +234,7 @@ impl Drop for TestDb {
 /// A driver on a fresh schema, or return from the test when PostgreSQL tests are skipped.
 macro_rules! pg_or_skip {
     () => {
-        match crate::storage::postgres::testutil::TestDb::new() {
+        match super::util::TestDb::new() {
             Some(db) => {
                 let q = db.open();
                 (db, q)
