@@ -51,6 +51,15 @@ class Cluster:
         log = os.path.join(self.dir, "log")
         self._run(["pg_ctl", "start", "-D", self.data, "-w", "-t", "60", "-l", log, "-o", options])
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        # Stop it and remove its files once this process is gone, however it ended (a killed
+        # session must not leave a server behind).
+        runas = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+        pg_ctl = os.path.join(self.bin, "pg_ctl")
+        subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+             f"{runas}'{pg_ctl}' stop -D '{self.data}' -m immediate >/dev/null 2>&1; rm -rf '{self.dir}'"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
 
     def _run(self, argv: list[str]) -> None:
         argv = _as_postgres([os.path.join(self.bin, argv[0]), *argv[1:]])
