@@ -115,9 +115,7 @@ def postgres_server():
         except (OSError, RuntimeError) as e:
             reason = f"the throwaway PostgreSQL cluster did not start: {e}"
     if cluster is None:
-        if os.environ.get("PRISMQ_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pg_cluster.give_up(reason)
     try:
         yield cluster.url
     finally:

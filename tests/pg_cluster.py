@@ -74,6 +74,15 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def give_up(reason: str) -> None:
+    """No server: a failure where one is required (CI sets PRISMQ_REQUIRE_POSTGRES=1), else a skip."""
+    import pytest
+
+    if os.environ.get("PRISMQ_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def with_schema(server_url: str, schema: Optional[str] = None) -> str:
     """The server's URL with a fresh ``?schema=t_<uuid>`` (or the one given)."""
     schema = schema or f"t_{uuid.uuid4().hex}"

@@ -180,3 +180,16 @@ def test_serve_on_postgres_runs_workers_without_showing_the_password(live_url, t
         s.close()
     assert SECRET not in s.output(), s.output()
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # no file made for a URL
+
+
+def test_no_postgres_server_fails_where_required_and_skips_elsewhere(monkeypatch):
+    import pg_cluster
+
+    monkeypatch.setenv("PRISMQ_REQUIRE_POSTGRES", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql"):
+        pg_cluster.give_up(pg_cluster.HOW_TO_INSTALL)
+    monkeypatch.delenv("PRISMQ_REQUIRE_POSTGRES")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install postgresql"):
+        pg_cluster.give_up(pg_cluster.HOW_TO_INSTALL)
+    assert pg_cluster.with_schema("postgresql://h/db").startswith("postgresql://h/db?schema=t_")
+    assert "&schema=t_" in pg_cluster.with_schema("postgresql://h/db?connect_timeout=5")
