@@ -92,3 +92,39 @@ def pragma(path, name):
         return con.execute(f"PRAGMA {name}").fetchone()[0]
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------------- PostgreSQL (issue 19)
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server: PRISMQ_TEST_POSTGRES_URL, or a throwaway cluster stopped and
+    removed at the session's end. Without either: a failure when PRISMQ_REQUIRE_POSTGRES=1 (CI),
+    else a skip saying how to get one."""
+    import pg_cluster
+
+    given = os.environ.get("PRISMQ_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    bin_path = pg_cluster.bin_dir()
+    reason = pg_cluster.HOW_TO_INSTALL
+    cluster = None
+    if bin_path is not None:
+        try:
+            cluster = pg_cluster.Cluster(bin_path)
+        except (OSError, RuntimeError) as e:
+            reason = f"the throwaway PostgreSQL cluster did not start: {e}"
+    if cluster is None:
+        pg_cluster.give_up(reason)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A queue URL in a schema of this test's own (``?schema=t_<uuid>``)."""
+    import pg_cluster
+
+    return pg_cluster.with_schema(postgres_server)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ._location import is_url
 from ._prismq_queue import Queue
 
 log = logging.getLogger("prismq_queue.maintenance")
@@ -69,7 +70,8 @@ class Maintenance:
             jobs.append(("purge", schedule.purge, self.purge, now + min(schedule.first_purge, schedule.purge)))
         if schedule.analyze:
             jobs.append(("analyze", schedule.analyze, self.analyze, now + schedule.analyze))
-        if schedule.checkpoint:
+        # PostgreSQL has no WAL file of ours to checkpoint (the core refuses it with Unsupported).
+        if schedule.checkpoint and not is_url(getattr(queue, "path", "")):
             jobs.append(("checkpoint", schedule.checkpoint, self.checkpoint, now + schedule.checkpoint))
         self._jobs = jobs
         self._next = {name: first for name, _, _, first in jobs}
@@ -83,7 +85,7 @@ class Maintenance:
             f"{every(s.purge)}, completed/cancelled tasks older than {format_duration(s.retention)}"
         )
         return (f"sweep {every(s.sweep)}; purge {purge}; analyze {every(s.analyze)}; "
-                f"checkpoint check {every(s.checkpoint)}")
+                f"checkpoint check {every(s.checkpoint if 'checkpoint' in self._next else None)}")
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> None:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
+from ._location import for_opening, is_url, shown
 from ._prismq_queue import Queue
 from .errors import DatabaseError, InvalidArgument, QueueError
 from .maintenance import Maintenance, Schedule
@@ -91,7 +92,8 @@ class ServeOptions:
 
 # ---------------------------------------------------------------------- checks before starting
 def check_database(path: str) -> str:
-    """Open (create, migrate) the database and prove it is writable; return its absolute path.
+    """Open (create, migrate) the database and prove it is writable; return its absolute path
+    (a ``postgresql://`` URL unchanged: it is no path).
     Raises the queue's own errors (``InvalidArgument``, ``DatabaseError``, ``SchemaVersionError``),
     whose messages say what to fix."""
     with Queue(path) as q:
@@ -100,8 +102,8 @@ def check_database(path: str) -> str:
             q.heartbeat(probe, pid=os.getpid())
             q.remove_worker(probe)
         except DatabaseError as e:
-            raise DatabaseError(f"the database \"{path}\" cannot be written: {e}") from None
-    return os.path.abspath(path)
+            raise DatabaseError(f"the database \"{shown(path)}\" cannot be written: {e}") from None
+    return for_opening(path)
 
 
 def check_worker_settings(opts: ServeOptions) -> list[str]:
@@ -179,10 +181,11 @@ def urls(host: str, port: int) -> str:
 class WorkerProcess:
     """One embedded worker slot: the process running in it, and its restart bookkeeping."""
 
-    def __init__(self, index: int, worker_id: str, argv: list[str]) -> None:
+    def __init__(self, index: int, worker_id: str, argv: list[str], env: Optional[dict[str, str]] = None) -> None:
         self.index = index
         self.worker_id = worker_id
         self.argv = argv
+        self.env = env
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.started_at = 0.0
         self.restart_at: Optional[float] = None
@@ -199,6 +202,8 @@ class WorkerProcess:
             # Its own session: a terminal Ctrl-C goes to serve only, which then stops the workers
             # in order (and a worker never sees the signal twice).
             kwargs["start_new_session"] = True
+        if self.env is not None:
+            kwargs["env"] = self.env
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, **kwargs)
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -324,7 +329,10 @@ def worker_argv(opts: ServeOptions, worker_id: str) -> list[str]:
     argv = [sys.executable, "-m", "prismq_queue"]
     if opts.verbose:
         argv.append("-" + "v" * opts.verbose)
-    argv += ["worker", "--db", opts.db, "--worker-id", worker_id, "--shutdown-grace", str(opts.shutdown_grace),
+    # A URL may hold a password, which any local user could read in a command line: it goes
+    # through the environment instead (worker_env).
+    db = [] if is_url(opts.db) else ["--db", opts.db]
+    argv += ["worker", *db, "--worker-id", worker_id, "--shutdown-grace", str(opts.shutdown_grace),
              "--stop-on-stdin-eof"]
     for h in opts.handlers or [DEMO_HANDLERS]:
         argv += ["--handlers", h]
@@ -333,6 +341,11 @@ def worker_argv(opts: ServeOptions, worker_id: str) -> list[str]:
     if opts.queues:
         argv += ["--queues", opts.queues]
     return argv
+
+
+def worker_env(opts: ServeOptions) -> Optional[dict[str, str]]:
+    """The embedded workers' environment: serve's own, plus PRISMQ_DB for a URL (see worker_argv)."""
+    return {**os.environ, "PRISMQ_DB": opts.db} if is_url(opts.db) else None
 
 
 # ---------------------------------------------------------------------- running
@@ -382,7 +395,7 @@ def _print_banner(
     """Where the dashboard and the API are (with the token), what the workers run, and warnings."""
     base = urls(opts.host, port)
     say = opts.echo
-    say(f"prismq-queue serve: database {db}")
+    say(f"prismq-queue serve: database {shown(db, absolute=True)}")
     if token:
         say(f"  dashboard: {base}/#token={quote(token, safe='')}")
         say(f"  REST API:  {base}/api  (header: Authorization: Bearer {token}; docs at {base}/docs)")
@@ -450,7 +463,7 @@ def run(opts: ServeOptions) -> int:
 
     host_tag = socket.gethostname().split(".")[0]
     slots = [
-        WorkerProcess(i, wid, worker_argv(opts, wid))
+        WorkerProcess(i, wid, worker_argv(opts, wid), worker_env(opts))
         for i in range(opts.workers)
         for wid in [f"serve-{host_tag}-{port}-{i + 1}"]
     ]

@@ -36,6 +36,15 @@ pub(super) fn restore<'py>(
         backup.to_string_lossy().into_owned(),
         target.to_string_lossy().into_owned(),
     );
+    // A file restore only: a URL is no path (its "directory" would be shown, password and all).
+    if crate::storage::is_postgres_url(&target) {
+        return Err::<Bound<'py, PyAny>, _>(crate::model::error::Error::Unsupported {
+            backend: "postgresql",
+            operation: "restore",
+            instead: "the database's own restore tool (pg_restore or psql, say)",
+        })
+        .py();
+    }
     let mut cb = Callback::new(progress);
     let r = py.detach(|| {
         crate::storage::sqlite::maintenance::restore(&backup, &target, &mut |d, t| {

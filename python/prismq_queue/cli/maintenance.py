@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import click
 
+from .._location import is_url, shown
 from .._prismq_queue import Queue
 from ..errors import InvalidArgument, QueueError
 from ._common import EXIT_FAILED, Duration, Progress, db_option, json_option, print_json, progress_option, size_text
@@ -104,7 +105,7 @@ def backup(db: str, dest: str, force: bool, show_progress: bool | None, as_json:
     Stopped by Ctrl-C, SIGTERM or SIGHUP, it removes its temporary file; one left by a backup that
     was killed outright is removed by the next backup to DEST.
     """
-    if not os.path.exists(db):
+    if not is_url(db) and not os.path.exists(db):
         raise InvalidArgument(f"the database \"{db}\" does not exist: nothing to back up (check --db)")
     started = time.monotonic()
     try:
@@ -113,13 +114,13 @@ def backup(db: str, dest: str, force: bool, show_progress: bool | None, as_json:
     except _Stopped as e:
         click.echo(f"error: backup stopped by {e}: its temporary file was removed", err=True)
         sys.exit(EXIT_FAILED)
-    r.update(source=os.path.abspath(db), seconds=round(time.monotonic() - started, 3))
+    r.update(source=shown(db, absolute=True), seconds=round(time.monotonic() - started, 3))
     for name in r["removed_partials"]:
         click.echo(f"removed {name}: the temporary file of an earlier backup to {dest} that did not finish "
                    "(its process is gone)", err=True)
     if as_json:
         return print_json(r)
-    click.echo(f"backed up {db} to {dest}: {size_text(r['bytes'])} in {r['seconds']:.1f}s")
+    click.echo(f"backed up {shown(db)} to {dest}: {size_text(r['bytes'])} in {r['seconds']:.1f}s")
 
 
 @click.command()
@@ -142,7 +143,8 @@ def restore(db: str, backup_file: str, show_progress: bool | None, as_json: bool
         return print_json(r)
     made = " (created)" if r["created"] else ""
     click.echo(
-        f"restored {backup_file} into {db}{made}: {size_text(r['bytes'])}, schema version {r['schema_version']}, "
+        f"restored {backup_file} into {shown(db)}{made}: {size_text(r['bytes'])}, "
+        f"schema version {r['schema_version']}, "
         f"in {r['seconds']:.1f}s"
     )
 
@@ -169,6 +171,9 @@ def vacuum(db: str, show_progress: bool | None, as_json: bool) -> None:
 
     Ctrl-C interrupts it and changes nothing.
     """
+    if is_url(db):
+        with Queue(db) as q:
+            q.vacuum()  # raises Unsupported, saying what to use instead
     if not os.path.exists(db):
         raise InvalidArgument(f'the database "{db}" does not exist (check --db)')
     before = os.path.getsize(db)
@@ -190,7 +195,7 @@ def vacuum(db: str, show_progress: bool | None, as_json: bool) -> None:
     }
     if as_json:
         return print_json(r)
-    click.echo(f"vacuumed {db}: {size_text(before)} -> {size_text(r['bytes'])} in {r['seconds']:.1f}s")
+    click.echo(f"vacuumed {shown(db)}: {size_text(before)} -> {size_text(r['bytes'])} in {r['seconds']:.1f}s")
 
 
 @click.command()

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from .._location import is_url, shown
 from .._prismq_queue import Queue
 from ..errors import InvalidArgument
 from ._common import EXIT_FAILED, Progress, db_option, json_option, print_json, progress_option
@@ -39,7 +40,7 @@ def import_legacy(db: str, old_db: str, batch_size: int, show_progress: bool | N
     """
     # Check the old file before --db is opened, so a wrong file creates nothing.
     info = Queue.inspect_legacy(old_db)
-    if os.path.exists(db) and os.path.samefile(db, old_db):
+    if not is_url(db) and os.path.exists(db) and os.path.samefile(db, old_db):
         raise InvalidArgument(f"--db \"{db}\" is OLD.db itself: give the new queue's file with --db")
     total = info["tasks"]
     with Queue(db) as q, Progress(f"importing {total} tasks", "tasks", show_progress) as bar:
@@ -47,7 +48,7 @@ def import_legacy(db: str, old_db: str, batch_size: int, show_progress: bool | N
     if as_json:
         print_json(report)
     else:
-        click.echo(f"imported {report['imported']} of {report['total']} tasks from {report['source']} into {db}")
+        click.echo(f"imported {report['imported']} of {report['total']} tasks from {report['source']} into {shown(db)}")
         if report["by_status"]:
             click.echo("  by status: " + ", ".join(f"{k} {v}" for k, v in report["by_status"].items()))
         click.echo(f"  logs imported: {report['logs_imported']}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 import click
 
+from .._location import shown
 from .._prismq_queue import Queue
 from ._common import EXIT_FAILED, STATUSES, STRATEGIES, Duration, db_option, table
 
@@ -101,7 +101,7 @@ def _worker_banner(w: Any, settings: Any, registry: Any, one_line: bool) -> None
         click.echo(f"worker {w.worker_id} started: types {types}; queues: {queues}; concurrency {settings.concurrency}",
                    err=True)
         return
-    click.echo(f"prismq-queue worker {w.worker_id} on {os.path.abspath(settings.db)}", err=True)
+    click.echo(f"prismq-queue worker {w.worker_id} on {shown(settings.db, absolute=True)}", err=True)
     click.echo(f"  handlers: {', '.join(settings.handlers)} (types: {types})", err=True)
     click.echo(f"  queues: {queues}; concurrency {settings.concurrency}", err=True)
     click.echo(f"Ctrl-C stops it: running tasks get {settings.shutdown_grace:g}s to finish, then go back to the queue.",
@@ -220,7 +220,7 @@ def demo(db: str, tasks: int) -> None:
              "priority": 1 + (i * 37) % 200, "max_attempts": 2, "retry": {"base": 0.05, "jitter": 0.0}}
             for i in range(tasks)
         ])
-        click.echo(f"enqueued {len(ids)} tasks into {db}")
+        click.echo(f"enqueued {len(ids)} tasks into {shown(db)}")
         w = Worker(q, registry, concurrency=5, worker_id="demo-worker", poll_interval=0.1)
         runner = threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}, daemon=True)
         runner.start()

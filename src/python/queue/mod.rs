@@ -57,6 +57,12 @@ impl PyQueue {
         )?;
         let p = path.clone();
         let q = py.detach(move || Queue::open(&p, opts)).py()?;
+        // A URL is kept as the driver shows it, without its password (`path`, repr, errors).
+        let path = if crate::storage::is_postgres_url(&path) {
+            q.path().to_string()
+        } else {
+            path
+        };
         Ok(PyQueue {
             inner: RwLock::new(Some(Arc::new(q))),
             path,

@@ -1,0 +1,90 @@
+"""A PostgreSQL server for the tests (issue 19): PRISMQ_TEST_POSTGRES_URL, or a throwaway cluster
+started here as the Rust tests' harness does (src/storage/postgres/testutil.rs)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from typing import Optional
+
+HOW_TO_INSTALL = (
+    "no PostgreSQL server for the tests: install Debian's package (apt-get install postgresql; the "
+    "tests start a throwaway cluster with its initdb, no server setup needed) or set "
+    "PRISMQ_TEST_POSTGRES_URL=postgresql://user@host:5432/db"
+)
+
+
+def bin_dir() -> Optional[str]:
+    """The newest /usr/lib/postgresql/<version>/bin with initdb, or the PATH's."""
+    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(os.path.join(d, "initdb"))]
+    found.sort(key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0)
+    if found:
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb and shutil.which("pg_ctl") else None
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+class Cluster:
+    """initdb into a temporary directory, pg_ctl start on a free port (its socket in that directory)."""
+
+    def __init__(self, bin_path: str) -> None:
+        self.bin = bin_path
+        self.dir = tempfile.mkdtemp(prefix="prismq-pg-py-")
+        self.data = os.path.join(self.dir, "data")
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self._run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        log = os.path.join(self.dir, "log")
+        self._run(["pg_ctl", "start", "-D", self.data, "-w", "-t", "60", "-l", log, "-o", options])
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        # Stop it and remove its files once this process is gone, however it ended (a killed
+        # session must not leave a server behind).
+        runas = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+        pg_ctl = os.path.join(self.bin, "pg_ctl")
+        subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+             f"{runas}'{pg_ctl}' stop -D '{self.data}' -m immediate >/dev/null 2>&1; rm -rf '{self.dir}'"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def _run(self, argv: list[str]) -> None:
+        argv = _as_postgres([os.path.join(self.bin, argv[0]), *argv[1:]])
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+
+    def stop(self) -> None:
+        try:
+            self._run(["pg_ctl", "stop", "-D", self.data, "-m", "immediate"])
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def give_up(reason: str) -> None:
+    """No server: a failure where one is required (CI sets PRISMQ_REQUIRE_POSTGRES=1), else a skip."""
+    import pytest
+
+    if os.environ.get("PRISMQ_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def with_schema(server_url: str, schema: Optional[str] = None) -> str:
+    """The server's URL with a fresh ``?schema=t_<uuid>`` (or the one given)."""
+    schema = schema or f"t_{uuid.uuid4().hex}"
+    sep = "&" if "?" in server_url else "?"
+    return f"{server_url}{sep}schema={schema}"
