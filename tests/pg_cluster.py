@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from typing import Optional
@@ -20,7 +21,12 @@ HOW_TO_INSTALL = (
 
 
 def bin_dir() -> Optional[str]:
-    """The newest /usr/lib/postgresql/<version>/bin with initdb, or the PATH's."""
+    """The newest /usr/lib/postgresql/<version>/bin with initdb, or the PATH's. None on Windows:
+    the throwaway cluster is a POSIX recipe (runuser, unix sockets), and under wine the glob below
+    would find the Linux host's initdb through drive Z:, which a Windows process cannot run. On
+    Windows the tests use PRISMQ_TEST_POSTGRES_URL."""
+    if sys.platform == "win32":
+        return None
     found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(os.path.join(d, "initdb"))]
     found.sort(key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0)
     if found:
@@ -29,9 +35,13 @@ def bin_dir() -> Optional[str]:
     return os.path.dirname(initdb) if initdb and shutil.which("pg_ctl") else None
 
 
+def _is_root() -> bool:
+    return getattr(os, "geteuid", lambda: -1)() == 0
+
+
 def _as_postgres(argv: list[str]) -> list[str]:
     # initdb refuses to run as root.
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+    return ["runuser", "-u", "postgres", "--", *argv] if _is_root() else argv
 
 
 class Cluster:
@@ -41,7 +51,7 @@ class Cluster:
         self.bin = bin_path
         self.dir = tempfile.mkdtemp(prefix="prismq-pg-py-")
         self.data = os.path.join(self.dir, "data")
-        if os.geteuid() == 0:
+        if _is_root():
             shutil.chown(self.dir, "postgres")
         self._run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
         with socket.socket() as s:
@@ -53,7 +63,7 @@ class Cluster:
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         # Stop it and remove its files once this process is gone, however it ended (a killed
         # session must not leave a server behind).
-        runas = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+        runas = "runuser -u postgres -- " if _is_root() else ""
         pg_ctl = os.path.join(self.bin, "pg_ctl")
         subprocess.Popen(
             ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
