@@ -42,6 +42,31 @@ impl Depth {
     }
 }
 
+/// Lane depths folded per queue, per type and per queue and type, with the retrying total: the
+/// one fold every backend's `metrics` uses.
+#[derive(Debug, Default)]
+pub struct Depths {
+    pub by_queue: BTreeMap<String, Depth>,
+    pub by_type: BTreeMap<String, Depth>,
+    pub by_queue_and_type: BTreeMap<String, BTreeMap<String, Depth>>,
+    pub retrying: i64,
+}
+
+impl Depths {
+    /// Fold `(queue, type, depth)` of every lane.
+    pub fn of_lanes(lanes: &[(String, String, Depth)]) -> Depths {
+        let mut d = Depths::default();
+        for (q, t, lane) in lanes {
+            d.by_queue.entry(q.clone()).or_default().add(lane);
+            d.by_type.entry(t.clone()).or_default().add(lane);
+            let types = d.by_queue_and_type.entry(q.clone()).or_default();
+            types.entry(t.clone()).or_default().add(lane);
+            d.retrying += lane.retrying;
+        }
+        d
+    }
+}
+
 /// Outcomes, rates and processing times over the window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Window {

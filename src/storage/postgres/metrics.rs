@@ -6,11 +6,10 @@
 
 use crate::model::error::Result;
 use crate::model::metrics::{
-    window_figures, DatabaseFigures, Depth, Finished, LockContention, Metrics, WorkerCounts,
-    SAMPLE_LIMIT,
+    window_figures, DatabaseFigures, Depth, Depths, Finished, LockContention, Metrics,
+    WorkerCounts, SAMPLE_LIMIT,
 };
 use crate::storage::postgres::{db_now, PgDriver, RETRIES, RETRY_WAIT_US};
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 impl PgDriver {
@@ -85,27 +84,17 @@ impl PgDriver {
                 (sizes.get::<_, i64>(0), sizes.get::<_, i64>(1)),
             ))
         })?;
-        let mut by_queue: BTreeMap<String, Depth> = BTreeMap::new();
-        let mut by_type: BTreeMap<String, Depth> = BTreeMap::new();
-        let mut by_queue_and_type: BTreeMap<String, BTreeMap<String, Depth>> = BTreeMap::new();
-        let mut retrying = 0;
-        for (q, t, d) in &lanes {
-            by_queue.entry(q.clone()).or_default().add(d);
-            by_type.entry(t.clone()).or_default().add(d);
-            let types = by_queue_and_type.entry(q.clone()).or_default();
-            types.entry(t.clone()).or_default().add(d);
-            retrying += d.retrying;
-        }
+        let depths = Depths::of_lanes(&lanes);
         Ok(Metrics {
             at: now,
             depth: stats.counts,
             total: stats.total,
             scheduled: stats.scheduled,
             oldest_queued_age_seconds: stats.oldest_queued_age_s,
-            by_queue,
-            by_type,
-            by_queue_and_type,
-            retrying,
+            by_queue: depths.by_queue,
+            by_type: depths.by_type,
+            by_queue_and_type: depths.by_queue_and_type,
+            retrying: depths.retrying,
             window: window_figures(window_ms, now - window_ms, outcomes, &sample),
             workers: WorkerCounts {
                 active: workers.iter().filter(|w| !w.stale).count(),

@@ -18,8 +18,8 @@
 
 use crate::model::error::{Error, Result};
 use crate::model::metrics::{
-    window_figures, CheckpointFigures, DatabaseFigures, Depth, Finished, LockContention, Metrics,
-    WorkerCounts, SAMPLE_LIMIT,
+    window_figures, CheckpointFigures, DatabaseFigures, Depth, Depths, Finished, LockContention,
+    Metrics, WorkerCounts, SAMPLE_LIMIT,
 };
 use crate::model::observe::DEFAULT_WINDOW_MS;
 use crate::model::time::{now_ms, MAX_TIME_MS};
@@ -157,27 +157,17 @@ impl SqliteDriver {
                 page_size: c.query_row("PRAGMA page_size", [], |r| r.get(0))?,
             })
         })?;
-        let mut by_queue: BTreeMap<String, Depth> = BTreeMap::new();
-        let mut by_type: BTreeMap<String, Depth> = BTreeMap::new();
-        let mut by_queue_and_type: BTreeMap<String, BTreeMap<String, Depth>> = BTreeMap::new();
-        let mut retrying = 0;
-        for (q, t, d) in &snap.lanes {
-            by_queue.entry(q.clone()).or_default().add(d);
-            by_type.entry(t.clone()).or_default().add(d);
-            let types = by_queue_and_type.entry(q.clone()).or_default();
-            types.entry(t.clone()).or_default().add(d);
-            retrying += d.retrying;
-        }
+        let depths = Depths::of_lanes(&snap.lanes);
         Ok(Metrics {
             at: now,
             depth: stats.counts,
             total: stats.total,
             scheduled: stats.scheduled,
             oldest_queued_age_seconds: stats.oldest_queued_age_s,
-            by_queue,
-            by_type,
-            by_queue_and_type,
-            retrying,
+            by_queue: depths.by_queue,
+            by_type: depths.by_type,
+            by_queue_and_type: depths.by_queue_and_type,
+            retrying: depths.retrying,
             window: window_figures(window_ms, since, snap.outcomes, &snap.sample),
             workers: WorkerCounts {
                 active: workers.iter().filter(|w| !w.stale).count(),
