@@ -38,12 +38,12 @@ def queue_url(request, tmp_path):
     return with_password(request.getfixturevalue("postgres_url"))
 
 
-def cli(*args, cwd=None, timeout=120):
+def cli(*args, cwd=None, timeout=120, extra_env=None):
     """``python -m prismq_queue ARGS`` as a process of its own: (exit code, stdout, stderr)."""
     p = subprocess.run(
         [sys.executable, "-m", "prismq_queue", *map(str, args)],
         cwd=cwd,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -191,6 +191,17 @@ def test_worker_drains_what_the_python_api_enqueued(queue_url, tmp_path):
         code = w.stop()
     assert code == 0, w.err.text()
     assert PASSWORD not in w.err.text() + w.out.text()
+
+
+def test_prismq_db_names_the_database_and_demo_runs_its_tasks_to_the_end(queue_url, tmp_path):
+    code, stdout, _ = cli("demo", "--tasks", 6, cwd=tmp_path, extra_env={"PRISMQ_DB": queue_url})
+    assert code == 0 and stdout.startswith("enqueued 6 tasks into "), stdout
+    done = {k: int(v) for k, v in re.findall(r"^\s*(completed|failed): (\d+)$", stdout, re.M)}
+    assert done["completed"] + done["failed"] == 6, stdout
+    code, stdout, _ = cli("stats", "--json", cwd=tmp_path, extra_env={"PRISMQ_DB": queue_url})
+    assert code == 0 and json.loads(stdout)["total"] == 6
+    if queue_url.startswith("postgresql://"):
+        assert not (tmp_path / "prismq_queue.db").exists()  # the default file was not made instead
 
 
 @CTRL_BREAK_UNDER_WINE
