@@ -68,7 +68,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::queue::testutil::file_queue;
+    use crate::engine::queue::testutil::each_backend;
     use crate::model::error::Error;
     use crate::model::runs::{RecoverRuns, RunFilter, RunQuery, RunRecord, StartRun};
 
@@ -87,27 +87,28 @@ mod tests {
 
     #[test]
     fn bad_run_arguments_are_refused_before_anything_is_written() {
-        let (_d, q) = file_queue();
-        for (s, says) in [
-            (start(" ", 0), "worker_id must be a non-empty string"),
-            (start("w", -1), "rerun_attempts must be between 0 and"),
-        ] {
-            let e = q.start_run(&s).unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidArgument(m) if m.contains(says)),
-                "{e:?}"
-            );
+        for (_backend, q, _guard) in each_backend() {
+            for (s, says) in [
+                (start(" ", 0), "worker_id must be a non-empty string"),
+                (start("w", -1), "rerun_attempts must be between 0 and"),
+            ] {
+                let e = q.start_run(&s).unwrap_err();
+                assert!(
+                    matches!(&e, Error::InvalidArgument(m) if m.contains(says)),
+                    "{e:?}"
+                );
+            }
+            let r = RecoverRuns {
+                queue: "".into(),
+                dead_holders: Vec::new(),
+                rerun_types: Vec::new(),
+                rerun_queue: "durable".into(),
+            };
+            assert!(matches!(q.recover_runs(&r), Err(Error::InvalidArgument(_))));
+            assert_eq!(q.load_run("r1").unwrap(), None);
+            assert!(q.get(1).is_err(), "no task row was written");
+            q.start_run(&start("w", 0)).unwrap();
         }
-        let r = RecoverRuns {
-            queue: "".into(),
-            dead_holders: Vec::new(),
-            rerun_types: Vec::new(),
-            rerun_queue: "durable".into(),
-        };
-        assert!(matches!(q.recover_runs(&r), Err(Error::InvalidArgument(_))));
-        assert_eq!(q.load_run("r1").unwrap(), None);
-        assert!(q.get(1).is_err(), "no task row was written");
-        q.start_run(&start("w", 0)).unwrap();
     }
 
     fn record(id: &str, module: &str, status: &str, created: i64, done: Option<i64>) -> RunRecord {
@@ -132,50 +133,52 @@ mod tests {
     /// Moved from the SQLite driver's tests with the checks (the driver no longer makes them).
     #[test]
     fn bad_runs_are_refused() {
-        let (_d, q) = file_queue();
-        let mut r = record("", "m", "queued", 1, None);
-        assert!(q.save_run(&r).unwrap_err().to_string().contains("run_id"));
-        r.run_id = "x".into();
-        r.data = "[1]".into();
-        assert!(q
-            .save_run(&r)
-            .unwrap_err()
-            .to_string()
-            .contains("JSON object"));
-        let bad = query(RunFilter::All, true, Some(-1));
-        assert!(q.list_runs(&bad).is_err());
+        for (_backend, q, _guard) in each_backend() {
+            let mut r = record("", "m", "queued", 1, None);
+            assert!(q.save_run(&r).unwrap_err().to_string().contains("run_id"));
+            r.run_id = "x".into();
+            r.data = "[1]".into();
+            assert!(q
+                .save_run(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("JSON object"));
+            let bad = query(RunFilter::All, true, Some(-1));
+            assert!(q.list_runs(&bad).is_err());
+        }
     }
 
     #[test]
     fn bad_run_records_queries_and_cutoffs_are_refused_with_their_messages() {
-        let (_d, q) = file_queue();
-        let says = |e: Error, text: &str| {
-            assert!(
-                matches!(&e, Error::InvalidArgument(m) if m.contains(text)),
-                "{e:?}"
-            )
-        };
-        let mut r = record("r", "m", " ", 1, None);
-        says(
-            q.save_run(&r).unwrap_err(),
-            "run \"r\": status must be a non-empty string",
-        );
-        r.status = "queued".into();
-        r.created_at = i64::MAX;
-        says(q.save_run(&r).unwrap_err(), "created_at");
-        r.created_at = 1;
-        r.completed_at = Some(i64::MIN);
-        says(q.save_run(&r).unwrap_err(), "completed_at");
-        says(
-            q.list_runs(&query(RunFilter::All, true, Some(-1)))
-                .unwrap_err(),
-            "limit must be zero or positive, got -1",
-        );
-        says(q.purge_runs(i64::MAX).unwrap_err(), "completed_before");
-        assert_eq!(q.load_run("r").unwrap(), None, "nothing was written");
-        assert!(q
-            .list_runs(&query(RunFilter::All, true, Some(0)))
-            .unwrap()
-            .is_empty());
+        for (_backend, q, _guard) in each_backend() {
+            let says = |e: Error, text: &str| {
+                assert!(
+                    matches!(&e, Error::InvalidArgument(m) if m.contains(text)),
+                    "{e:?}"
+                )
+            };
+            let mut r = record("r", "m", " ", 1, None);
+            says(
+                q.save_run(&r).unwrap_err(),
+                "run \"r\": status must be a non-empty string",
+            );
+            r.status = "queued".into();
+            r.created_at = i64::MAX;
+            says(q.save_run(&r).unwrap_err(), "created_at");
+            r.created_at = 1;
+            r.completed_at = Some(i64::MIN);
+            says(q.save_run(&r).unwrap_err(), "completed_at");
+            says(
+                q.list_runs(&query(RunFilter::All, true, Some(-1)))
+                    .unwrap_err(),
+                "limit must be zero or positive, got -1",
+            );
+            says(q.purge_runs(i64::MAX).unwrap_err(), "completed_before");
+            assert_eq!(q.load_run("r").unwrap(), None, "nothing was written");
+            assert!(q
+                .list_runs(&query(RunFilter::All, true, Some(0)))
+                .unwrap()
+                .is_empty());
+        }
     }
 }

@@ -57,7 +57,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::queue::testutil::file_queue;
+    use crate::engine::queue::testutil::each_backend;
     use crate::model::error::Error;
     use crate::model::new_task::NewTask;
     use crate::model::retry::RetryOverrides;
@@ -71,40 +71,42 @@ mod tests {
 
     #[test]
     fn a_log_level_is_checked_and_stored_in_lower_case() {
-        let (_d, q) = file_queue();
-        let id = q.enqueue(&NewTask::new("t", "null")).unwrap();
-        assert_eq!(
-            invalid(q.log(id, "loud", "m", None).unwrap_err()),
-            "unknown log level \"loud\": use one of debug, info, warning, error, critical"
-        );
-        // The level is checked before the task is looked for.
-        assert!(matches!(
-            q.log(id + 1, "loud", "m", None),
-            Err(Error::InvalidArgument(_))
-        ));
-        q.log(id, "WARNING", "m", None).unwrap();
-        let lines = q.logs(id, 10).unwrap();
-        assert_eq!(lines.last().unwrap().level, "warning");
+        for (_backend, q, _guard) in each_backend() {
+            let id = q.enqueue(&NewTask::new("t", "null")).unwrap();
+            assert_eq!(
+                invalid(q.log(id, "loud", "m", None).unwrap_err()),
+                "unknown log level \"loud\": use one of debug, info, warning, error, critical"
+            );
+            // The level is checked before the task is looked for.
+            assert!(matches!(
+                q.log(id + 1, "loud", "m", None),
+                Err(Error::InvalidArgument(_))
+            ));
+            q.log(id, "WARNING", "m", None).unwrap();
+            let lines = q.logs(id, 10).unwrap();
+            assert_eq!(lines.last().unwrap().level, "warning");
+        }
     }
 
     #[test]
     fn a_retry_policy_needs_a_queue_name_and_a_valid_policy() {
-        let (_d, q) = file_queue();
-        assert_eq!(
-            invalid(
-                q.set_retry_policy(" ", RetryOverrides::default())
-                    .unwrap_err()
-            ),
-            "queue must be a non-empty string"
-        );
-        let bad = RetryOverrides {
-            base: Some(-1.0),
-            ..RetryOverrides::default()
-        };
-        assert!(matches!(
-            q.set_retry_policy("q", bad),
-            Err(Error::InvalidArgument(_))
-        ));
-        q.set_retry_policy("q", RetryOverrides::default()).unwrap();
+        for (_backend, q, _guard) in each_backend() {
+            assert_eq!(
+                invalid(
+                    q.set_retry_policy(" ", RetryOverrides::default())
+                        .unwrap_err()
+                ),
+                "queue must be a non-empty string"
+            );
+            let bad = RetryOverrides {
+                base: Some(-1.0),
+                ..RetryOverrides::default()
+            };
+            assert!(matches!(
+                q.set_retry_policy("q", bad),
+                Err(Error::InvalidArgument(_))
+            ));
+            q.set_retry_policy("q", RetryOverrides::default()).unwrap();
+        }
     }
 }

@@ -65,6 +65,21 @@ pub(crate) mod testutil {
         let q = Queue::open(path.to_str().unwrap(), QueueOptions::default()).unwrap();
         (dir, q)
     }
+
+    /// A fresh queue on each backend this build has, named: a SQLite file, and with the
+    /// `postgres` feature a schema of its own on the tests' server (storage/postgres/tests/util.rs),
+    /// unless those tests are skipped. Each comes with the guard that keeps its data (dropped
+    /// after the queue).
+    pub fn each_backend() -> Vec<(&'static str, Queue, Box<dyn std::any::Any>)> {
+        let (dir, q) = file_queue();
+        let sqlite: (&'static str, Queue, Box<dyn std::any::Any>) = ("sqlite", q, Box::new(dir));
+        #[cfg(feature = "postgres")]
+        if let Some(db) = crate::storage::postgres::tests::util::TestDb::new() {
+            let q = Queue::open(&db.url, QueueOptions::default()).unwrap();
+            return vec![sqlite, ("postgresql", q, Box::new(db))];
+        }
+        vec![sqlite]
+    }
 }
 
 // Only a build without the feature refuses PostgreSQL URLs.

@@ -1,5 +1,6 @@
 //! Attempt records: how each unsuccessful attempt ended, and the bounds of what is kept of it.
 
+use crate::model::lease::{ExpiredAttempt, FailedAttempt, Failure};
 use std::borrow::Cow;
 
 /// The most bytes of an error message stored, its beginning kept.
@@ -49,6 +50,76 @@ pub struct AttemptRow {
     pub outcome: String,
     pub error: String,
     pub traceback: Option<String>,
+}
+
+/// A running attempt as the transaction that ends it read the task's row (fenced by its lease,
+/// or found expired): what the engine's rules are asked about and what the attempt's record
+/// keeps, put together the same way by every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub task_id: i64,
+    /// The attempt's number (counted from 1 at each claim).
+    pub attempts: i64,
+    pub max_attempts: i64,
+    /// The worker holding the lease.
+    pub worker: Option<String>,
+    pub started_at: Option<i64>,
+}
+
+impl Running {
+    /// The failure its worker reported, as `Rules::after_failure` is asked about it.
+    pub fn failed<'a>(
+        &self,
+        f: &'a Failure,
+        task_policy: Option<&'a str>,
+        now: i64,
+    ) -> FailedAttempt<'a> {
+        FailedAttempt {
+            task_id: self.task_id,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            retry: f.retry,
+            error: &f.error,
+            task_policy,
+            now,
+        }
+    }
+
+    /// Its lease ended, as `Rules::after_lease_expired` is asked about it.
+    pub fn expired(&self, now: i64) -> ExpiredAttempt<'_> {
+        ExpiredAttempt {
+            task_id: self.task_id,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            worker: self.worker.as_deref(),
+            now,
+        }
+    }
+
+    /// Its record, ended with `outcome` and the error the verdict keeps.
+    pub fn ended<'a>(
+        &'a self,
+        outcome: Outcome,
+        error: &'a str,
+        traceback: Option<&'a str>,
+    ) -> Ended<'a> {
+        Ended {
+            attempt: self,
+            outcome,
+            error,
+            traceback,
+        }
+    }
+}
+
+/// An attempt that just ended, as its record (`task_attempts`) is written; the backend bounds
+/// `error` and `traceback` as it stores them (`bounded_error`, `stored_traceback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended<'a> {
+    pub attempt: &'a Running,
+    pub outcome: Outcome,
+    pub error: &'a str,
+    pub traceback: Option<&'a str>,
 }
 
 /// The largest index `<= i` on a character boundary of `s`.
@@ -102,4 +173,47 @@ pub fn bounded_traceback(text: &str) -> Cow<'_, str> {
 /// A traceback worth storing: None for a missing or blank one.
 pub fn stored_traceback(text: Option<&str>) -> Option<Cow<'_, str>> {
     text.filter(|t| !t.trim().is_empty()).map(bounded_traceback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::lease::Lease;
+
+    #[test]
+    fn a_running_row_is_asked_about_and_recorded_with_what_it_read() {
+        let running = Running {
+            task_id: 7,
+            attempts: 2,
+            max_attempts: 5,
+            worker: Some("w1".into()),
+            started_at: Some(1_000),
+        };
+        let mut f = Failure::new(
+            Lease {
+                task_id: 7,
+                token: 3,
+            },
+            "boom",
+            false,
+        );
+        f.traceback = Some("tb".into());
+        let a = running.failed(&f, Some("{}"), 2_000);
+        assert_eq!(
+            (a.task_id, a.attempts, a.max_attempts, a.retry, a.error),
+            (7, 2, 5, false, "boom")
+        );
+        assert_eq!((a.task_policy, a.now), (Some("{}"), 2_000));
+        let e = running.expired(3_000);
+        assert_eq!(
+            (e.task_id, e.attempts, e.max_attempts, e.worker, e.now),
+            (7, 2, 5, Some("w1"), 3_000)
+        );
+        let ended = running.ended(Outcome::Failed, "kept", f.traceback.as_deref());
+        assert_eq!(ended.attempt, &running);
+        assert_eq!(
+            (ended.outcome, ended.error, ended.traceback),
+            (Outcome::Failed, "kept", Some("tb"))
+        );
+    }
 }

@@ -1,10 +1,31 @@
 //! Leases and their acknowledgements: what a claim hands out and what a worker reports back.
 
+use crate::model::error::Error;
+
 /// What identifies one claim of a task: its id and the lease token that claim received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub task_id: i64,
     pub token: i64,
+}
+
+impl Lease {
+    /// What a fenced update of this lease that matched no row means, from what the task's row
+    /// says now (its status, lease token and holder; `None`: no such task). The engine words
+    /// the `LeaseLost` the caller sees.
+    pub fn lost(self, row: Option<(String, Option<i64>, Option<String>)>) -> Error {
+        match row {
+            None => Error::TaskNotFound(self.task_id),
+            Some((status, token, by)) => {
+                let taken_over = status == "running" && token.is_some();
+                Error::NotHeld {
+                    task_id: self.task_id,
+                    status,
+                    holder: taken_over.then(|| by.unwrap_or_default()),
+                }
+            }
+        }
+    }
 }
 
 /// A failed attempt as its worker reports it: the error (its first line says what failed), the
@@ -102,4 +123,39 @@ pub struct Verdict<'a> {
     /// "warning" or "error", as the task's log stores levels.
     pub log_level: &'static str,
     pub log_message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_lease_says_what_the_row_says() {
+        let lease = Lease {
+            task_id: 4,
+            token: 9,
+        };
+        assert!(matches!(lease.lost(None), Error::TaskNotFound(4)));
+        let row = |status: &str, token: Option<i64>, by: Option<&str>| {
+            Some((status.to_string(), token, by.map(String::from)))
+        };
+        let holder = |e: Error| match e {
+            Error::NotHeld {
+                task_id: 4, holder, ..
+            } => holder,
+            other => panic!("{other:?}"),
+        };
+        // Claimed again by another worker: named (an empty name when the row has none).
+        assert_eq!(
+            holder(lease.lost(row("running", Some(10), Some("w2")))),
+            Some("w2".into())
+        );
+        assert_eq!(
+            holder(lease.lost(row("running", Some(10), None))),
+            Some(String::new())
+        );
+        // Finished, queued again or cancelled: nobody holds it.
+        assert_eq!(holder(lease.lost(row("completed", None, Some("w1")))), None);
+        assert_eq!(holder(lease.lost(row("queued", None, None))), None);
+    }
 }

@@ -41,7 +41,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::queue::testutil::file_queue;
+    use crate::engine::queue::testutil::each_backend;
     use crate::model::error::Error;
     use crate::model::listing::ListFilter;
     use crate::model::new_task::NewTask;
@@ -55,29 +55,30 @@ mod tests {
 
     #[test]
     fn list_and_logs_limits_are_checked_before_any_read() {
-        let (_d, q) = file_queue();
-        let id = q.enqueue(&NewTask::new("t", "null")).unwrap();
-        for limit in [0, 10_001] {
+        for (_backend, q, _guard) in each_backend() {
+            let id = q.enqueue(&NewTask::new("t", "null")).unwrap();
+            for limit in [0, 10_001] {
+                let f = ListFilter {
+                    limit,
+                    ..ListFilter::default()
+                };
+                assert_eq!(
+                    invalid(q.list(&f).unwrap_err()),
+                    format!("limit must be between 1 and 10000, got {limit}")
+                );
+            }
             let f = ListFilter {
-                limit,
+                limit: 10_000,
                 ..ListFilter::default()
             };
+            assert_eq!(q.list(&f).unwrap().len(), 1);
             assert_eq!(
-                invalid(q.list(&f).unwrap_err()),
-                format!("limit must be between 1 and 10000, got {limit}")
+                invalid(q.logs(id, 0).unwrap_err()),
+                "limit must be between 1 and 1000000, got 0"
             );
+            // Checked before the task is looked for.
+            assert!(matches!(q.logs(id + 1, 0), Err(Error::InvalidArgument(_))));
+            assert!(q.logs(id, 1_000_000).is_ok());
         }
-        let f = ListFilter {
-            limit: 10_000,
-            ..ListFilter::default()
-        };
-        assert_eq!(q.list(&f).unwrap().len(), 1);
-        assert_eq!(
-            invalid(q.logs(id, 0).unwrap_err()),
-            "limit must be between 1 and 1000000, got 0"
-        );
-        // Checked before the task is looked for.
-        assert!(matches!(q.logs(id + 1, 0), Err(Error::InvalidArgument(_))));
-        assert!(q.logs(id, 1_000_000).is_ok());
     }
 }

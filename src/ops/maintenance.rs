@@ -75,7 +75,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::queue::testutil::file_queue;
+    use crate::engine::queue::testutil::each_backend;
     use crate::model::error::Error;
     use crate::model::task::Status;
 
@@ -88,36 +88,37 @@ mod tests {
 
     #[test]
     fn purge_arguments_are_checked_in_order_before_anything_is_read() {
-        let (_d, q) = file_queue();
-        let done = [Status::Completed];
-        let mut called = false;
-        let e = q
-            .purge_with(0, &done, 0, &mut |_, _| {
-                called = true;
-                Ok(())
-            })
-            .unwrap_err();
-        assert_eq!(
-            invalid(e),
-            "batch_size must be between 1 and 1000000, got 0"
-        );
-        assert!(!called, "no progress before the checks pass");
-        let e = q.purge_with(-1, &[], 0, &mut |_, _| Ok(())).unwrap_err();
-        assert!(invalid(e).starts_with("batch_size"), "batch size first");
-        assert!(invalid(q.purge(-1, &[]).unwrap_err())
-            .starts_with("older_than must be zero or positive, got"));
-        assert_eq!(
-            invalid(q.purge(0, &[]).unwrap_err()),
-            "statuses must name at least one of 'completed', 'failed', 'cancelled'"
-        );
-        assert_eq!(
-            invalid(
-                q.purge(0, &[Status::Completed, Status::Running])
-                    .unwrap_err()
-            ),
-            "purge removes finished tasks only; \"running\" is not a finished status \
+        for (_backend, q, _guard) in each_backend() {
+            let done = [Status::Completed];
+            let mut called = false;
+            let e = q
+                .purge_with(0, &done, 0, &mut |_, _| {
+                    called = true;
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(
+                invalid(e),
+                "batch_size must be between 1 and 1000000, got 0"
+            );
+            assert!(!called, "no progress before the checks pass");
+            let e = q.purge_with(-1, &[], 0, &mut |_, _| Ok(())).unwrap_err();
+            assert!(invalid(e).starts_with("batch_size"), "batch size first");
+            assert!(invalid(q.purge(-1, &[]).unwrap_err())
+                .starts_with("older_than must be zero or positive, got"));
+            assert_eq!(
+                invalid(q.purge(0, &[]).unwrap_err()),
+                "statuses must name at least one of 'completed', 'failed', 'cancelled'"
+            );
+            assert_eq!(
+                invalid(
+                    q.purge(0, &[Status::Completed, Status::Running])
+                        .unwrap_err()
+                ),
+                "purge removes finished tasks only; \"running\" is not a finished status \
              (use 'completed', 'failed' or 'cancelled')"
-        );
-        assert_eq!(q.purge(0, &done).unwrap(), 0);
+            );
+            assert_eq!(q.purge(0, &done).unwrap(), 0);
+        }
     }
 }

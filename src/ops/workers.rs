@@ -25,29 +25,30 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::queue::testutil::file_queue;
+    use crate::engine::queue::testutil::each_backend;
     use crate::model::error::Error;
     use crate::model::observe::Heartbeat;
 
     #[test]
     fn a_heartbeat_without_a_worker_id_is_refused_and_writes_nothing() {
-        let (_d, q) = file_queue();
-        let mut hb = Heartbeat {
-            worker_id: " ".into(),
-            host: None,
-            pid: None,
-            capabilities: None,
-            queues: None,
-            tasks_done: None,
-        };
-        let e = q.heartbeat(&hb).unwrap_err();
-        assert!(
-            matches!(&e, Error::InvalidArgument(m) if m == "worker_id must be a non-empty string"),
-            "{e:?}"
-        );
-        assert!(q.workers().unwrap().is_empty());
-        hb.worker_id = "w1".into();
-        q.heartbeat(&hb).unwrap();
-        assert_eq!(q.workers().unwrap()[0].id, "w1");
+        for (_backend, q, _guard) in each_backend() {
+            let mut hb = Heartbeat {
+                worker_id: " ".into(),
+                host: None,
+                pid: None,
+                capabilities: None,
+                queues: None,
+                tasks_done: None,
+            };
+            let e = q.heartbeat(&hb).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m == "worker_id must be a non-empty string"),
+                "{e:?}"
+            );
+            assert!(q.workers().unwrap().is_empty());
+            hb.worker_id = "w1".into();
+            q.heartbeat(&hb).unwrap();
+            assert_eq!(q.workers().unwrap()[0].id, "w1");
+        }
     }
 }

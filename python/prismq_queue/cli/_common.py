@@ -27,7 +27,7 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         default="prismq_queue.db",
         envvar="PRISMQ_DB",
         show_default=True,
-        help="The queue database file (env PRISMQ_DB).",
+        help="The queue database: a SQLite file, or a postgresql:// URL (env PRISMQ_DB).",
     )(fn)
 
 

@@ -18,7 +18,8 @@ from ._common import EXIT_FAILED, STATUSES, STRATEGIES, Duration, db_option, tab
 
 
 @click.command()
-@click.option("--db", default=None, envvar="PRISMQ_DB", help="The queue database file (overrides the settings).")
+@click.option("--db", default=None, envvar="PRISMQ_DB",
+              help="The queue database: a SQLite file, or a postgresql:// URL (overrides the settings).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Worker settings file (.toml, .json, .yaml).")
 @click.option("--handlers", multiple=True,

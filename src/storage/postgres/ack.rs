@@ -4,34 +4,21 @@
 //! changes nothing and learns why. What becomes of a failed attempt is the engine's verdict
 //! (`storage::Rules`), applied here in the same transaction, as the SQLite driver does.
 
-use crate::model::attempt::Outcome;
+use crate::model::attempt::{Outcome, Running};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::{Error, Result};
-use crate::model::lease::{FailOutcome, FailedAttempt, Failure, Lease, Settled, Verdict};
-use crate::storage::postgres::attempts::{record_in, Ended};
+use crate::model::lease::{FailOutcome, Failure, Lease, Settled, Verdict};
+use crate::storage::postgres::attempts::record_in;
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::Transaction;
 
-/// What the row says when a fenced update matched none: the engine words the `LeaseLost`.
+/// What the row says when a fenced update matched none (`Lease::lost`).
 pub(crate) fn lease_lost(tx: &mut Transaction, lease: Lease) -> Result<Error> {
     let row = tx.query_opt(
         "SELECT status, lease_token, locked_by FROM tasks WHERE id = $1",
         &[&lease.task_id],
     )?;
-    Ok(match row {
-        None => Error::TaskNotFound(lease.task_id),
-        Some(r) => {
-            let status: String = r.get(0);
-            let token: Option<i64> = r.get(1);
-            let by: Option<String> = r.get(2);
-            let taken_over = status == "running" && token.is_some();
-            Error::NotHeld {
-                task_id: lease.task_id,
-                status,
-                holder: taken_over.then(|| by.unwrap_or_default()),
-            }
-        }
-    })
+    Ok(lease.lost(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
 }
 
 pub(crate) fn log_in(
@@ -120,36 +107,22 @@ impl PgDriver {
         else {
             return Ok(None);
         };
-        let (attempts, max_attempts): (i64, i64) = (row.get(0), row.get(1));
-        let (queue, task_policy): (String, Option<String>) = (row.get(2), row.get(3));
-        let (worker, started_at): (Option<String>, Option<i64>) = (row.get(4), row.get(5));
-        let now: i64 = row.get(6);
-        let attempt = FailedAttempt {
+        let running = Running {
             task_id: lease.task_id,
-            attempts,
-            max_attempts,
-            retry: f.retry,
-            error: &f.error,
-            task_policy: task_policy.as_deref(),
-            now,
+            attempts: row.get(0),
+            max_attempts: row.get(1),
+            worker: row.get(4),
+            started_at: row.get(5),
         };
+        let (queue, task_policy): (String, Option<String>) = (row.get(2), row.get(3));
+        let now: i64 = row.get(6);
         let verdict = self
             .rules
-            .after_failure(&attempt, &mut || Self::queue_policy(tx, &queue))?;
-        record_in(
-            tx,
-            &Ended {
-                task_id: lease.task_id,
-                number: attempts,
-                max_attempts,
-                worker: worker.as_deref(),
-                started_at,
-                outcome: Outcome::Failed,
-                error: verdict.error.as_ref(),
-                traceback: f.traceback.as_deref(),
-            },
-            now,
-        )?;
+            .after_failure(&running.failed(f, task_policy.as_deref(), now), &mut || {
+                Self::queue_policy(tx, &queue)
+            })?;
+        let ended = running.ended(Outcome::Failed, &verdict.error, f.traceback.as_deref());
+        record_in(tx, &ended, now)?;
         apply_verdict(tx, lease.task_id, &verdict, now)?;
         if matches!(verdict.outcome, FailOutcome::Retrying { .. }) {
             self.notify_in(tx)?;

@@ -2,8 +2,8 @@
 //! per-queue retry policies and the task's log, as on SQLite (storage/sqlite/admin.rs, logs.rs).
 
 use crate::model::error::{Error, Result};
-use crate::model::listing::{ListFilter, Stats, MAX_LIST_LIMIT};
-use crate::model::observe::{LogRow, LEVELS, MAX_LOG_LIMIT};
+use crate::model::listing::{ListFilter, Stats};
+use crate::model::observe::LogRow;
 use crate::model::retry::RetryOverrides;
 use crate::model::task::{Status, TaskRow};
 use crate::storage::postgres::ack::log_in;
@@ -73,13 +73,8 @@ impl PgDriver {
         })
     }
 
+    /// `f` was checked above (`ListFilter::validate`).
     pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
-        if !(1..=MAX_LIST_LIMIT).contains(&f.limit) {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_LIST_LIMIT}, got {}",
-                f.limit
-            )));
-        }
         let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE true");
         let status = f.status.map(|s| s.as_str());
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -195,12 +190,9 @@ impl PgDriver {
         })
     }
 
-    /// Set the retry policy of a queue for every process using this database.
+    /// Set the retry policy of a queue for every process using this database. Both were
+    /// checked above (`RetryOverrides::validate` and the queue name, by the engine).
     pub fn set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()> {
-        policy.validate()?;
-        if queue.trim().is_empty() {
-            return Err(Error::invalid("queue must be a non-empty string"));
-        }
         let text = serde_json::to_string(&policy).map_err(|e| Error::invalid(e.to_string()))?;
         self.write(|tx| {
             tx.execute(
@@ -212,6 +204,7 @@ impl PgDriver {
         })
     }
 
+    /// `level` is one of `LEVELS` (lower case), checked above (`observe::log_level`).
     pub fn log(
         &self,
         task_id: i64,
@@ -219,13 +212,6 @@ impl PgDriver {
         message: &str,
         details: Option<&str>,
     ) -> Result<i64> {
-        let level = level.to_ascii_lowercase();
-        if !LEVELS.contains(&level.as_str()) {
-            return Err(Error::invalid(format!(
-                "unknown log level {level:?}: use one of {}",
-                LEVELS.join(", ")
-            )));
-        }
         self.write(|tx| {
             if !exists(tx, task_id)? {
                 return Err(Error::TaskNotFound(task_id));
@@ -240,13 +226,8 @@ impl PgDriver {
         })
     }
 
-    /// The task's log lines, oldest first, at most `limit`.
+    /// The task's log lines, oldest first, at most `limit` (checked above: `check_log_limit`).
     pub fn logs(&self, task_id: i64, limit: i64) -> Result<Vec<LogRow>> {
-        if !(1..=MAX_LOG_LIMIT).contains(&limit) {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {MAX_LOG_LIMIT}, got {limit}"
-            )));
-        }
         self.read(|tx| {
             if !exists(tx, task_id)? {
                 return Err(Error::TaskNotFound(task_id));

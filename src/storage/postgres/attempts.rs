@@ -3,22 +3,10 @@
 //! task keeps its latest `MAX_RECORDS_PER_TASK`.
 
 use crate::model::attempt::MAX_RECORDS_PER_TASK;
-use crate::model::attempt::{bounded_error, stored_traceback, AttemptRow, Outcome};
+use crate::model::attempt::{bounded_error, stored_traceback, AttemptRow, Ended, Outcome, Running};
 use crate::model::error::{Error, Result};
 use crate::storage::postgres::PgDriver;
 use postgres::Transaction;
-
-/// An attempt that just ended, as the transaction ending it knows it.
-pub(crate) struct Ended<'a> {
-    pub task_id: i64,
-    pub number: i64,
-    pub max_attempts: i64,
-    pub worker: Option<&'a str>,
-    pub started_at: Option<i64>,
-    pub outcome: Outcome,
-    pub error: &'a str,
-    pub traceback: Option<&'a str>,
-}
 
 /// Store the record of an attempt that ended at `now`, and drop the task's records beyond the
 /// latest `MAX_RECORDS_PER_TASK`. The caller holds the task's row lock, so `seq` cannot race.
@@ -31,11 +19,11 @@ pub(crate) fn record_in(tx: &mut Transaction, e: &Ended, now: i64) -> Result<()>
                      $2, $3, $4, $5, $6, $7, $8, $9)
              RETURNING seq",
             &[
-                &e.task_id,
-                &e.number,
-                &e.max_attempts,
-                &e.worker,
-                &e.started_at,
+                &e.attempt.task_id,
+                &e.attempt.attempts,
+                &e.attempt.max_attempts,
+                &e.attempt.worker,
+                &e.attempt.started_at,
                 &now,
                 &e.outcome.as_str(),
                 &bounded_error(e.error).as_ref(),
@@ -46,7 +34,7 @@ pub(crate) fn record_in(tx: &mut Transaction, e: &Ended, now: i64) -> Result<()>
     if seq > MAX_RECORDS_PER_TASK {
         tx.execute(
             "DELETE FROM task_attempts WHERE task_id = $1 AND seq <= $2",
-            &[&e.task_id, &(seq - MAX_RECORDS_PER_TASK)],
+            &[&e.attempt.task_id, &(seq - MAX_RECORDS_PER_TASK)],
         )?;
     }
     Ok(())
@@ -68,21 +56,14 @@ pub(crate) fn record_if_running_in(
     else {
         return Ok(());
     };
-    let worker: Option<String> = row.get(2);
-    record_in(
-        tx,
-        &Ended {
-            task_id,
-            number: row.get(0),
-            max_attempts: row.get(1),
-            worker: worker.as_deref(),
-            started_at: row.get(3),
-            outcome,
-            error,
-            traceback: None,
-        },
-        now,
-    )
+    let running = Running {
+        task_id,
+        attempts: row.get(0),
+        max_attempts: row.get(1),
+        worker: row.get(2),
+        started_at: row.get(3),
+    };
+    record_in(tx, &running.ended(outcome, error, None), now)
 }
 
 impl PgDriver {

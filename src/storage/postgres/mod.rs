@@ -25,7 +25,7 @@ pub mod url;
 pub mod workers;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::model::error::{Error, Result};
 use crate::model::options::QueueOptions;

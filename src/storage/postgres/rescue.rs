@@ -3,13 +3,13 @@
 //! inside claims (a probe of `tasks_lease`, usually empty) and on demand through `sweep()`, in
 //! batches. Leases end on the database's clock. Rows are locked `SKIP LOCKED`: a row another
 //! transaction holds (its worker completing it right now, or another rescuer) is left to it.
-//! What becomes of each is the engine's verdict (`storage::Rules`).
+//! What becomes of each, the pass's log record and a hand-back are the engine's (`storage::Rules`).
 
-use crate::model::attempt::Outcome;
+use crate::model::attempt::{Outcome, Running};
 use crate::model::error::Result;
-use crate::model::lease::{ExpiredAttempt, FailOutcome, Lease};
+use crate::model::lease::{ExpiredAttempt, FailOutcome, Lease, ReleasedAttempt};
 use crate::storage::postgres::ack::{apply_verdict, log_in};
-use crate::storage::postgres::attempts::{record_in, Ended};
+use crate::storage::postgres::attempts::record_in;
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::Transaction;
 
@@ -32,52 +32,35 @@ impl PgDriver {
              FOR UPDATE SKIP LOCKED",
             &[&now, &limit],
         )?;
-        let mut moved: Vec<String> = Vec::new();
-        for r in &rows {
-            let (id, attempts, max_attempts): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-            let (by, started_at): (Option<String>, Option<i64>) = (r.get(3), r.get(4));
-            let verdict = self.rules.after_lease_expired(&ExpiredAttempt {
-                task_id: id,
-                attempts,
-                max_attempts,
-                worker: by.as_deref(),
-                now,
-            });
-            apply_verdict(tx, id, &verdict, now)?;
+        let expired: Vec<Running> = rows
+            .iter()
+            .map(|r| Running {
+                task_id: r.get(0),
+                attempts: r.get(1),
+                max_attempts: r.get(2),
+                worker: r.get(3),
+                started_at: r.get(4),
+            })
+            .collect();
+        let mut moved: Vec<(ExpiredAttempt<'_>, FailOutcome)> = Vec::with_capacity(expired.len());
+        for e in &expired {
+            let attempt = e.expired(now);
+            let verdict = self.rules.after_lease_expired(&attempt);
+            apply_verdict(tx, e.task_id, &verdict, now)?;
             record_in(
                 tx,
-                &Ended {
-                    task_id: id,
-                    number: attempts,
-                    max_attempts,
-                    worker: by.as_deref(),
-                    started_at,
-                    outcome: Outcome::LeaseExpired,
-                    error: &verdict.error,
-                    traceback: None,
-                },
+                &e.ended(Outcome::LeaseExpired, &verdict.error, None),
                 now,
             )?;
-            if moved.len() < 10 {
-                let who = by.as_deref().unwrap_or("unknown worker");
-                let what = match verdict.outcome {
-                    FailOutcome::Retrying { .. } => "re-queued",
-                    FailOutcome::DeadLettered => "dead letter",
-                };
-                moved.push(format!(
-                    "task {id} of {who}: {what} (attempt {attempts} of {max_attempts})"
-                ));
-            }
+            moved.push((attempt, verdict.outcome));
         }
-        if !rows.is_empty() {
+        if !moved.is_empty() {
             self.notify_in(tx)?;
-            // One record per rescue pass, as on SQLite (same target, same words).
+            // One record per rescue pass, in the engine's words, as on SQLite.
             log::warn!(
                 target: "prismq_queue::core::rescuer",
-                "{} expired lease(s) rescued (their workers stopped renewing them): {}{}",
-                rows.len(),
-                moved.join("; "),
-                if rows.len() > moved.len() { "; ..." } else { "" }
+                "{}",
+                self.rules.rescue_summary(&moved)
             );
         }
         Ok(rows.len())
@@ -99,28 +82,32 @@ impl PgDriver {
         }
     }
 
-    /// Hand a lease back without counting the attempt (graceful shutdown): queued again at
-    /// once. False when this claim no longer held it.
+    /// Hand a lease back without counting the attempt (graceful shutdown): what the row keeps
+    /// is the engine's (`Rules::after_release`). False when this claim no longer held it.
     pub fn release(&self, lease: Lease) -> Result<bool> {
         self.write(|tx| {
-            let now = db_now(tx)?;
-            let n = tx.execute(
-                "UPDATE tasks SET status = 'queued', attempts = greatest(attempts - 1, 0), run_after = $3,
-                        updated_at = $3, lease_until = NULL, lease_token = NULL
-                 WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-                &[&lease.task_id, &lease.token, &now],
-            )?;
-            if n == 0 {
+            let Some(row) = tx.query_opt(
+                "SELECT attempts, now_ms() FROM tasks
+                 WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
+                &[&lease.task_id, &lease.token],
+            )?
+            else {
                 return Ok(false);
-            }
-            self.notify_in(tx)?;
-            log_in(
-                tx,
-                lease.task_id,
+            };
+            let now: i64 = row.get(1);
+            let v = self.rules.after_release(&ReleasedAttempt {
+                task_id: lease.task_id,
+                attempts: row.get(0),
                 now,
-                "info",
-                "lease handed back by its worker (shutdown); attempt not counted",
+            });
+            tx.execute(
+                "UPDATE tasks SET status = 'queued', attempts = $2, run_after = $3, updated_at = $4,
+                        lease_until = NULL, lease_token = NULL
+                 WHERE id = $1",
+                &[&lease.task_id, &v.attempts, &v.run_after, &now],
             )?;
+            self.notify_in(tx)?;
+            log_in(tx, lease.task_id, now, v.log_level, v.log_message)?;
             Ok(true)
         })
     }

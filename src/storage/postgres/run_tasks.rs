@@ -1,13 +1,16 @@
 //! The task row that mirrors a run executed in-process, as on SQLite
 //! (storage/sqlite/run_tasks.rs): started directly in `running` with a lease held by the
 //! starting process, so no worker claims it, and recovered (re-queued or failed as interrupted)
-//! once its process stopped renewing that lease. Leases end on the database's clock.
+//! once its process stopped renewing that lease. Leases end on the database's clock. Whether a
+//! run may start, and what becomes of an interrupted one, are the engine's (`storage::Rules`).
 
 use crate::model::attempt::Outcome;
 use crate::model::claim::LaneKey;
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::new_task::DEFAULT_PRIORITY;
-use crate::model::runs::{RecoverRuns, RecoveredRun, StartRun};
+use crate::model::runs::{
+    HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunStartNote, RunVerdict, StartRun,
+};
 use crate::model::task::TaskRow;
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::attempts::record_if_running_in;
@@ -25,11 +28,15 @@ struct RunLease {
 /// (id, type, run id, holder) of an interrupted run's row.
 type Interrupted = (i64, String, Option<String>, Option<String>);
 
+/// (id, status, holder, lease end, attempts) of a run's existing task row.
+type Held = (i64, String, Option<String>, Option<i64>, i64);
+
 impl PgDriver {
     /// Insert the task row of a run, or restart the row of an earlier run with the same id, in
     /// `running` with a fresh lease for `worker_id`, in one transaction. Refused
     /// (`InvalidArgument`, nothing written) while another holder runs the same run id with a
-    /// live lease. The arguments were checked above (`StartRun::validate`).
+    /// live lease: the engine's rule (`Rules::may_start_run`), given what the row says. The
+    /// arguments were checked above (`StartRun::validate`).
     pub fn start_run(&self, s: &StartRun) -> Result<TaskRow> {
         let key: LaneKey = (s.queue.clone(), s.task_type.clone(), String::new());
         let mut created = Vec::new();
@@ -41,26 +48,36 @@ impl PgDriver {
                 until: crate::model::time::later("lease", now, s.lease_ms)?,
                 lane_id: self.lane_id_in(tx, &key, &mut created)?,
             };
-            // Locked, so a concurrent start of the same run waits for this one and then sees it.
-            let existing = tx.query_opt(
-                "SELECT id, status, locked_by, lease_until FROM tasks WHERE idempotency_key = $1 FOR UPDATE",
-                &[&s.run_id],
+            // A start that finds no row inserts one, unless a concurrent start of the same run
+            // committed its row first: then that row (visible to the next statement) is judged.
+            let (id, status, holder, until, attempts) = loop {
+                if let Some(held) = held_run_in(tx, s)? {
+                    break held;
+                }
+                let note = self.rules.may_start_run(s, None)?;
+                if let Some(row) = insert_run_task(tx, s, &lease, &note)? {
+                    return Ok(row);
+                }
+            };
+            let note = self.rules.may_start_run(
+                s,
+                Some(&HeldRun {
+                    task_id: id,
+                    status: &status,
+                    attempts,
+                    holder: holder.as_deref(),
+                    lease_live: until.is_some_and(|t| t >= now),
+                }),
             )?;
-            match existing {
-                None => insert_run_task(tx, s, &lease),
-                Some(r) => restart_run_task(tx, s, &lease, (r.get(0), r.get(1), r.get(2), r.get(3))),
-            }
+            restart_run_task(tx, s, &lease, id, &note)
         })?;
-        let mut cache = self.lanes.lock();
-        for (key, id) in created {
-            cache.remember(key, id);
-        }
+        self.remember_lanes(created);
         Ok(row)
     }
 
     /// Interrupted runs of `r.queue`: rows still `running` whose lease ended or whose holder is
     /// known dead, and rows the rescuer already put back in the queue. Each is re-queued in
-    /// `r.rerun_queue` when its type is in `r.rerun_types`, otherwise failed as interrupted.
+    /// `r.rerun_queue` or failed, as the engine says (`Rules::after_run_interrupted`).
     pub fn recover_runs(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
         let mut created = Vec::new();
         let out = self.write(|tx| {
@@ -69,24 +86,19 @@ impl PgDriver {
             let found = interrupted_in(tx, r, now)?;
             let mut out = Vec::with_capacity(found.len());
             for (id, task_type, run_id, holder) in found {
-                let who = holder.as_deref().unwrap_or("unknown worker");
-                let what = match &run_id {
-                    Some(run) => format!("run {run}"),
-                    None => format!("task {id}"),
-                };
-                let requeued = r.rerun_types.contains(&task_type);
-                let error = if requeued {
-                    format!(
-                        "interrupted: the process running {what} (worker {who}) stopped before it finished; \
-                         re-queued in {:?} for a re-run by the durable handler of type {task_type:?}",
-                        r.rerun_queue
-                    )
-                } else {
-                    format!(
-                        "interrupted: the process running {what} (worker {who}) stopped before it finished, \
-                         and no durable handler is registered for type {task_type:?} to re-run it"
-                    )
-                };
+                let RunVerdict {
+                    requeued,
+                    error,
+                    log_level,
+                } = self.rules.after_run_interrupted(
+                    &InterruptedRun {
+                        task_id: id,
+                        task_type: &task_type,
+                        run_id: run_id.as_deref(),
+                        holder: holder.as_deref(),
+                    },
+                    r,
+                );
                 // Rows still running end their attempt here (the rescuer recorded the others').
                 record_if_running_in(tx, id, Outcome::Interrupted, &error, now)?;
                 if requeued {
@@ -99,7 +111,6 @@ impl PgDriver {
                          WHERE id = $1",
                         &[&id, &lane_id, &r.rerun_queue, &now, &error],
                     )?;
-                    log_in(tx, id, now, "warning", &error)?;
                     self.notify_in(tx)?;
                 } else {
                     tx.execute(
@@ -108,8 +119,8 @@ impl PgDriver {
                          WHERE id = $1",
                         &[&id, &error, &now],
                     )?;
-                    log_in(tx, id, now, "error", &error)?;
                 }
+                log_in(tx, id, now, log_level, &error)?;
                 out.push(RecoveredRun {
                     task_id: id,
                     run_id,
@@ -121,17 +132,40 @@ impl PgDriver {
             }
             Ok(out)
         })?;
-        let mut cache = self.lanes.lock();
-        for (key, id) in created {
-            cache.remember(key, id);
-        }
+        self.remember_lanes(created);
         Ok(out)
+    }
+
+    fn remember_lanes(&self, created: Vec<(LaneKey, i64)>) {
+        if !created.is_empty() {
+            let mut cache = self.lanes.lock();
+            for (key, id) in created {
+                cache.remember(key, id);
+            }
+        }
     }
 }
 
-/// A run seen for the first time: its task row, inserted in `running`. A concurrent start of
-/// the same new run id that committed first wins: this one is refused as already running.
-fn insert_run_task(tx: &mut Transaction, s: &StartRun, lease: &RunLease) -> Result<TaskRow> {
+/// The row of run `s.run_id`, locked, so a concurrent start of the same run waits for this one
+/// and then sees it.
+fn held_run_in(tx: &mut Transaction, s: &StartRun) -> Result<Option<Held>> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, status, locked_by, lease_until, attempts FROM tasks
+             WHERE idempotency_key = $1 FOR UPDATE",
+            &[&s.run_id],
+        )?
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))))
+}
+
+/// A run seen for the first time: its task row, inserted in `running`. `None` when a concurrent
+/// start of the same new run id committed its row first (nothing written here).
+fn insert_run_task(
+    tx: &mut Transaction,
+    s: &StartRun,
+    lease: &RunLease,
+    note: &RunStartNote,
+) -> Result<Option<TaskRow>> {
     let inserted = tx.query_opt(
         &format!(
             "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, attempts, max_attempts,
@@ -155,56 +189,25 @@ fn insert_run_task(tx: &mut Transaction, s: &StartRun, lease: &RunLease) -> Resu
         ],
     )?;
     let Some(row) = inserted else {
-        return Err(already_running(
-            s,
-            "another process that started it at the same time",
-        ));
+        return Ok(None);
     };
     let row = task_row(&row)?;
-    log_in(
-        tx,
-        row.id,
-        lease.now,
-        "info",
-        &format!("run {} started in-process by {}", s.run_id, s.worker_id),
-    )?;
-    Ok(row)
+    log_in(tx, row.id, lease.now, "info", &note.log_message)?;
+    Ok(Some(row))
 }
 
-fn already_running(s: &StartRun, holder: &str) -> Error {
-    Error::invalid(format!(
-        "run {:?} is already running (held by {holder}): wait until it finishes, or cancel it, \
-         before starting it again",
-        s.run_id
-    ))
-}
-
-/// A run id seen before: its row restarts in `running`, unless another holder's lease on it is
-/// live (taking over from a holder known dead or whose lease ended ends that attempt).
+/// A run id seen before (task `id`): its row restarts in `running`, as the engine's `note`
+/// allowed (taking over a running row ends that attempt, as interrupted).
 fn restart_run_task(
     tx: &mut Transaction,
     s: &StartRun,
     lease: &RunLease,
-    (id, status, holder, held_until): (i64, String, Option<String>, Option<i64>),
+    id: i64,
+    note: &RunStartNote,
 ) -> Result<TaskRow> {
-    let holder_name = holder.clone().unwrap_or_else(|| "an unknown worker".into());
-    let note = if status == "running" {
-        let live = held_until.is_some_and(|t| t >= lease.now);
-        let mine = holder.as_deref() == Some(s.worker_id.as_str());
-        let dead = holder.as_ref().is_some_and(|h| s.takeover_from.contains(h));
-        if live && !mine && !dead {
-            return Err(already_running(s, &format!("{holder_name}, task {id}")));
-        }
-        let note = format!(" (taken over from {holder_name}, which stopped renewing its lease)");
-        let error = format!(
-            "interrupted: run {:?} was started again by {}{note}",
-            s.run_id, s.worker_id
-        );
-        record_if_running_in(tx, id, Outcome::Interrupted, &error, lease.now)?;
-        note
-    } else {
-        String::new()
-    };
+    if let Some(error) = &note.interrupted {
+        record_if_running_in(tx, id, Outcome::Interrupted, error, lease.now)?;
+    }
     let row = tx.query_one(
         &format!(
             "UPDATE tasks SET lane_id = $2, type = $3, queue = $4, payload = $5, status = 'running',
@@ -227,16 +230,7 @@ fn restart_run_task(
         ],
     )?;
     let row = task_row(&row)?;
-    log_in(
-        tx,
-        id,
-        lease.now,
-        "info",
-        &format!(
-            "run {} started again in-process by {} (attempt {}, was {status}){note}",
-            s.run_id, s.worker_id, row.attempts
-        ),
-    )?;
+    log_in(tx, id, lease.now, "info", &note.log_message)?;
     Ok(row)
 }
 

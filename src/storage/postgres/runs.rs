@@ -2,7 +2,7 @@
 //! is one row of `runs`, the whole run as JSON plus the columns its queries use. The task row
 //! that mirrors a run executed in-process is `run_tasks`.
 
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::runs::{RunFilter, RunQuery, RunRecord};
 use crate::storage::postgres::PgDriver;
 use postgres::types::ToSql;
@@ -33,9 +33,8 @@ fn list_args<'a>(q: &'a RunQuery, limit: &'a Option<i64>) -> Vec<&'a (dyn ToSql 
 }
 
 impl PgDriver {
-    /// Insert or replace a run.
+    /// Insert or replace a run (checked above: `RunRecord::validate`).
     pub fn save_run(&self, run: &RunRecord) -> Result<()> {
-        run.validate()?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO runs (run_id, module_id, status, created_at, completed_at, updated_at, data)
@@ -65,15 +64,9 @@ impl PgDriver {
         })
     }
 
-    /// The JSON of the runs `q` selects, ordered by creation time.
+    /// The JSON of the runs `q` selects, ordered by creation time (`q` checked above:
+    /// `RunQuery::validate`).
     pub fn list_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
-        if let Some(l) = q.limit {
-            if l < 0 {
-                return Err(Error::invalid(format!(
-                    "limit must be zero or positive, got {l}"
-                )));
-            }
-        }
         let sql = list_sql(q);
         self.read(|tx| {
             let rows = tx.query(&sql, &list_args(q, &q.limit))?;
@@ -95,9 +88,8 @@ impl PgDriver {
         self.write(|tx| Ok(tx.execute("DELETE FROM runs WHERE run_id = $1", &[&run_id])? == 1))
     }
 
-    /// Delete runs that finished before `completed_before` (ms). Returns how many.
+    /// Delete runs that finished before `completed_before` (ms, checked above). Returns how many.
     pub fn purge_runs(&self, completed_before: i64) -> Result<usize> {
-        crate::model::time::check_time("completed_before", completed_before)?;
         self.write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM runs WHERE completed_at IS NOT NULL AND completed_at < $1",

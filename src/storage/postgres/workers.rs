@@ -2,18 +2,16 @@
 //! queue depths, and the purge of old finished tasks in batches, as on SQLite
 //! (storage/sqlite/workers.rs, changes.rs, maintenance/mod.rs).
 
-use crate::model::error::{Error, Result};
-use crate::model::maintenance::{Progress, MAX_BATCH};
+use crate::model::error::Result;
+use crate::model::maintenance::Progress;
 use crate::model::observe::{Heartbeat, WorkerRow};
 use crate::model::task::Status;
 use crate::storage::postgres::{db_now, PgDriver};
 use std::collections::BTreeMap;
 
 impl PgDriver {
+    /// `hb` was checked above (`Heartbeat::validate`).
     pub fn heartbeat(&self, hb: &Heartbeat) -> Result<()> {
-        if hb.worker_id.trim().is_empty() {
-            return Err(Error::invalid("worker_id must be a non-empty string"));
-        }
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO workers AS w (id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done)
@@ -84,7 +82,8 @@ impl PgDriver {
     /// Delete finished tasks (of `statuses`) that finished more than `older_than_ms` ago, in
     /// transactions of `batch_size`, calling `progress(deleted, total)` after each (`total` is
     /// counted first, so it is an upper bound). An error from `progress` stops the purge; the
-    /// batches committed stay deleted. Their logs and attempt records go with them (cascade).
+    /// batches committed stay deleted. Their logs and attempt records go with them (cascade). The
+    /// arguments were checked above (`maintenance::check_purge`).
     pub fn purge_with(
         &self,
         older_than_ms: i64,
@@ -92,27 +91,6 @@ impl PgDriver {
         batch_size: usize,
         progress: Progress,
     ) -> Result<usize> {
-        if !(1..=MAX_BATCH).contains(&batch_size) {
-            return Err(Error::invalid(format!(
-                "batch_size must be between 1 and {MAX_BATCH}, got {batch_size}"
-            )));
-        }
-        crate::model::time::check_duration(
-            "older_than",
-            older_than_ms,
-            crate::model::time::Least::Zero,
-        )?;
-        if statuses.is_empty() {
-            return Err(Error::invalid(
-                "statuses must name at least one of 'completed', 'failed', 'cancelled'",
-            ));
-        }
-        if let Some(s) = statuses.iter().find(|s| !s.is_terminal()) {
-            return Err(Error::invalid(format!(
-                "purge removes finished tasks only; {:?} is not a finished status (use 'completed', 'failed' or 'cancelled')",
-                s.as_str()
-            )));
-        }
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         // One cutoff for the count and every batch.
         let (cutoff, total) = self.read(|tx| {

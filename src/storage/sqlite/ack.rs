@@ -3,28 +3,23 @@
 //! expired and was taken over (or whose task was cancelled) changes nothing and learns why. What
 //! becomes of a failed attempt is the engine's verdict (`storage::Rules`), applied here.
 
+use crate::model::attempt::{Outcome, Running};
 use crate::model::claim::ClaimRequest;
 use crate::model::error::{Error, Result};
 use crate::model::lease::Failure;
 use crate::model::lease::Lease;
 use crate::model::lease::Settled;
-use crate::model::lease::{FailOutcome, FailedAttempt, Verdict};
+use crate::model::lease::{FailOutcome, Verdict};
 use crate::model::time::now_ms;
+use crate::storage::sqlite::attempts::record_in;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::db::WriteTx;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params, OptionalExtension};
 
-/// What `fail_in` reads of the running row: (attempts, max_attempts, queue, retry policy,
-/// priority), (worker, started_at).
-type FailedRow = (
-    (i64, i64, String, Option<String>, i64),
-    (Option<String>, Option<i64>),
-);
-
-/// What the row says when a fenced update matched none: the engine words the `LeaseLost`.
+/// What the row says when a fenced update matched none (`Lease::lost`).
 fn lease_lost(tx: &WriteTx, lease: Lease) -> Error {
-    let row: Option<(String, Option<i64>, Option<String>)> = tx
+    let row = tx
         .query_row(
             "SELECT status, lease_token, locked_by FROM tasks WHERE id = ?1",
             [lease.task_id],
@@ -32,17 +27,7 @@ fn lease_lost(tx: &WriteTx, lease: Lease) -> Error {
         )
         .optional()
         .unwrap_or(None);
-    match row {
-        None => Error::TaskNotFound(lease.task_id),
-        Some((status, token, by)) => {
-            let taken_over = status == "running" && token.is_some();
-            Error::NotHeld {
-                task_id: lease.task_id,
-                status,
-                holder: taken_over.then(|| by.unwrap_or_default()),
-            }
-        }
-    }
+    lease.lost(row)
 }
 
 pub(crate) fn log_in(
@@ -118,50 +103,32 @@ impl SqliteDriver {
         // A retry queues the task again, in this transaction: a claim later in it (`settle`)
         // must not trust the claim memory.
         self.heads.forget();
-        let row: Option<FailedRow> = tx
+        let row: Option<(Running, String, Option<String>, i64)> = tx
             .prepare_cached(
                 "SELECT attempts, max_attempts, queue, retry_policy, priority, locked_by, started_at FROM tasks
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
             )?
             .query_row(params![lease.task_id, lease.token], |r| {
-                Ok((
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
-                    (r.get(5).unwrap_or(None), r.get(6).unwrap_or(None)),
-                ))
+                let running = Running {
+                    task_id: lease.task_id,
+                    attempts: r.get(0)?,
+                    max_attempts: r.get(1)?,
+                    worker: r.get(5).unwrap_or(None),
+                    started_at: r.get(6).unwrap_or(None),
+                };
+                Ok((running, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        let Some(((attempts, max_attempts, queue, task_policy, priority), (worker, started_at))) =
-            row
-        else {
+        let Some((running, queue, task_policy, priority)) = row else {
             return Ok(None);
-        };
-        let attempt = FailedAttempt {
-            task_id: lease.task_id,
-            attempts,
-            max_attempts,
-            retry: f.retry,
-            error: &f.error,
-            task_policy: task_policy.as_deref(),
-            now,
         };
         let verdict = self
             .rules
-            .after_failure(&attempt, &mut || Self::queue_policy(tx, &queue))?;
-        let error = verdict.error.as_ref();
-        crate::storage::sqlite::attempts::record_in(
-            tx,
-            &crate::storage::sqlite::attempts::Ended {
-                task_id: lease.task_id,
-                number: attempts,
-                max_attempts,
-                worker: worker.as_deref(),
-                started_at,
-                outcome: crate::model::attempt::Outcome::Failed,
-                error,
-                traceback: f.traceback.as_deref(),
-            },
-            now,
-        )?;
+            .after_failure(&running.failed(f, task_policy.as_deref(), now), &mut || {
+                Self::queue_policy(tx, &queue)
+            })?;
+        let ended = running.ended(Outcome::Failed, &verdict.error, f.traceback.as_deref());
+        record_in(tx, &ended, now)?;
         Self::apply_verdict(tx, &mut None, (lease.task_id, priority), &verdict, now)?;
         Ok(Some(verdict.outcome))
     }

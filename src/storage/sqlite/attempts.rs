@@ -11,24 +11,12 @@
 use crate::model::attempt::bounded_error;
 use crate::model::attempt::stored_traceback;
 use crate::model::attempt::AttemptRow;
-use crate::model::attempt::Outcome;
 use crate::model::attempt::MAX_RECORDS_PER_TASK;
+use crate::model::attempt::{Ended, Outcome, Running};
 use crate::model::error::{Error, Result};
 use crate::storage::sqlite::db::WriteTx;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params, OptionalExtension};
-
-/// An attempt that just ended, as the transaction ending it knows it.
-pub(crate) struct Ended<'a> {
-    pub task_id: i64,
-    pub number: i64,
-    pub max_attempts: i64,
-    pub worker: Option<&'a str>,
-    pub started_at: Option<i64>,
-    pub outcome: Outcome,
-    pub error: &'a str,
-    pub traceback: Option<&'a str>,
-}
 
 /// Store the record of an attempt that ended at `now`, and drop the task's records beyond the
 /// latest `MAX_RECORDS_PER_TASK`. `error` and `traceback` are bounded here.
@@ -43,11 +31,11 @@ pub(crate) fn record_in(tx: &WriteTx, e: &Ended, now: i64) -> Result<()> {
         )?
         .query_row(
             params![
-                e.task_id,
-                e.number,
-                e.max_attempts,
-                e.worker,
-                e.started_at,
+                e.attempt.task_id,
+                e.attempt.attempts,
+                e.attempt.max_attempts,
+                e.attempt.worker,
+                e.attempt.started_at,
                 now,
                 e.outcome.as_str(),
                 bounded_error(e.error),
@@ -57,7 +45,7 @@ pub(crate) fn record_in(tx: &WriteTx, e: &Ended, now: i64) -> Result<()> {
         )?;
     if seq > MAX_RECORDS_PER_TASK {
         tx.prepare_cached("DELETE FROM task_attempts WHERE task_id = ?1 AND seq <= ?2")?
-            .execute(params![e.task_id, seq - MAX_RECORDS_PER_TASK])?;
+            .execute(params![e.attempt.task_id, seq - MAX_RECORDS_PER_TASK])?;
     }
     Ok(())
 }
@@ -71,37 +59,25 @@ pub(crate) fn record_if_running_in(
     error: &str,
     now: i64,
 ) -> Result<()> {
-    let row: Option<(i64, i64, Option<String>, Option<i64>)> = tx
+    let running: Option<Running> = tx
         .prepare_cached(
             "SELECT attempts, max_attempts, locked_by, started_at FROM tasks
              WHERE id = ?1 AND status = 'running'",
         )?
         .query_row([task_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2).unwrap_or(None),
-                r.get(3).unwrap_or(None),
-            ))
+            Ok(Running {
+                task_id,
+                attempts: r.get(0)?,
+                max_attempts: r.get(1)?,
+                worker: r.get(2).unwrap_or(None),
+                started_at: r.get(3).unwrap_or(None),
+            })
         })
         .optional()?;
-    let Some((number, max_attempts, worker, started_at)) = row else {
-        return Ok(());
-    };
-    record_in(
-        tx,
-        &Ended {
-            task_id,
-            number,
-            max_attempts,
-            worker: worker.as_deref(),
-            started_at,
-            outcome,
-            error,
-            traceback: None,
-        },
-        now,
-    )
+    match running {
+        Some(running) => record_in(tx, &running.ended(outcome, error, None), now),
+        None => Ok(()),
+    }
 }
 
 impl SqliteDriver {

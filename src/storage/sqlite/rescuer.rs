@@ -6,6 +6,7 @@
 //! Which rows expired is this module's; what becomes of each, and the words of the pass's log
 //! record, are the engine's (`storage::Rules`), as is what a hand-back (`release`) makes of a row.
 
+use crate::model::attempt::{Outcome, Running};
 use crate::model::error::Result;
 use crate::model::lease::{ExpiredAttempt, FailOutcome, ReleasedAttempt};
 use crate::model::time::now_ms;
@@ -26,14 +27,11 @@ thread_local! {
 const RESCUE_SQL: &str = "SELECT id, attempts, max_attempts, priority, locked_by, lease_key, lease_until, started_at
                           FROM tasks INDEXED BY tasks_lease WHERE status = 'running' ORDER BY lease_key";
 
-/// A running task whose lease has ended, as the rescue walk read it.
+/// A running task whose lease has ended, as the rescue walk read it (and its priority, for
+/// the race key of a retry).
 struct Expired {
-    id: i64,
-    attempts: i64,
-    max_attempts: i64,
+    attempt: Running,
     priority: i64,
-    by: Option<String>,
-    started_at: Option<i64>,
 }
 
 impl SqliteDriver {
@@ -72,12 +70,14 @@ impl SqliteDriver {
                     },
                 }
                 expired.push(Expired {
-                    id: r.get(0)?,
-                    attempts: r.get(1)?,
-                    max_attempts: r.get(2)?,
+                    attempt: Running {
+                        task_id: r.get(0)?,
+                        attempts: r.get(1)?,
+                        max_attempts: r.get(2)?,
+                        worker: r.get(4)?,
+                        started_at: r.get(7).unwrap_or(None),
+                    },
                     priority: r.get(3)?,
-                    by: r.get(4)?,
-                    started_at: r.get(7).unwrap_or(None),
                 });
             }
         }
@@ -87,31 +87,13 @@ impl SqliteDriver {
         let mut race = None;
         let mut moved: Vec<(ExpiredAttempt<'_>, FailOutcome)> = Vec::with_capacity(expired.len());
         for e in &expired {
-            let (id, attempts, max_attempts) = (e.id, e.attempts, e.max_attempts);
-            let attempt = ExpiredAttempt {
-                task_id: id,
-                attempts,
-                max_attempts,
-                worker: e.by.as_deref(),
-                now,
-            };
+            let attempt = e.attempt.expired(now);
             let verdict = self.rules.after_lease_expired(&attempt);
+            let id = attempt.task_id;
             Self::apply_verdict(tx, &mut race, (id, e.priority), &verdict, now)?;
             // The lost attempt's record, beside the row's update (see `attempts`).
-            crate::storage::sqlite::attempts::record_in(
-                tx,
-                &crate::storage::sqlite::attempts::Ended {
-                    task_id: id,
-                    number: attempts,
-                    max_attempts,
-                    worker: e.by.as_deref(),
-                    started_at: e.started_at,
-                    outcome: crate::model::attempt::Outcome::LeaseExpired,
-                    error: &verdict.error,
-                    traceback: None,
-                },
-                now,
-            )?;
+            let ended = e.attempt.ended(Outcome::LeaseExpired, &verdict.error, None);
+            crate::storage::sqlite::attempts::record_in(tx, &ended, now)?;
             moved.push((attempt, verdict.outcome));
         }
         // One record per rescue pass, however many tasks it moved. It is logged inside the

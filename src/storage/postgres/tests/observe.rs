@@ -34,8 +34,6 @@ fn heartbeats_keep_what_they_are_not_told_and_workers_can_be_removed() {
     assert!(q.workers().unwrap()[0].stale);
     assert!(q.remove_worker("w1").unwrap());
     assert!(!q.remove_worker("w1").unwrap());
-    hb.worker_id = " ".into();
-    assert!(matches!(q.heartbeat(&hb), Err(Error::InvalidArgument(_))));
 }
 
 #[test]
@@ -92,10 +90,6 @@ fn purge_deletes_old_finished_tasks_in_batches() {
         "finished just now: kept"
     );
     assert_eq!(q.get(ids[5]).unwrap().status, Status::Cancelled);
-    assert!(matches!(
-        q.purge_with(0, &[Status::Queued], 10, &mut |_, _| Ok(())),
-        Err(Error::InvalidArgument(_))
-    ));
     // Ids are never handed out again, even after the newest task went.
     let next = q.enqueue(&task("x", 1)).unwrap();
     assert!(next > ids[6], "{next}");
