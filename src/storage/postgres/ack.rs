@@ -97,14 +97,45 @@ impl PgDriver {
         })
     }
 
+    /// Complete a batch with one statement (a statement per task cost a round trip each: 100
+    /// completions took 60 ms on a local server); per item, whether its lease still held. An
+    /// item repeated in the batch counts once, as if the items had been applied in turn.
+    fn complete_all_in(
+        tx: &mut Transaction,
+        items: &[(Lease, Option<String>)],
+    ) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = items.iter().map(|(l, _)| l.task_id).collect();
+        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token).collect();
+        let results: Vec<&str> = items
+            .iter()
+            .map(|(_, r)| r.as_deref().unwrap_or("null"))
+            .collect();
+        let rows = tx.query(
+            "UPDATE tasks SET status = 'completed', result = a.result, finished_at = now.ms,
+                    updated_at = now.ms, lease_until = NULL, lease_token = NULL, progress = 100.0
+             FROM (SELECT DISTINCT ON (id, token) id, token, result
+                   FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS i (id, token, result, n)
+                   ORDER BY id, token, n) AS a,
+                  (SELECT now_ms() AS ms) AS now
+             WHERE tasks.id = a.id AND tasks.lease_token = a.token AND tasks.status = 'running'
+             RETURNING tasks.id, a.token",
+            &[&ids, &tokens, &results],
+        )?;
+        let mut held: std::collections::HashSet<(i64, i64)> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // The first occurrence of a held (task, token) takes it; a repeat finds it gone.
+        Ok(items
+            .iter()
+            .map(|(l, _)| held.remove(&(l.task_id, l.token)))
+            .collect())
+    }
+
     /// Complete many in one transaction; per task, whether this claim still held it.
     pub fn complete_many(&self, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
-        self.write(|tx| {
-            items
-                .iter()
-                .map(|(l, r)| Self::complete_in(tx, *l, r.as_deref()))
-                .collect()
-        })
+        self.write(|tx| Self::complete_all_in(tx, items))
     }
 
     /// Apply the engine's verdict on a failed attempt to the row this lease still holds (locked
@@ -192,10 +223,7 @@ impl PgDriver {
             self.check_strategy(req.strategy)?;
         }
         self.write(|tx| {
-            let completed = completes
-                .iter()
-                .map(|(l, r)| Self::complete_in(tx, *l, r.as_deref()))
-                .collect::<Result<Vec<_>>>()?;
+            let completed = Self::complete_all_in(tx, completes)?;
             let failed = fails
                 .iter()
                 .map(|f| self.fail_in(tx, f))
