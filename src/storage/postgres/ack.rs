@@ -9,11 +9,11 @@ use crate::model::claim::ClaimRequest;
 use crate::model::error::{Error, Result};
 use crate::model::lease::{FailOutcome, FailedAttempt, Failure, Lease, Settled, Verdict};
 use crate::storage::postgres::attempts::{record_in, Ended};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 
 /// What the row says when a fenced update matched none: the engine words the `LeaseLost`.
-pub(crate) fn lease_lost(tx: &mut Transaction, lease: Lease) -> Result<Error> {
+pub(crate) fn lease_lost(tx: &mut Tx, lease: Lease) -> Result<Error> {
     let row = tx.query_opt(
         "SELECT status, lease_token, locked_by FROM tasks WHERE id = $1",
         &[&lease.task_id],
@@ -34,13 +34,7 @@ pub(crate) fn lease_lost(tx: &mut Transaction, lease: Lease) -> Result<Error> {
     })
 }
 
-pub(crate) fn log_in(
-    tx: &mut Transaction,
-    task_id: i64,
-    at: i64,
-    level: &str,
-    message: &str,
-) -> Result<()> {
+pub(crate) fn log_in(tx: &mut Tx, task_id: i64, at: i64, level: &str, message: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO task_logs (task_id, at, level, message) VALUES ($1, $2, $3, $4)",
         &[&task_id, &at, &level, &message],
@@ -50,12 +44,7 @@ pub(crate) fn log_in(
 
 /// The row's side of a verdict (`storage::Rules`): queued again at its time, or the dead
 /// letter; the lease cleared, the error kept, the task's log told.
-pub(crate) fn apply_verdict(
-    tx: &mut Transaction,
-    task_id: i64,
-    verdict: &Verdict,
-    now: i64,
-) -> Result<()> {
+pub(crate) fn apply_verdict(tx: &mut Tx, task_id: i64, verdict: &Verdict, now: i64) -> Result<()> {
     let error: &str = verdict.error.as_ref();
     match verdict.outcome {
         FailOutcome::Retrying { run_after } => tx.execute(
@@ -75,7 +64,7 @@ pub(crate) fn apply_verdict(
 }
 
 impl PgDriver {
-    fn complete_in(tx: &mut Transaction, lease: Lease, result: Option<&str>) -> Result<bool> {
+    fn complete_in(tx: &mut Tx, lease: Lease, result: Option<&str>) -> Result<bool> {
         let n = tx.execute(
             "UPDATE tasks SET status = 'completed', result = $3, finished_at = now.ms, updated_at = now.ms,
                     lease_until = NULL, lease_token = NULL, progress = 100.0
@@ -100,10 +89,7 @@ impl PgDriver {
     /// Complete a batch with one statement (a statement per task cost a round trip each: 100
     /// completions took 60 ms on a local server); per item, whether its lease still held. An
     /// item repeated in the batch counts once, as if the items had been applied in turn.
-    fn complete_all_in(
-        tx: &mut Transaction,
-        items: &[(Lease, Option<String>)],
-    ) -> Result<Vec<bool>> {
+    fn complete_all_in(tx: &mut Tx, items: &[(Lease, Option<String>)]) -> Result<Vec<bool>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,7 +126,7 @@ impl PgDriver {
 
     /// Apply the engine's verdict on a failed attempt to the row this lease still holds (locked
     /// first, so a rescue cannot act on it meanwhile); `None` when it holds none.
-    fn fail_in(&self, tx: &mut Transaction, f: &Failure) -> Result<Option<FailOutcome>> {
+    fn fail_in(&self, tx: &mut Tx, f: &Failure) -> Result<Option<FailOutcome>> {
         let lease = f.lease;
         let Some(row) = tx.query_opt(
             "SELECT attempts, max_attempts, queue, retry_policy, locked_by, started_at, now_ms() FROM tasks
@@ -189,7 +175,7 @@ impl PgDriver {
     }
 
     /// The retry policy of `queue` as stored (JSON of `RetryOverrides`), for the engine's rules.
-    fn queue_policy(tx: &mut Transaction, queue: &str) -> Result<Option<String>> {
+    fn queue_policy(tx: &mut Tx, queue: &str) -> Result<Option<String>> {
         Ok(tx
             .query_opt(
                 "SELECT retry_policy FROM queue_config WHERE queue = $1",

@@ -12,8 +12,8 @@ use crate::model::error::{Error, Result};
 use crate::model::strategy::Strategy;
 use crate::model::task::TaskRow;
 use crate::storage::postgres::rows::{candidate, task_rows, COLUMNS};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 use std::sync::LazyLock;
 
 /// The claim of `limit` ($3) tasks from lanes $1 due at $2, for worker $4 until $5.
@@ -108,7 +108,7 @@ impl PgDriver {
     /// database's clock read in it. Expired leases go back first, as on SQLite.
     pub(crate) fn claim_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         req: &ClaimRequest,
         now: i64,
     ) -> Result<Vec<TaskRow>> {

@@ -12,8 +12,8 @@ use crate::model::task::TaskRow;
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::attempts::record_if_running_in;
 use crate::storage::postgres::rows::{task_row, COLUMNS};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 
 /// The lease a run's row gets when it starts, and where the row goes.
 struct RunLease {
@@ -131,7 +131,7 @@ impl PgDriver {
 
 /// A run seen for the first time: its task row, inserted in `running`. A concurrent start of
 /// the same new run id that committed first wins: this one is refused as already running.
-fn insert_run_task(tx: &mut Transaction, s: &StartRun, lease: &RunLease) -> Result<TaskRow> {
+fn insert_run_task(tx: &mut Tx, s: &StartRun, lease: &RunLease) -> Result<TaskRow> {
     let inserted = tx.query_opt(
         &format!(
             "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, attempts, max_attempts,
@@ -182,7 +182,7 @@ fn already_running(s: &StartRun, holder: &str) -> Error {
 /// A run id seen before: its row restarts in `running`, unless another holder's lease on it is
 /// live (taking over from a holder known dead or whose lease ended ends that attempt).
 fn restart_run_task(
-    tx: &mut Transaction,
+    tx: &mut Tx,
     s: &StartRun,
     lease: &RunLease,
     (id, status, holder, held_until): (i64, String, Option<String>, Option<i64>),
@@ -242,7 +242,7 @@ fn restart_run_task(
 
 /// The interrupted rows of `r.queue`: running ones first, then queued ones (put back by the
 /// rescuer), each in id order. Rows another transaction holds right now are left for later.
-fn interrupted_in(tx: &mut Transaction, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
+fn interrupted_in(tx: &mut Tx, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
     let read = |rows: Vec<postgres::Row>| -> Vec<Interrupted> {
         rows.iter()
             .map(|x| (x.get(0), x.get(1), x.get(2), x.get(3)))
