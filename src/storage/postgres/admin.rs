@@ -8,12 +8,12 @@ use crate::model::retry::RetryOverrides;
 use crate::model::task::{Status, TaskRow};
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::rows::{task_row, task_rows, COLUMNS, COLUMN_COUNT};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::types::ToSql;
-use postgres::Transaction;
 use std::collections::BTreeMap;
 
-fn exists(tx: &mut Transaction, id: i64) -> Result<bool> {
+fn exists(tx: &mut Tx, id: i64) -> Result<bool> {
     Ok(tx
         .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&id])?
         .is_some())

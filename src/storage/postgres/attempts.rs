@@ -5,12 +5,12 @@
 use crate::model::attempt::MAX_RECORDS_PER_TASK;
 use crate::model::attempt::{bounded_error, stored_traceback, AttemptRow, Ended, Outcome, Running};
 use crate::model::error::{Error, Result};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
-use postgres::Transaction;
 
 /// Store the record of an attempt that ended at `now`, and drop the task's records beyond the
 /// latest `MAX_RECORDS_PER_TASK`. The caller holds the task's row lock, so `seq` cannot race.
-pub(crate) fn record_in(tx: &mut Transaction, e: &Ended, now: i64) -> Result<()> {
+pub(crate) fn record_in(tx: &mut Tx, e: &Ended, now: i64) -> Result<()> {
     let seq: i64 = tx
         .query_one(
             "INSERT INTO task_attempts (task_id, seq, number, max_attempts, worker, started_at, finished_at,
@@ -43,7 +43,7 @@ pub(crate) fn record_in(tx: &mut Transaction, e: &Ended, now: i64) -> Result<()>
 /// Store the record of the attempt of task `task_id` if it is running (taken from its row):
 /// for paths that end attempts of rows they did not read themselves.
 pub(crate) fn record_if_running_in(
-    tx: &mut Transaction,
+    tx: &mut Tx,
     task_id: i64,
     outcome: Outcome,
     error: &str,

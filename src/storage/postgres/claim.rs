@@ -12,16 +12,23 @@ use crate::model::error::{Error, Result};
 use crate::model::strategy::Strategy;
 use crate::model::task::TaskRow;
 use crate::storage::postgres::rows::{candidate, task_rows, COLUMNS};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 use std::sync::LazyLock;
 
 /// The claim of `limit` ($3) tasks from lanes $1 due at $2, for worker $4 until $5.
 /// `{order}` is the strategy's ORDER BY, the order of its index.
+///
+/// The rows picked are found again by primary key: the outer `WHERE` has no `status = 'queued'`,
+/// which let the planner walk a whole partial claim index with `id` as a non-leading condition
+/// whenever the statistics were stale (a claim of 100 took 45 ms at 20,000 queued). None is
+/// needed: the subquery locked the rows `FOR UPDATE`, rechecking `status = 'queued'` on their
+/// latest version, and holds them. (A join with the picks instead let the planner hash-join a
+/// scan of the table for big batches.)
 const CLAIM_TEMPLATE: &str = "
     UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = $4, lease_until = $5,
                      lease_token = nextval('lease_tokens'), started_at = $2, updated_at = $2
-    WHERE status = 'queued' AND id = ANY (ARRAY(
+    WHERE id = ANY (ARRAY(
         SELECT head.id
         FROM unnest($1::bigint[]) AS lane (id)
         CROSS JOIN LATERAL (
@@ -101,7 +108,7 @@ impl PgDriver {
     /// database's clock read in it. Expired leases go back first, as on SQLite.
     pub(crate) fn claim_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         req: &ClaimRequest,
         now: i64,
     ) -> Result<Vec<TaskRow>> {

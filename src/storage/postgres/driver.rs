@@ -62,6 +62,7 @@ impl Driver for PgDriver {
         // One statement, outside any explicit transaction: waiters ask often.
         let mut conn = self.conn()?;
         let row = conn
+            .client
             .query_one(
                 "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
                 &[],

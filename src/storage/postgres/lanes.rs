@@ -4,8 +4,8 @@
 
 use crate::model::claim::{Lane, LaneFilter, LaneKey};
 use crate::model::error::Result;
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
-use postgres::Transaction;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ impl PgDriver {
     /// `created` and cached by the caller once `tx` has committed.
     pub(crate) fn lane_id_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         key: &LaneKey,
         created: &mut Vec<(LaneKey, i64)>,
     ) -> Result<i64> {
@@ -56,11 +56,7 @@ impl PgDriver {
     /// Lanes admitted by `filter`, after reading the lanes this handle has not seen yet. Ids
     /// of a sequence commit out of order, so "newer than the highest seen" could miss one:
     /// the query names what is known instead (lanes are few).
-    pub(crate) fn eligible_lanes(
-        &self,
-        tx: &mut Transaction,
-        filter: &LaneFilter,
-    ) -> Result<Vec<i64>> {
+    pub(crate) fn eligible_lanes(&self, tx: &mut Tx, filter: &LaneFilter) -> Result<Vec<i64>> {
         let known: Vec<i64> = self.lanes.lock().list.iter().map(|l| l.id).collect();
         let rows = tx.query(
             "SELECT id, queue, type, requires FROM lanes WHERE id <> ALL($1) ORDER BY id",

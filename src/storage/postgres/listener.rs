@@ -6,9 +6,10 @@
 //! engine's slow poll stays as the safety net for a notification lost while reconnecting.
 
 use crate::model::error::Result;
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Config, NoTls, Transaction};
+use postgres::{Config, NoTls};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ impl Drop for Listening {
 impl PgDriver {
     /// Tell listeners, at this transaction's commit, that a task may have become claimable.
     /// Notifications of one transaction on one channel are delivered once.
-    pub(crate) fn notify_in(&self, tx: &mut Transaction) -> Result<()> {
+    pub(crate) fn notify_in(&self, tx: &mut Tx) -> Result<()> {
         tx.execute("SELECT pg_notify($1, '')", &[&self.channel])?;
         Ok(())
     }

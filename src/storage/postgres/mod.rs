@@ -21,6 +21,7 @@ pub mod rows;
 pub mod run_tasks;
 pub mod runs;
 pub mod schema;
+pub mod statements;
 pub mod url;
 pub mod workers;
 
@@ -32,15 +33,16 @@ use crate::model::options::QueueOptions;
 use crate::storage::{CommitHook, Rules};
 use lanes::LaneCache;
 use parking_lot::Mutex;
-use postgres::{NoTls, Transaction};
+use postgres::NoTls;
 use r2d2_postgres::r2d2;
 use r2d2_postgres::PostgresConnectionManager;
+use statements::{Manager, Tx};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 use url::PgUrl;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager<NoTls>>;
 
 /// Connections a handle keeps at most: a worker process's threads share them.
 const POOL_SIZE: u32 = 8;
@@ -127,7 +129,10 @@ impl PgDriver {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(pool_wait)
-            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+            .build_unchecked(Manager(PostgresConnectionManager::new(
+                config.clone(),
+                NoTls,
+            )));
         let url_schema = url.schema.clone();
         Ok(PgDriver {
             pool,
@@ -143,7 +148,7 @@ impl PgDriver {
         })
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager<NoTls>>> {
         self.pool
             .get()
             .map_err(|e| errors::from_pool(e, self.pool_wait))
@@ -160,12 +165,12 @@ impl PgDriver {
 
     /// Run `f` in one transaction and commit it, then tell the commit hook. A transaction that
     /// lost a deadlock or a serialization check runs again from the start, a few times.
-    pub(crate) fn write<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&mut Tx) -> Result<T>) -> Result<T> {
         let mut tries = 0;
         loop {
             let mut conn = self.conn()?;
             let done = (|| {
-                let mut tx = conn.transaction()?;
+                let mut tx = conn.begin(|c| c.transaction())?;
                 let value = f(&mut tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -188,14 +193,15 @@ impl PgDriver {
     }
 
     /// Run reads in one transaction (one snapshot for all of them), read-only.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let done = (|| {
-            let mut tx = conn
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = conn.begin(|c| {
+                c.build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+            })?;
             let value = f(&mut tx)?;
             tx.commit()?;
             Ok(value)
@@ -210,6 +216,6 @@ impl PgDriver {
 }
 
 /// The database's clock now, in ms since the Unix epoch (UTC).
-pub(crate) fn db_now(tx: &mut Transaction) -> Result<i64> {
+pub(crate) fn db_now(tx: &mut Tx) -> Result<i64> {
     Ok(tx.query_one("SELECT now_ms()", &[])?.get(0))
 }

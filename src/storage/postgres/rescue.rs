@@ -10,20 +10,15 @@ use crate::model::error::Result;
 use crate::model::lease::{ExpiredAttempt, FailOutcome, Lease, ReleasedAttempt};
 use crate::storage::postgres::ack::{apply_verdict, log_in};
 use crate::storage::postgres::attempts::record_in;
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 
 /// Tasks one transaction of `sweep` puts back at most.
 const SWEEP_BATCH: i64 = 500;
 
 impl PgDriver {
     /// Put back up to `limit` tasks whose lease ended before `now`; returns how many.
-    pub(crate) fn rescue_expired_in(
-        &self,
-        tx: &mut Transaction,
-        now: i64,
-        limit: i64,
-    ) -> Result<usize> {
+    pub(crate) fn rescue_expired_in(&self, tx: &mut Tx, now: i64, limit: i64) -> Result<usize> {
         let rows = tx.query(
             "SELECT id, attempts, max_attempts, locked_by, started_at FROM tasks
              WHERE status = 'running' AND lease_until < $1

@@ -15,8 +15,8 @@ use crate::model::task::TaskRow;
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::attempts::record_if_running_in;
 use crate::storage::postgres::rows::{task_row, COLUMNS};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
-use postgres::Transaction;
 
 /// The lease a run's row gets when it starts, and where the row goes.
 struct RunLease {
@@ -148,7 +148,7 @@ impl PgDriver {
 
 /// The row of run `s.run_id`, locked, so a concurrent start of the same run waits for this one
 /// and then sees it.
-fn held_run_in(tx: &mut Transaction, s: &StartRun) -> Result<Option<Held>> {
+fn held_run_in(tx: &mut Tx, s: &StartRun) -> Result<Option<Held>> {
     Ok(tx
         .query_opt(
             "SELECT id, status, locked_by, lease_until, attempts FROM tasks
@@ -161,7 +161,7 @@ fn held_run_in(tx: &mut Transaction, s: &StartRun) -> Result<Option<Held>> {
 /// A run seen for the first time: its task row, inserted in `running`. `None` when a concurrent
 /// start of the same new run id committed its row first (nothing written here).
 fn insert_run_task(
-    tx: &mut Transaction,
+    tx: &mut Tx,
     s: &StartRun,
     lease: &RunLease,
     note: &RunStartNote,
@@ -199,7 +199,7 @@ fn insert_run_task(
 /// A run id seen before (task `id`): its row restarts in `running`, as the engine's `note`
 /// allowed (taking over a running row ends that attempt, as interrupted).
 fn restart_run_task(
-    tx: &mut Transaction,
+    tx: &mut Tx,
     s: &StartRun,
     lease: &RunLease,
     id: i64,
@@ -236,7 +236,7 @@ fn restart_run_task(
 
 /// The interrupted rows of `r.queue`: running ones first, then queued ones (put back by the
 /// rescuer), each in id order. Rows another transaction holds right now are left for later.
-fn interrupted_in(tx: &mut Transaction, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
+fn interrupted_in(tx: &mut Tx, r: &RecoverRuns, now: i64) -> Result<Vec<Interrupted>> {
     let read = |rows: Vec<postgres::Row>| -> Vec<Interrupted> {
         rows.iter()
             .map(|x| (x.get(0), x.get(1), x.get(2), x.get(3)))

@@ -318,3 +318,31 @@ fn stats_list_and_get() {
     let logs = q.logs(all[0], 10).unwrap();
     assert_eq!((logs[0].id, logs[0].message.as_str()), (log_id, "hello"));
 }
+
+#[test]
+fn complete_many_takes_each_lease_once_and_keeps_each_result() {
+    let (_db, q) = pg_or_skip!();
+    q.enqueue_many(&[task("a", 1), task("b", 2), task("c", 3)])
+        .unwrap();
+    let got = claim(&q, Strategy::Priority, 3, 60_000);
+    let (a, b, c) = (lease(&got[0]), lease(&got[1]), lease(&got[2]));
+    let done = q
+        .complete_many(&[
+            (a, Some("1".into())),
+            (a, Some("2".into())),
+            (b, None),
+            (c, Some("[3]".into())),
+        ])
+        .unwrap();
+    // The repeat of `a` finds its lease gone, as if the items had been applied in turn.
+    assert_eq!(done, vec![true, false, true, true]);
+    let results: Vec<Option<String>> = [a, b, c]
+        .iter()
+        .map(|l| q.get(l.task_id).unwrap().result)
+        .collect();
+    assert_eq!(
+        results,
+        vec![Some("1".into()), Some("null".into()), Some("[3]".into())]
+    );
+    assert_eq!(q.complete_many(&[]).unwrap(), Vec::<bool>::new());
+}

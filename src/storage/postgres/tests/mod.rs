@@ -8,6 +8,7 @@ mod observe;
 mod open;
 mod plans;
 mod runs;
+mod statements;
 pub(crate) mod util;
 
 use crate::model::claim::ClaimRequest;

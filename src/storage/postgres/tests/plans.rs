@@ -100,6 +100,11 @@ fn no_claim_plan_scans_or_sorts_the_backlog_at_100_000_queued() {
                 indexes.iter().all(|i| i == want_index || i == "tasks_pkey"),
                 "{s:?} limit {limit}: {indexes:?}"
             );
+            // The picked rows are found again by primary key, not by walking a claim index.
+            assert!(
+                indexes.iter().any(|i| i == "tasks_pkey"),
+                "{s:?} limit {limit}: {indexes:?}\n{plan:#}"
+            );
         }
         let text = q.task_explain_get_available(s).unwrap().join("\n");
         assert!(
