@@ -188,9 +188,6 @@ impl PgDriver {
         fails: &[Failure],
         claim: Option<&ClaimRequest>,
     ) -> Result<Settled> {
-        if let Some(req) = claim {
-            self.check_strategy(req.strategy)?;
-        }
         self.write(|tx| {
             let completed = completes
                 .iter()

@@ -7,25 +7,48 @@
 //! what the batch took stay locked until the commit, a few milliseconds: other claimers skip
 //! them meanwhile.
 
+//!
+//! Weighted random is SQLite's exponential race (storage/sqlite/claim/race.rs): a queued task
+//! holds the key `clock + Exp(1) * priority` (column `wkey`, drawn at enqueue and whenever it
+//! becomes queued again or its priority changes), and the claim takes the smallest due key
+//! through `tasks_claim_weighted (lane_id, wkey, id, run_after)`, like the other strategies.
+//! What differs is the clock. SQLite keeps it in a meta row every weighted claim advances; here
+//! that row would serialise every claim. Instead each weighted claim keeps the key it won with
+//! in its own row (`won_at`), and the clock is the largest of them, `race_clock()`: the last
+//! entry of the partial index `tasks_race_won`, one index read by whoever draws a key. That is
+//! the very value SQLite's row holds (the largest key claimed so far), so the argument carries
+//! over: every queued key is above the clock (a claim took the smallest), and given only that,
+//! by memorylessness `key - clock` is Exp with mean `p_i`, independent across tasks, whatever
+//! the task's age; a new task drawn from the same clock is in the same position. So the next
+//! claim takes task `i` with probability `(1/p_i) / sum_j (1/p_j)`, claim after claim. Keys are
+//! finite and the clock only grows (a winner's `won_at` never decreases and is kept through its
+//! retries), so a task is taken once the clock passes its key: no task starves. Concurrent
+//! claims skip each other's locked rows, taking the smallest keys among them in some order, as
+//! one claim after another would; an enqueue reads the clock as of its snapshot, so a claim
+//! still in flight can leave a new key drawn a step early (about `1 / sum_j (1/p_j)`, the gap
+//! between two claims). A purge of every task that ever won takes the clock back to 0: keys
+//! drawn then start below the older ones, which wait until the clock passes them again.
+
 use crate::model::claim::ClaimRequest;
-use crate::model::error::{Error, Result};
-use crate::model::strategy::Strategy;
+use crate::model::error::Result;
+use crate::model::strategy::{Candidate, Strategy};
 use crate::model::task::TaskRow;
-use crate::storage::postgres::rows::{candidate, task_rows, COLUMNS};
+use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::Transaction;
 use std::sync::LazyLock;
 
 /// The claim of `limit` ($3) tasks from lanes $1 due at $2, for worker $4 until $5.
-/// `{order}` is the strategy's ORDER BY, the order of its index.
+/// `{order}` is the strategy's ORDER BY, the order of its index; `{won}` records a weighted
+/// claim's key (the race's clock, see above). The race key comes back after the columns.
 const CLAIM_TEMPLATE: &str = "
     UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = $4, lease_until = $5,
-                     lease_token = nextval('lease_tokens'), started_at = $2, updated_at = $2
+                     lease_token = nextval('lease_tokens'), started_at = $2, updated_at = $2{won}
     WHERE status = 'queued' AND id = ANY (ARRAY(
         SELECT head.id
         FROM unnest($1::bigint[]) AS lane (id)
         CROSS JOIN LATERAL (
-            SELECT id, priority, run_after FROM tasks
+            SELECT id, priority, run_after, wkey FROM tasks
             WHERE lane_id = lane.id AND status = 'queued' AND run_after <= $2
             ORDER BY {order}
             LIMIT $3
@@ -33,41 +56,49 @@ const CLAIM_TEMPLATE: &str = "
         ) AS head
         ORDER BY {head_order}
         LIMIT $3))
-    RETURNING {columns}";
+    RETURNING {columns}, wkey";
 
 /// `ORDER BY` of a strategy (the columns of its index, in its direction).
-fn order_of(strategy: Strategy) -> Option<&'static str> {
+fn order_of(strategy: Strategy) -> &'static str {
     match strategy {
-        Strategy::Priority => Some("priority, run_after, id"),
-        Strategy::Fifo => Some("run_after, id"),
-        Strategy::Lifo => Some("run_after DESC, id DESC"),
-        Strategy::WeightedRandom => None,
+        Strategy::Priority => "priority, run_after, id",
+        Strategy::Fifo => "run_after, id",
+        Strategy::Lifo => "run_after DESC, id DESC",
+        Strategy::WeightedRandom => "wkey, id",
     }
 }
 
-fn claim_sql(order: &str) -> String {
+fn claim_sql(strategy: Strategy) -> String {
+    let order = order_of(strategy);
     let head_order = order
         .split(", ")
         .map(|c| format!("head.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let won = match strategy {
+        // GREATEST: a delayed task may win with a key drawn long ago, below the clock.
+        Strategy::WeightedRandom => ", won_at = greatest(won_at, wkey)",
+        _ => "",
+    };
     CLAIM_TEMPLATE
+        .replace("{won}", won)
         .replace("{order}", order)
         .replace("{head_order}", &head_order)
         .replace("{columns}", COLUMNS)
 }
 
-static CLAIM_PRIORITY: LazyLock<String> = LazyLock::new(|| claim_sql("priority, run_after, id"));
-static CLAIM_FIFO: LazyLock<String> = LazyLock::new(|| claim_sql("run_after, id"));
-static CLAIM_LIFO: LazyLock<String> = LazyLock::new(|| claim_sql("run_after DESC, id DESC"));
+static CLAIM_PRIORITY: LazyLock<String> = LazyLock::new(|| claim_sql(Strategy::Priority));
+static CLAIM_FIFO: LazyLock<String> = LazyLock::new(|| claim_sql(Strategy::Fifo));
+static CLAIM_LIFO: LazyLock<String> = LazyLock::new(|| claim_sql(Strategy::Lifo));
+static CLAIM_WEIGHTED: LazyLock<String> = LazyLock::new(|| claim_sql(Strategy::WeightedRandom));
 
-fn sql_of(strategy: Strategy) -> &'static str {
+/// The claim statement of `strategy` (the tests also run it in transactions of their own).
+pub(crate) fn sql_of(strategy: Strategy) -> &'static str {
     match strategy {
         Strategy::Priority => &CLAIM_PRIORITY,
         Strategy::Fifo => &CLAIM_FIFO,
         Strategy::Lifo => &CLAIM_LIFO,
-        // Refused by `check_strategy` before any transaction starts.
-        Strategy::WeightedRandom => unreachable!("weighted random is refused before"),
+        Strategy::WeightedRandom => &CLAIM_WEIGHTED,
     }
 }
 
@@ -75,22 +106,7 @@ fn sql_of(strategy: Strategy) -> &'static str {
 const RESCUE_IN_CLAIM: i64 = 100;
 
 impl PgDriver {
-    /// Weighted random needs a race key every claim could read through an index without a row
-    /// that every claim updates: not there yet.
-    pub(crate) fn check_strategy(&self, strategy: Strategy) -> Result<()> {
-        match order_of(strategy) {
-            Some(_) => Ok(()),
-            None => Err(Error::Unsupported {
-                backend: "postgresql",
-                operation: "claim with weighted_random",
-                instead:
-                    "fifo, lifo or priority (weighted random is not yet implemented on PostgreSQL)",
-            }),
-        }
-    }
-
     pub fn claim(&self, req: &ClaimRequest) -> Result<Vec<TaskRow>> {
-        self.check_strategy(req.strategy)?;
         self.write(|tx| {
             let now = db_now(tx)?;
             self.claim_in(tx, req, now)
@@ -122,22 +138,32 @@ impl PgDriver {
             ],
         )?;
         // RETURNING gives no order: the batch in the strategy's.
-        let mut out = task_rows(&rows)?;
-        out.sort_by(|a, b| req.strategy.compare(&candidate(a), &candidate(b)));
-        Ok(out)
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let t = task_row(r)?;
+                let c = Candidate {
+                    id: t.id,
+                    priority: t.priority,
+                    run_after: t.run_after,
+                    wkey: r.try_get(COLUMN_COUNT)?,
+                };
+                Ok((c, t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|(a, _), (b, _)| req.strategy.compare(a, b));
+        Ok(out.into_iter().map(|(_, t)| t).collect())
     }
 
     /// `EXPLAIN (FORMAT JSON)` of the claim statement for `strategy` over every lane, for a
     /// batch of `limit`: the plan the server picks with today's statistics (the tests read it).
     pub fn explain_claim_json(&self, strategy: Strategy, limit: i64) -> Result<serde_json::Value> {
-        self.check_strategy(strategy)?;
         let rows = self.explain(strategy, limit, "FORMAT JSON")?;
         Ok(rows[0].try_get(0)?)
     }
 
     /// The plan of the claim statement (a batch of one) as text lines, for operators.
     pub fn explain_claim(&self, strategy: Strategy) -> Result<Vec<String>> {
-        self.check_strategy(strategy)?;
         let rows = self.explain(strategy, 1, "FORMAT TEXT")?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }

@@ -9,6 +9,7 @@ mod open;
 mod plans;
 mod runs;
 pub(crate) mod util;
+mod weighted;
 
 use crate::model::claim::ClaimRequest;
 use crate::model::lease::Lease;
