@@ -12,6 +12,12 @@
 //! holds the key `clock + Exp(1) * priority` (column `wkey`, drawn at enqueue and whenever it
 //! becomes queued again or its priority changes), and the claim takes the smallest due key
 //! through `tasks_claim_weighted (lane_id, wkey, id, run_after)`, like the other strategies.
+//! That index is created by the schema's first weighted claim (or `position`, or the plan's
+//! EXPLAIN, for weighted random), as on SQLite: every queued task is in every claim index, and
+//! random keys make this one the dearest to keep (10-20% of `enqueue_many`'s rate here), so a
+//! schema that never claims weighted never pays for it. `CREATE INDEX` waits for the writers in
+//! flight and makes later ones wait for the build (once per schema); from then on every process
+//! keeps it, so no task is queued that it misses.
 //! What differs is the clock. SQLite keeps it in a meta row every weighted claim advances; here
 //! that row would serialise every claim. Instead each weighted claim keeps the key it won with
 //! in its own row (`won_at`), and the clock is the largest of them, `race_clock()`: the last
@@ -102,6 +108,10 @@ pub(crate) fn sql_of(strategy: Strategy) -> &'static str {
     }
 }
 
+/// The weighted claim's index: the lane's keys in order, `run_after` checked in the index.
+const WEIGHTED_INDEX: &str = "CREATE INDEX IF NOT EXISTS tasks_claim_weighted
+    ON tasks (lane_id, wkey, id, run_after) WHERE status = 'queued'";
+
 /// Tasks the rescue inside a claim puts back at most (`sweep` takes the rest in rounds).
 const RESCUE_IN_CLAIM: i64 = 100;
 
@@ -121,6 +131,7 @@ impl PgDriver {
         req: &ClaimRequest,
         now: i64,
     ) -> Result<Vec<TaskRow>> {
+        self.ensure_claim_index_in(tx, req.strategy)?;
         self.rescue_expired_in(tx, now, RESCUE_IN_CLAIM)?;
         let lanes = self.eligible_lanes(tx, &req.filter)?;
         if lanes.is_empty() {
@@ -155,6 +166,43 @@ impl PgDriver {
         Ok(out.into_iter().map(|(_, t)| t).collect())
     }
 
+    /// Create the weighted claim index if `strategy` needs it and the schema lacks it. The
+    /// lookup takes no lock; the creation is serialised with other processes' by an advisory
+    /// lock, after which a second creator finds the index there.
+    pub(crate) fn ensure_claim_index_in(
+        &self,
+        tx: &mut Transaction,
+        strategy: Strategy,
+    ) -> Result<()> {
+        if strategy != Strategy::WeightedRandom || self.lanes.lock().weighted_index {
+            return Ok(());
+        }
+        let exists = "SELECT to_regclass('tasks_claim_weighted') IS NOT NULL";
+        if tx.query_one(exists, &[])?.get::<_, bool>(0) {
+            // Committed (the catalog lookup sees only that): kept for good.
+            self.lanes.lock().weighted_index = true;
+            return Ok(());
+        }
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('prismq_queue index ' || current_schema()))",
+            &[],
+        )?;
+        if !tx.query_one(exists, &[])?.get::<_, bool>(0) {
+            // Not cached here: a rollback would take it back. The next claim finds it.
+            tx.batch_execute(WEIGHTED_INDEX)?;
+        }
+        Ok(())
+    }
+
+    /// The same in a transaction of its own, for the reads that walk the index (`position`,
+    /// the plan's EXPLAIN).
+    pub(crate) fn ensure_claim_index(&self, strategy: Strategy) -> Result<()> {
+        if strategy != Strategy::WeightedRandom || self.lanes.lock().weighted_index {
+            return Ok(());
+        }
+        self.write(|tx| self.ensure_claim_index_in(tx, strategy))
+    }
+
     /// `EXPLAIN (FORMAT JSON)` of the claim statement for `strategy` over every lane, for a
     /// batch of `limit`: the plan the server picks with today's statistics (the tests read it).
     pub fn explain_claim_json(&self, strategy: Strategy, limit: i64) -> Result<serde_json::Value> {
@@ -169,6 +217,7 @@ impl PgDriver {
     }
 
     fn explain(&self, strategy: Strategy, limit: i64, format: &str) -> Result<Vec<postgres::Row>> {
+        self.ensure_claim_index(strategy)?;
         // Without ANALYZE, EXPLAIN plans the UPDATE and runs nothing.
         self.read(|tx| {
             let row = tx.query_one(

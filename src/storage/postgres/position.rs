@@ -31,6 +31,7 @@ impl PgDriver {
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
+        self.ensure_claim_index(strategy)?;
         let sql = count_sql(strategy);
         self.read(|tx| {
             let Some(row) = tx.query_opt(

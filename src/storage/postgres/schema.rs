@@ -156,8 +156,8 @@ const V3: &str = r#"
 ALTER TABLE tasks ADD COLUMN wkey double precision, ADD COLUMN won_at double precision;
 UPDATE tasks SET wkey = -ln(1 - random()) * priority;
 ALTER TABLE tasks ALTER COLUMN wkey SET NOT NULL;
--- The claim reads each lane's smallest due keys in order; run_after is checked in the index.
-CREATE INDEX tasks_claim_weighted ON tasks (lane_id, wkey, id, run_after) WHERE status = 'queued';
+-- The claim index of the keys, tasks_claim_weighted, comes with a schema's first weighted claim
+-- (see claim.rs): until then no enqueue pays for it.
 -- The race's clock is the largest key any claim has won: the last entry of this index, which
 -- only weighted claims write (a new entry each, no row shared between claims).
 CREATE INDEX tasks_race_won ON tasks (won_at) WHERE won_at IS NOT NULL;

@@ -193,3 +193,42 @@ fn a_weighted_claim_waits_on_no_row_an_open_claim_holds() {
     ta.commit().unwrap();
     assert_eq!(q.stats(None).unwrap().counts["running"], 4);
 }
+
+#[test]
+fn the_weighted_index_comes_with_the_first_weighted_claim_of_any_process() {
+    let (db, q) = pg_or_skip!();
+    let has_index = || -> bool {
+        db.client()
+            .query_one(
+                "SELECT to_regclass('tasks_claim_weighted') IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    q.enqueue_many(&(0..40).map(|i| task("t", 1 + i % 3)).collect::<Vec<_>>())
+        .unwrap();
+    claim(&q, Strategy::Priority, 1, 60_000);
+    assert!(!has_index(), "no weighted claim yet: no index to keep");
+    // Several handles' first weighted claims at once: one creates it, none fails.
+    let handles: Vec<_> = (0..4).map(|_| db.open()).collect();
+    let got: Vec<usize> = std::thread::scope(|s| {
+        let runs: Vec<_> = handles
+            .iter()
+            .map(|h| s.spawn(move || claim(h, W, 3, 60_000).len()))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(got, vec![3; 4]);
+    assert!(has_index());
+    // A handle that saw no weighted claim keeps it up to date like any index.
+    let late = q.enqueue(&task("t", 1)).unwrap();
+    let n: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM tasks WHERE status = 'queued'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 40 - 1 - 12 + 1);
+    let all = ids(&claim(&handles[0], W, 100, 60_000));
+    assert!(all.contains(&late) && all.len() == n as usize);
+}
