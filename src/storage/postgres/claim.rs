@@ -6,18 +6,11 @@
 //! Nothing sorts or scans the backlog (the EXPLAIN test checks it). Rows a lane read beyond
 //! what the batch took stay locked until the commit, a few milliseconds: other claimers skip
 //! them meanwhile.
-
 //!
 //! Weighted random is SQLite's exponential race (storage/sqlite/claim/race.rs): a queued task
 //! holds the key `clock + Exp(1) * priority` (column `wkey`, drawn at enqueue and whenever it
 //! becomes queued again or its priority changes), and the claim takes the smallest due key
 //! through `tasks_claim_weighted (lane_id, wkey, id, run_after)`, like the other strategies.
-//! That index is created by the schema's first weighted claim (or `position`, or the plan's
-//! EXPLAIN, for weighted random), as on SQLite: every queued task is in every claim index, and
-//! random keys make this one the dearest to keep (10-20% of `enqueue_many`'s rate here), so a
-//! schema that never claims weighted never pays for it. `CREATE INDEX` waits for the writers in
-//! flight and makes later ones wait for the build (once per schema); from then on every process
-//! keeps it, so no task is queued that it misses.
 //! What differs is the clock. SQLite keeps it in a meta row every weighted claim advances; here
 //! that row would serialise every claim. Instead each weighted claim keeps the key it won with
 //! in its own row (`won_at`), and the clock is the largest of them, `race_clock()`: the last
@@ -34,6 +27,13 @@
 //! still in flight can leave a new key drawn a step early (about `1 / sum_j (1/p_j)`, the gap
 //! between two claims). A purge of every task that ever won takes the clock back to 0: keys
 //! drawn then start below the older ones, which wait until the clock passes them again.
+//!
+//! That index is created by the schema's first weighted claim (or `position`, or the plan's
+//! EXPLAIN, for weighted random), as on SQLite: every queued task is in every claim index, and
+//! random keys make this one the dearest to keep (10-20% of `enqueue_many`'s rate here), so a
+//! schema that never claims weighted never pays for it. `CREATE INDEX` waits for the writers in
+//! flight and makes later ones wait for the build (once per schema); from then on every process
+//! keeps it, so no task is queued that it misses.
 
 use crate::model::claim::ClaimRequest;
 use crate::model::error::Result;
