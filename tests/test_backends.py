@@ -84,6 +84,16 @@ def test_strategies_fifo_lifo_priority(q):
     assert q.claim("w", strategy="priority", limit=1)[0].payload == "hi"
 
 
+def test_weighted_random_claims_in_race_order_and_position_counts_it(q):
+    ids = q.enqueue_many([{"type": "t", "priority": p} for p in (1, 5, 50, 2, 9, 1)])
+    ahead = {i: q.position(i, strategy="weighted_random") for i in ids}
+    assert sorted(ahead.values()) == list(range(6))  # a strict order: the race keys'
+    order = [q.claim("w", strategy="weighted_random")[0].id for _ in ids]
+    assert [ahead[i] for i in order] == list(range(6))
+    assert q.position(ids[0], strategy="weighted_random") is None
+    assert q.claim("w", strategy="weighted_random") == []
+
+
 def test_routing_by_queue_type_and_capabilities(q):
     a = q.enqueue("a", queue="q1")
     b = q.enqueue("b", queue="q2")
@@ -241,14 +251,12 @@ def test_postgres_refuses_what_only_sqlite_has_with_unsupported(q, queue_url, tm
         assert q.backup(str(tmp_path / "b.db"))["pages"] > 0
         q.checkpoint()
         q.vacuum()
-        assert [t.type for t in q.claim("w", strategy="weighted_random")] == ["t"]
         q.change_cursor()
         return
     refusals = {
         "backup": lambda: q.backup(str(tmp_path / "b.db")),
         "checkpoint": lambda: q.checkpoint(),
         "vacuum": lambda: q.vacuum(),
-        "weighted_random": lambda: q.claim("w", strategy="weighted_random"),
         "change feed": lambda: q.change_cursor(),
         "events.watch": lambda: next(iter(events.watch(q))),
     }

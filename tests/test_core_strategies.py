@@ -1,4 +1,10 @@
-"""Claim order of each strategy, the weighted distribution, routing, and the claim's query plan."""
+"""Claim order of each strategy, the weighted distribution, routing, and the claim's query plan.
+
+The claim orders, the weighted distribution and routing run on both backends (``queue_url``: a
+file path, or a PostgreSQL URL with a schema of the test's own, as in tests/test_backends.py);
+the query plan test reads SQLite's plan (PostgreSQL's plans are checked by the Rust tests in
+src/storage/postgres/tests/plans.rs).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,19 @@ from collections import Counter
 import pytest
 
 from prismq_queue import Queue, Strategy
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_url(request, tmp_path):
+    if request.param == "sqlite":
+        return tmp_path / "q.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def queue(queue_url):
+    with Queue(queue_url) as q:
+        yield q
 
 
 def claim_all(q, strategy, **kw):
@@ -63,10 +82,10 @@ def test_retried_task_is_ordered_by_its_new_due_time(queue):
     assert c.id == a
 
 
-def test_weighted_random_matches_inverse_priority(tmp_path):
+def test_weighted_random_matches_inverse_priority(queue_url):
     """Each claim picks a task with probability proportional to 1/priority: with equal numbers of
     tasks at priorities 1, 2 and 4 kept topped up, picks split 4:2:1."""
-    with Queue(tmp_path / "w.db") as q:
+    with Queue(queue_url) as q:
         prios = [1, 2, 4]
         per_level = 50
         for p in prios:
@@ -85,12 +104,12 @@ def test_weighted_random_matches_inverse_priority(tmp_path):
         assert chi2 < 13.8, (counts, chi2)
 
 
-def test_weighted_random_never_starves_a_low_priority_task(tmp_path):
+def test_weighted_random_never_starves_a_low_priority_task(queue_url):
     """A priority-100 task among a steady stream of ten priority-1 tasks (strict priority would
     never pick it). Its race key is fixed when it is enqueued, ~100 x Exp(1) ahead of the clock,
     and each claim moves the clock by ~1/10 (the minimum of ten Exp(1) keys), so it is picked
     after 10 x 100 x Exp(1) claims: 1,000 on average, more than 15,000 with probability e^-15."""
-    with Queue(tmp_path / "s.db") as q:
+    with Queue(queue_url) as q:
         low = q.enqueue("t", priority=100)
         q.enqueue_many([{"type": "t", "priority": 1} for _ in range(10)])
         for claims in range(1, 15_001):

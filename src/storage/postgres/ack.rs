@@ -178,9 +178,6 @@ impl PgDriver {
         fails: &[Failure],
         claim: Option<&ClaimRequest>,
     ) -> Result<Settled> {
-        if let Some(req) = claim {
-            self.check_strategy(req.strategy)?;
-        }
         self.write(|tx| {
             let completed = Self::complete_all_in(tx, completes)?;
             let failed = fails

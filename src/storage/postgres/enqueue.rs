@@ -9,12 +9,15 @@ use std::collections::{HashMap, HashSet};
 
 /// The batch's ids are taken from the sequence first, so each task knows its id whatever order
 /// the INSERT writes rows in; a task whose key already exists (in the table, or earlier in the
-/// batch) inserts nothing and is looked up by its key.
+/// batch) inserts nothing and is looked up by its key. Each task draws its weighted-random race
+/// key from the race's clock, read once for the batch (see `claim`).
 const INSERT: &str = "
     INSERT INTO tasks (id, lane_id, type, queue, payload, priority, status, max_attempts, run_after,
-                       created_at, updated_at, requires, timeout_ms, retry_policy, idempotency_key)
+                       created_at, updated_at, requires, timeout_ms, retry_policy, idempotency_key,
+                       wkey)
     SELECT id, lane_id, type, queue, payload, priority, 'queued', max_attempts, run_after,
-           $13, $13, requires, timeout_ms, retry_policy, idempotency_key
+           $13, $13, requires, timeout_ms, retry_policy, idempotency_key,
+           (SELECT race_clock()) - ln(1 - random()) * priority
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                 $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[])
          AS t (id, lane_id, type, queue, payload, priority,

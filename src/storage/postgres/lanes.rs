@@ -14,6 +14,9 @@ pub struct LaneCache {
     by_key: HashMap<LaneKey, i64>,
     /// Every lane this handle has seen, in the order it saw them.
     list: Vec<Lane>,
+    /// Whether this handle has seen the schema's weighted claim index (see `claim`): indexes
+    /// are never dropped, so once seen it is not looked up again.
+    pub weighted_index: bool,
 }
 
 impl LaneCache {

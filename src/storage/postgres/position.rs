@@ -1,39 +1,41 @@
 //! A queued task's position in line: how many queued, due tasks of the lanes with its queue and
 //! type (every `requires` variant) a claim of `strategy` takes before it, as on SQLite (see
 //! storage/sqlite/position.rs). Each count is a range of the strategy's claim index per lane,
-//! bounded by the task's own key (a row comparison the index can seek).
+//! bounded by the task's own key (a row comparison the index can seek). For weighted random
+//! that key is the race key: the count is exactly the number of tasks that run first if nothing
+//! new arrives, and a lower bound otherwise (a task queued later may draw a smaller key).
 
 use crate::model::error::{Error, Result};
 use crate::model::strategy::Strategy;
 use crate::storage::postgres::{db_now, PgDriver};
 
 /// $1 queue, $2 type, $3 now, then the task's key: ($4 priority, $5 run_after, $6 id) for
-/// priority, ($4 run_after, $5 id) for FIFO and LIFO.
-fn count_sql(strategy: Strategy) -> Option<String> {
+/// priority, ($4 run_after, $5 id) for FIFO and LIFO, ($4 wkey, $5 id) for weighted random.
+fn count_sql(strategy: Strategy) -> String {
     let ahead = match strategy {
         Strategy::Priority => "(priority, run_after, id) < ($4, $5, $6) AND run_after <= $3",
         // The bound is the task's (run_after, id), or (now, max) for a task not due yet:
         // either way everything below it is due ($3 is named for its type only).
         Strategy::Fifo => "(run_after, id) < ($4, $5) AND $3::bigint IS NOT NULL",
         Strategy::Lifo => "(run_after, id) > ($4, $5) AND run_after <= $3",
-        Strategy::WeightedRandom => return None,
+        Strategy::WeightedRandom => "(wkey, id) < ($4::float8, $5) AND run_after <= $3",
     };
-    Some(format!(
+    format!(
         "SELECT count(*) FROM tasks
          WHERE lane_id IN (SELECT id FROM lanes WHERE queue = $1 AND type = $2)
            AND status = 'queued' AND {ahead}"
-    ))
+    )
 }
 
 impl PgDriver {
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
-        self.check_strategy(strategy)?;
-        let sql = count_sql(strategy).expect("checked above");
+        self.ensure_claim_index(strategy)?;
+        let sql = count_sql(strategy);
         self.read(|tx| {
             let Some(row) = tx.query_opt(
-                "SELECT status, queue, type, priority, run_after FROM tasks WHERE id = $1",
+                "SELECT status, queue, type, priority, run_after, wkey FROM tasks WHERE id = $1",
                 &[&id],
             )?
             else {
@@ -41,7 +43,7 @@ impl PgDriver {
             };
             let (status, queue, task_type): (String, String, String) =
                 (row.get(0), row.get(1), row.get(2));
-            let (priority, run_after): (i64, i64) = (row.get(3), row.get(4));
+            let (priority, run_after, wkey): (i64, i64, f64) = (row.get(3), row.get(4), row.get(5));
             if status != "queued" {
                 return Ok(None);
             }
@@ -55,6 +57,9 @@ impl PgDriver {
                     &sql,
                     &[&queue, &task_type, &now, &priority, &run_after, &id],
                 )?,
+                Strategy::WeightedRandom => {
+                    tx.query_one(&sql, &[&queue, &task_type, &now, &wkey, &id])?
+                }
                 _ => tx.query_one(&sql, &[&queue, &task_type, &now, &ra, &bound_id])?,
             };
             let n: i64 = row.get(0);

@@ -2,7 +2,6 @@
 //! here (bigint, text, double precision), so nothing is read leniently as on SQLite.
 
 use crate::model::error::Result;
-use crate::model::strategy::Candidate;
 use crate::model::task::{Status, TaskRow};
 use postgres::Row;
 
@@ -48,14 +47,4 @@ pub fn task_row(r: &Row) -> Result<TaskRow> {
 
 pub fn task_rows(rows: &[Row]) -> Result<Vec<TaskRow>> {
     rows.iter().map(task_row).collect()
-}
-
-/// A claimed task as the strategies compare it (to order a batch the way its lanes are).
-pub fn candidate(t: &TaskRow) -> Candidate {
-    Candidate {
-        id: t.id,
-        priority: t.priority,
-        run_after: t.run_after,
-        wkey: 0.0,
-    }
 }

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -147,6 +147,42 @@ CREATE INDEX runs_active    ON runs (created_at, seq) WHERE status IN ('queued',
 CREATE INDEX runs_status    ON runs (status, created_at, seq);
 CREATE INDEX runs_module    ON runs (module_id, created_at, seq);
 CREATE INDEX runs_completed ON runs (completed_at) WHERE completed_at IS NOT NULL;
+"#;
+
+/// V3: weighted random, an exponential race whose clock no row holds (see `claim`'s notes).
+const V3: &str = r#"
+-- Each task's race key: clock + Exp(1) * priority, drawn when it becomes queued; a weighted
+-- claim takes the smallest due key. `won_at` keeps the key a task won a weighted claim with.
+ALTER TABLE tasks ADD COLUMN wkey double precision, ADD COLUMN won_at double precision;
+UPDATE tasks SET wkey = -ln(1 - random()) * priority;
+ALTER TABLE tasks ALTER COLUMN wkey SET NOT NULL;
+-- The claim index of the keys, tasks_claim_weighted, comes with a schema's first weighted claim
+-- (see claim.rs): until then no enqueue pays for it.
+-- The race's clock is the largest key any claim has won: the last entry of this index, which
+-- only weighted claims write (a new entry each, no row shared between claims).
+CREATE INDEX tasks_race_won ON tasks (won_at) WHERE won_at IS NOT NULL;
+
+CREATE FUNCTION race_clock() RETURNS double precision LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(max(won_at), 0) FROM tasks WHERE won_at IS NOT NULL $$;
+-- 1 - random() is in (0, 1], so ln is finite.
+CREATE FUNCTION race_key(priority bigint) RETURNS double precision LANGUAGE sql VOLATILE
+    AS $$ SELECT race_clock() - ln(1 - random()) * priority $$;
+
+-- Every way back to queued (a retry after a failure, a hand-back, a rescue, retry(), a run's
+-- recovery) and a new priority draw a fresh key from the clock, as SQLite's statements do, in
+-- one place. An INSERT that names no key (enqueue names it) gets one the same way.
+CREATE FUNCTION tasks_draw_race_key() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.wkey := race_key(NEW.priority);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tasks_race_requeued BEFORE UPDATE OF status, priority ON tasks FOR EACH ROW
+    WHEN (NEW.status = 'queued'
+          AND (OLD.status <> 'queued' OR OLD.priority IS DISTINCT FROM NEW.priority))
+    EXECUTE FUNCTION tasks_draw_race_key();
+CREATE TRIGGER tasks_race_inserted BEFORE INSERT ON tasks FOR EACH ROW
+    WHEN (NEW.wkey IS NULL)
+    EXECUTE FUNCTION tasks_draw_race_key();
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -10,6 +10,7 @@ mod plans;
 mod runs;
 mod statements;
 pub(crate) mod util;
+mod weighted;
 
 use crate::model::claim::ClaimRequest;
 use crate::model::lease::Lease;

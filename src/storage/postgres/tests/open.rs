@@ -154,7 +154,6 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
             },
         )
         .err(),
-        q.task_position(1, crate::Strategy::WeightedRandom).err(),
         q.backup("/tmp/x", false, &mut |_, _| Ok(())).err(),
         q.vacuum().err(),
     ];
@@ -171,8 +170,4 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
             "{e:?}"
         );
     }
-    let mut req = crate::ClaimRequest::new("w");
-    req.strategy = crate::Strategy::WeightedRandom;
-    let e = q.task_get_available(&req).unwrap_err().to_string();
-    assert!(e.contains("not yet implemented on PostgreSQL"), "{e}");
 }

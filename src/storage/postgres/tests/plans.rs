@@ -80,11 +80,16 @@ fn no_claim_plan_scans_or_sorts_the_backlog_at_100_000_queued() {
         !faults(&naive[0]["Plan"], false, false, &mut Vec::new()).is_empty(),
         "{naive:#}"
     );
-    for s in [Strategy::Priority, Strategy::Fifo, Strategy::Lifo] {
-        let want_index = if s == Strategy::Priority {
-            "tasks_claim_priority"
-        } else {
-            "tasks_claim_time"
+    for s in [
+        Strategy::Priority,
+        Strategy::Fifo,
+        Strategy::Lifo,
+        Strategy::WeightedRandom,
+    ] {
+        let want_index = match s {
+            Strategy::Priority => "tasks_claim_priority",
+            Strategy::Fifo | Strategy::Lifo => "tasks_claim_time",
+            Strategy::WeightedRandom => "tasks_claim_weighted",
         };
         for limit in [1, 100, 5_000] {
             let plan = q.explain_claim_json(s, limit).unwrap();
