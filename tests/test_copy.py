@@ -55,7 +55,7 @@ def snapshot(path):
             "logs": {t.id: [vars_of(x) for x in q.logs(t.id)] for t in tasks},
             "attempts": {t.id: [vars_of(x) for x in q.attempts(t.id)] for t in tasks},
             "runs": q.list_runs(),
-            "stats": q.stats(),
+            "stats": {k: v for k, v in q.stats().items() if k != "oldest_queued_age_seconds"},
         }
 
 

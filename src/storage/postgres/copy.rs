@@ -240,37 +240,7 @@ impl PgDriver {
         let writing = lanes.is_some();
         match rows {
             CopyRows::Tasks(tasks) => {
-                let sql = format!("SELECT {COLUMNS}, retry_policy FROM tasks WHERE id = $1");
-                for t in tasks {
-                    let held = tx
-                        .query_opt(&sql, &[&t.row.id])?
-                        .map(|r| task(&r))
-                        .transpose()?;
-                    if let Some(h) = &held {
-                        if !h.same(t) {
-                            return Err(conflict(
-                                CopyTable::Tasks,
-                                t.row.id,
-                                &task_difference(h, t),
-                            ));
-                        }
-                    } else if let Some(key) = &t.row.idempotency_key {
-                        let other = tx
-                            .query_opt("SELECT id FROM tasks WHERE idempotency_key = $1", &[key])?;
-                        if let Some(other) = other {
-                            return Err(key_taken(t.row.id, key, other.get(0)));
-                        }
-                    }
-                    if let (None, Some(lanes)) = (&held, lanes.as_deref_mut()) {
-                        self.copy_insert_task(tx, lanes, t)?;
-                    }
-                    count(held.is_some());
-                }
-                if writing {
-                    advance(tx, TASK_IDS, tasks.iter().map(|t| t.row.id).max())?;
-                    let tokens = tasks.iter().filter_map(|t| t.row.lease_token).max();
-                    advance(tx, LEASE_TOKENS, tokens)?;
-                }
+                self.copy_tasks_in(tx, lanes.as_deref_mut(), tasks, &mut count)?
             }
             CopyRows::Logs(logs) => {
                 for l in logs {
@@ -302,44 +272,7 @@ impl PgDriver {
                 }
             }
             CopyRows::Attempts(attempts) => {
-                let sql = format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = $1 AND seq = $2"
-                );
-                for a in attempts {
-                    let held = tx
-                        .query_opt(&sql, &[&a.task_id, &a.seq])?
-                        .map(|r| attempt(&r))
-                        .transpose()?;
-                    match &held {
-                        Some(h) if h != a => {
-                            let key = format!("{} of task {}", a.seq, a.task_id);
-                            return Err(conflict(CopyTable::Attempts, key, "its error or times"));
-                        }
-                        Some(_) => {}
-                        None if writing => {
-                            tx.execute(
-                                &format!(
-                                    "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
-                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                                ),
-                                &[
-                                    &a.task_id,
-                                    &a.seq,
-                                    &a.number,
-                                    &a.max_attempts,
-                                    &a.worker,
-                                    &a.started_at,
-                                    &a.finished_at,
-                                    &a.outcome,
-                                    &a.error,
-                                    &a.traceback,
-                                ],
-                            )?;
-                        }
-                        None => {}
-                    }
-                    count(held.is_some());
-                }
+                self.copy_attempts_in(tx, lanes, attempts, &mut count)?
             }
             CopyRows::Runs(runs) => {
                 let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1");
@@ -396,6 +329,91 @@ impl PgDriver {
         Ok(out)
     }
 
+    fn copy_tasks_in(
+        &self,
+        tx: &mut Transaction,
+        mut lanes: Option<&mut Vec<(LaneKey, i64)>>,
+        tasks: &[CopyTask],
+        count: &mut dyn FnMut(bool),
+    ) -> Result<()> {
+        let writing = lanes.is_some();
+        let sql = format!("SELECT {COLUMNS}, retry_policy FROM tasks WHERE id = $1");
+        for t in tasks {
+            let held = tx
+                .query_opt(&sql, &[&t.row.id])?
+                .map(|r| task(&r))
+                .transpose()?;
+            if let Some(h) = &held {
+                if !h.same(t) {
+                    return Err(conflict(CopyTable::Tasks, t.row.id, &task_difference(h, t)));
+                }
+            } else if let Some(key) = &t.row.idempotency_key {
+                let other =
+                    tx.query_opt("SELECT id FROM tasks WHERE idempotency_key = $1", &[key])?;
+                if let Some(other) = other {
+                    return Err(key_taken(t.row.id, key, other.get(0)));
+                }
+            }
+            if let (None, Some(lanes)) = (&held, lanes.as_deref_mut()) {
+                self.copy_insert_task(tx, lanes, t)?;
+            }
+            count(held.is_some());
+        }
+        if writing {
+            advance(tx, TASK_IDS, tasks.iter().map(|t| t.row.id).max())?;
+            let tokens = tasks.iter().filter_map(|t| t.row.lease_token).max();
+            advance(tx, LEASE_TOKENS, tokens)?;
+        }
+        Ok(())
+    }
+
+    fn copy_attempts_in(
+        &self,
+        tx: &mut Transaction,
+        lanes: Option<&mut Vec<(LaneKey, i64)>>,
+        attempts: &[CopyAttempt],
+        count: &mut dyn FnMut(bool),
+    ) -> Result<()> {
+        let writing = lanes.is_some();
+        let sql =
+            format!("SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = $1 AND seq = $2");
+        for a in attempts {
+            let held = tx
+                .query_opt(&sql, &[&a.task_id, &a.seq])?
+                .map(|r| attempt(&r))
+                .transpose()?;
+            match &held {
+                Some(h) if h != a => {
+                    let key = format!("{} of task {}", a.seq, a.task_id);
+                    return Err(conflict(CopyTable::Attempts, key, "its error or times"));
+                }
+                Some(_) => {}
+                None if writing => {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                        ),
+                        &[
+                            &a.task_id,
+                            &a.seq,
+                            &a.number,
+                            &a.max_attempts,
+                            &a.worker,
+                            &a.started_at,
+                            &a.finished_at,
+                            &a.outcome,
+                            &a.error,
+                            &a.traceback,
+                        ],
+                    )?;
+                }
+                None => {}
+            }
+            count(held.is_some());
+        }
+        Ok(())
+    }
     fn copy_insert_task(
         &self,
         tx: &mut Transaction,

@@ -253,36 +253,7 @@ impl SqliteDriver {
             }
         };
         match rows {
-            CopyRows::Tasks(tasks) => {
-                let sql = format!("SELECT {COLUMNS}, retry_policy, NULL FROM tasks WHERE id = ?1");
-                for t in tasks {
-                    let held = c
-                        .prepare_cached(&sql)?
-                        .query_row([t.row.id], task)
-                        .optional()?;
-                    if let Some(h) = &held {
-                        if !h.same(t) {
-                            return Err(conflict(
-                                CopyTable::Tasks,
-                                t.row.id,
-                                &task_difference(h, t),
-                            ));
-                        }
-                    } else if let Some(key) = &t.row.idempotency_key {
-                        let other: Option<i64> = c
-                            .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
-                            .query_row([key], |r| r.get(0))
-                            .optional()?;
-                        if let Some(other) = other {
-                            return Err(key_taken(t.row.id, key, other));
-                        }
-                    }
-                    if let (None, Some(w)) = (&held, w.as_deref_mut()) {
-                        self.copy_insert_task(w, t)?;
-                    }
-                    count(held.is_some());
-                }
-            }
+            CopyRows::Tasks(tasks) => self.copy_tasks_in(c, w.as_deref_mut(), tasks, &mut count)?,
             CopyRows::Logs(logs) => {
                 for l in logs {
                     let held = c
@@ -310,43 +281,7 @@ impl SqliteDriver {
                 }
             }
             CopyRows::Attempts(attempts) => {
-                let sql = format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = ?1 AND seq = ?2"
-                );
-                for a in attempts {
-                    let held = c
-                        .prepare_cached(&sql)?
-                        .query_row([a.task_id, a.seq], attempt)
-                        .optional()?;
-                    match &held {
-                        Some(h) if h != a => {
-                            let key = format!("{} of task {}", a.seq, a.task_id);
-                            return Err(conflict(CopyTable::Attempts, key, "its error or times"));
-                        }
-                        Some(_) => {}
-                        None => {
-                            if let Some(w) = w.as_deref_mut() {
-                                w.tx.prepare_cached(&format!(
-                                    "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
-                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                                ))?
-                                .execute(params![
-                                    a.task_id,
-                                    a.seq,
-                                    a.number,
-                                    a.max_attempts,
-                                    a.worker,
-                                    a.started_at,
-                                    a.finished_at,
-                                    a.outcome,
-                                    a.error,
-                                    a.traceback
-                                ])?;
-                            }
-                        }
-                    }
-                    count(held.is_some());
-                }
+                self.copy_attempts_in(c, w.as_deref_mut(), attempts, &mut count)?
             }
             CopyRows::Runs(runs) => {
                 let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1");
@@ -403,6 +338,85 @@ impl SqliteDriver {
         Ok(out)
     }
 
+    fn copy_tasks_in(
+        &self,
+        c: &Connection,
+        mut w: Option<&mut Writing>,
+        tasks: &[CopyTask],
+        count: &mut dyn FnMut(bool),
+    ) -> Result<()> {
+        let sql = format!("SELECT {COLUMNS}, retry_policy, NULL FROM tasks WHERE id = ?1");
+        for t in tasks {
+            let held = c
+                .prepare_cached(&sql)?
+                .query_row([t.row.id], task)
+                .optional()?;
+            if let Some(h) = &held {
+                if !h.same(t) {
+                    return Err(conflict(CopyTable::Tasks, t.row.id, &task_difference(h, t)));
+                }
+            } else if let Some(key) = &t.row.idempotency_key {
+                let other: Option<i64> = c
+                    .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?;
+                if let Some(other) = other {
+                    return Err(key_taken(t.row.id, key, other));
+                }
+            }
+            if let (None, Some(w)) = (&held, w.as_deref_mut()) {
+                self.copy_insert_task(w, t)?;
+            }
+            count(held.is_some());
+        }
+        Ok(())
+    }
+
+    fn copy_attempts_in(
+        &self,
+        c: &Connection,
+        mut w: Option<&mut Writing>,
+        attempts: &[CopyAttempt],
+        count: &mut dyn FnMut(bool),
+    ) -> Result<()> {
+        let sql =
+            format!("SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = ?1 AND seq = ?2");
+        for a in attempts {
+            let held = c
+                .prepare_cached(&sql)?
+                .query_row([a.task_id, a.seq], attempt)
+                .optional()?;
+            match &held {
+                Some(h) if h != a => {
+                    let key = format!("{} of task {}", a.seq, a.task_id);
+                    return Err(conflict(CopyTable::Attempts, key, "its error or times"));
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(w) = w.as_deref_mut() {
+                        w.tx.prepare_cached(&format!(
+                            "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        ))?
+                        .execute(params![
+                            a.task_id,
+                            a.seq,
+                            a.number,
+                            a.max_attempts,
+                            a.worker,
+                            a.started_at,
+                            a.finished_at,
+                            a.outcome,
+                            a.error,
+                            a.traceback
+                        ])?;
+                    }
+                }
+            }
+            count(held.is_some());
+        }
+        Ok(())
+    }
     fn copy_insert_task(&self, w: &mut Writing, t: &CopyTask) -> Result<()> {
         let r = &t.row;
         let lane_id = self.lane_id_in(w.tx, &lane_key(r)?, &mut w.new_lanes)?;
