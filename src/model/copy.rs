@@ -66,9 +66,6 @@ pub struct CopyTask {
     pub row: TaskRow,
     /// Per-task backoff overrides (JSON) or `None`.
     pub retry_policy: Option<String>,
-    /// SQLite's weighted-random race key when the source has one (kept SQLite to SQLite; not
-    /// compared, since PostgreSQL has none).
-    pub wkey: Option<f64>,
 }
 
 impl CopyTask {

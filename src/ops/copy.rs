@@ -252,10 +252,8 @@ mod tests {
             .iter()
             .map(|t| {
                 let mut rows = q.driver().copy_export(*t, None, 1_000_000).unwrap();
-                match &mut rows {
-                    CopyRows::Tasks(ts) => ts.iter_mut().for_each(|t| t.wkey = None),
-                    CopyRows::Runs(rs) => rs.iter_mut().for_each(|r| r.ordinal = 0),
-                    _ => {}
+                if let CopyRows::Runs(rs) = &mut rows {
+                    rs.iter_mut().for_each(|r| r.ordinal = 0);
                 }
                 rows
             })

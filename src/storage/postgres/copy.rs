@@ -23,7 +23,6 @@ fn task(r: &Row) -> Result<CopyTask> {
     Ok(CopyTask {
         row: task_row(r)?,
         retry_policy: r.try_get(COLUMN_COUNT)?,
-        wkey: None,
     })
 }
 

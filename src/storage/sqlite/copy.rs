@@ -1,7 +1,7 @@
 //! `copy` on SQLite (see `model::copy`, `ops::copy`): every table read in key order in batches,
 //! and rows written with their ids. What only this backend keeps is derived here on the way in:
-//! a task's lane, its race key (kept when the source is SQLite, drawn fresh otherwise) and, for
-//! a running task, its lease key on this machine's lease clock, ending when `lease_until` says.
+//! a task's lane, its race key (drawn fresh from this file's race clock) and, for a running
+//! task, its lease key on this machine's lease clock, ending when `lease_until` says.
 
 use crate::model::claim::LaneKey;
 use crate::model::copy::{
@@ -27,7 +27,6 @@ fn task(r: &Row) -> rusqlite::Result<CopyTask> {
     Ok(CopyTask {
         row: TaskRow::from_row(r)?,
         retry_policy: r.get(COLUMN_COUNT)?,
-        wkey: r.get(COLUMN_COUNT + 1)?,
     })
 }
 
@@ -153,7 +152,7 @@ impl SqliteDriver {
             Ok(match table {
                 CopyTable::Tasks => {
                     let sql = format!(
-                        "SELECT {COLUMNS}, retry_policy, wkey FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2"
+                        "SELECT {COLUMNS}, retry_policy FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2"
                     );
                     let rows = all(c, &sql, params![a, limit], task)?;
                     for t in &rows {
@@ -345,7 +344,7 @@ impl SqliteDriver {
         tasks: &[CopyTask],
         count: &mut dyn FnMut(bool),
     ) -> Result<()> {
-        let sql = format!("SELECT {COLUMNS}, retry_policy, NULL FROM tasks WHERE id = ?1");
+        let sql = format!("SELECT {COLUMNS}, retry_policy FROM tasks WHERE id = ?1");
         for t in tasks {
             let held = c
                 .prepare_cached(&sql)?
@@ -420,7 +419,9 @@ impl SqliteDriver {
     fn copy_insert_task(&self, w: &mut Writing, t: &CopyTask) -> Result<()> {
         let r = &t.row;
         let lane_id = self.lane_id_in(w.tx, &lane_key(r)?, &mut w.new_lanes)?;
-        let wkey = t.wkey.unwrap_or_else(|| w.race.key(r.priority));
+        // A fresh race key from this file's race clock: the race is memoryless, so a task that
+        // enters it again keeps its odds (a key of another file's clock would not).
+        let wkey = w.race.key(r.priority);
         // A running task's lease ends when lease_until says, on this machine's lease clock.
         let lease_key = match (r.status, r.lease_until) {
             (Status::Running, Some(until)) => {
