@@ -12,10 +12,17 @@ use crate::model::error::{Error, Result};
 use crate::model::new_task::requires_text;
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::PgDriver;
-use postgres::{Row, Transaction};
+use postgres::{Row, Statement, Transaction};
+use std::collections::HashMap;
 
 const ATTEMPT_COLUMNS: &str =
     "task_id, seq, number, max_attempts, worker, started_at, finished_at, outcome, error, traceback";
+const INSERT_TASK: &str = "INSERT INTO tasks (id, lane_id, type, queue, payload, priority, status, attempts,
+        max_attempts, run_after, created_at, started_at, finished_at, updated_at, locked_by, lease_until,
+        lease_token, error, result, progress, step, message, idempotency_key, requires, timeout_ms,
+        retry_policy)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+             $21, $22, $23, $24, $25, $26)";
 const RUN_COLUMNS: &str =
     "seq, run_id, module_id, status, created_at, completed_at, updated_at, data";
 
@@ -241,35 +248,7 @@ impl PgDriver {
             CopyRows::Tasks(tasks) => {
                 self.copy_tasks_in(tx, lanes.as_deref_mut(), tasks, &mut count)?
             }
-            CopyRows::Logs(logs) => {
-                for l in logs {
-                    let held = tx
-                        .query_opt(
-                            "SELECT id, task_id, at, level, message, details FROM task_logs WHERE id = $1",
-                            &[&l.id],
-                        )?
-                        .map(|r| log(&r))
-                        .transpose()?;
-                    match &held {
-                        Some(h) if h != l => {
-                            return Err(conflict(CopyTable::Logs, l.id, "its text or task"))
-                        }
-                        Some(_) => {}
-                        None if writing => {
-                            tx.execute(
-                                "INSERT INTO task_logs (id, task_id, at, level, message, details)
-                                 VALUES ($1, $2, $3, $4, $5, $6)",
-                                &[&l.id, &l.task_id, &l.at, &l.level, &l.message, &l.details],
-                            )?;
-                        }
-                        None => {}
-                    }
-                    count(held.is_some());
-                }
-                if writing {
-                    advance(tx, LOG_IDS, logs.iter().map(|l| l.id).max())?;
-                }
-            }
+            CopyRows::Logs(logs) => self.copy_logs_in(tx, writing, logs, &mut count)?,
             CopyRows::Attempts(attempts) => {
                 self.copy_attempts_in(tx, lanes, attempts, &mut count)?
             }
@@ -336,32 +315,102 @@ impl PgDriver {
         count: &mut dyn FnMut(bool),
     ) -> Result<()> {
         let writing = lanes.is_some();
-        let sql = format!("SELECT {COLUMNS}, retry_policy FROM tasks WHERE id = $1");
+        // One look-up per batch for the rows held under its ids and keys, one parse of the
+        // insert: a statement per row costs a round trip and a parse each.
+        let ids: Vec<i64> = tasks.iter().map(|t| t.row.id).collect();
+        let sql = format!("SELECT {COLUMNS}, retry_policy FROM tasks WHERE id = ANY($1)");
+        let held: HashMap<i64, CopyTask> = tx
+            .query(&sql, &[&ids])?
+            .iter()
+            .map(|r| task(r).map(|t| (t.row.id, t)))
+            .collect::<Result<_>>()?;
+        let keys: Vec<&str> = tasks
+            .iter()
+            .filter_map(|t| t.row.idempotency_key.as_deref())
+            .collect();
+        let keyed: HashMap<String, i64> = tx
+            .query(
+                "SELECT idempotency_key, id FROM tasks WHERE idempotency_key = ANY($1)",
+                &[&keys],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let insert = if writing {
+            Some(tx.prepare(INSERT_TASK)?)
+        } else {
+            None
+        };
         for t in tasks {
-            let held = tx
-                .query_opt(&sql, &[&t.row.id])?
-                .map(|r| task(&r))
-                .transpose()?;
-            if let Some(h) = &held {
-                if !h.same(t) {
-                    return Err(conflict(CopyTable::Tasks, t.row.id, &task_difference(h, t)));
+            let id = t.row.id;
+            match held.get(&id) {
+                Some(h) if !h.same(t) => {
+                    return Err(conflict(CopyTable::Tasks, id, &task_difference(h, t)))
                 }
-            } else if let Some(key) = &t.row.idempotency_key {
-                let other =
-                    tx.query_opt("SELECT id FROM tasks WHERE idempotency_key = $1", &[key])?;
-                if let Some(other) = other {
-                    return Err(key_taken(t.row.id, key, other.get(0)));
+                Some(_) => {}
+                None => {
+                    let key = t.row.idempotency_key.as_deref();
+                    if let Some((key, other)) = key.and_then(|k| keyed.get_key_value(k)) {
+                        return Err(key_taken(id, key, *other));
+                    }
+                    if let (Some(lanes), Some(insert)) = (lanes.as_deref_mut(), &insert) {
+                        self.copy_insert_task(tx, insert, lanes, t)?;
+                    }
                 }
             }
-            if let (None, Some(lanes)) = (&held, lanes.as_deref_mut()) {
-                self.copy_insert_task(tx, lanes, t)?;
-            }
-            count(held.is_some());
+            count(held.contains_key(&id));
         }
         if writing {
-            advance(tx, TASK_IDS, tasks.iter().map(|t| t.row.id).max())?;
+            advance(tx, TASK_IDS, ids.iter().copied().max())?;
             let tokens = tasks.iter().filter_map(|t| t.row.lease_token).max();
             advance(tx, LEASE_TOKENS, tokens)?;
+        }
+        Ok(())
+    }
+
+    fn copy_logs_in(
+        &self,
+        tx: &mut Transaction,
+        writing: bool,
+        logs: &[CopyLog],
+        count: &mut dyn FnMut(bool),
+    ) -> Result<()> {
+        let ids: Vec<i64> = logs.iter().map(|l| l.id).collect();
+        let held: HashMap<i64, CopyLog> = tx
+            .query(
+                "SELECT id, task_id, at, level, message, details FROM task_logs WHERE id = ANY($1)",
+                &[&ids],
+            )?
+            .iter()
+            .map(|r| log(r).map(|l| (l.id, l)))
+            .collect::<Result<_>>()?;
+        let insert = if writing {
+            Some(tx.prepare(
+                "INSERT INTO task_logs (id, task_id, at, level, message, details)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )?)
+        } else {
+            None
+        };
+        for l in logs {
+            match held.get(&l.id) {
+                Some(h) if h != l => {
+                    return Err(conflict(CopyTable::Logs, l.id, "its text or task"))
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(insert) = &insert {
+                        tx.execute(
+                            insert,
+                            &[&l.id, &l.task_id, &l.at, &l.level, &l.message, &l.details],
+                        )?;
+                    }
+                }
+            }
+            count(held.contains_key(&l.id));
+        }
+        if writing {
+            advance(tx, LOG_IDS, ids.iter().copied().max())?;
         }
         Ok(())
     }
@@ -373,26 +422,36 @@ impl PgDriver {
         attempts: &[CopyAttempt],
         count: &mut dyn FnMut(bool),
     ) -> Result<()> {
-        let writing = lanes.is_some();
-        let sql =
-            format!("SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = $1 AND seq = $2");
+        let (tasks, seqs): (Vec<i64>, Vec<i64>) =
+            attempts.iter().map(|a| (a.task_id, a.seq)).unzip();
+        let held: HashMap<(i64, i64), CopyAttempt> = tx
+            .query(
+                &format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM task_attempts
+                     WHERE (task_id, seq) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
+                ),
+                &[&tasks, &seqs],
+            )?
+            .iter()
+            .map(|r| attempt(r).map(|a| ((a.task_id, a.seq), a)))
+            .collect::<Result<_>>()?;
+        let insert = match lanes {
+            Some(_) => Some(tx.prepare(&format!(
+                "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))?),
+            None => None,
+        };
         for a in attempts {
-            let held = tx
-                .query_opt(&sql, &[&a.task_id, &a.seq])?
-                .map(|r| attempt(&r))
-                .transpose()?;
-            match &held {
-                Some(h) if h != a => {
+            let held = held.get(&(a.task_id, a.seq));
+            match (held, &insert) {
+                (Some(h), _) if h != a => {
                     let key = format!("{} of task {}", a.seq, a.task_id);
                     return Err(conflict(CopyTable::Attempts, key, "its error or times"));
                 }
-                Some(_) => {}
-                None if writing => {
+                (None, Some(insert)) => {
                     tx.execute(
-                        &format!(
-                            "INSERT INTO task_attempts ({ATTEMPT_COLUMNS})
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                        ),
+                        insert,
                         &[
                             &a.task_id,
                             &a.seq,
@@ -407,27 +466,24 @@ impl PgDriver {
                         ],
                     )?;
                 }
-                None => {}
+                _ => {}
             }
             count(held.is_some());
         }
         Ok(())
     }
+
     fn copy_insert_task(
         &self,
         tx: &mut Transaction,
+        insert: &Statement,
         lanes: &mut Vec<(LaneKey, i64)>,
         t: &CopyTask,
     ) -> Result<()> {
         let r = &t.row;
         let lane_id = self.lane_id_in(tx, &lane_key(t)?, lanes)?;
         tx.execute(
-            "INSERT INTO tasks (id, lane_id, type, queue, payload, priority, status, attempts, max_attempts,
-                                run_after, created_at, started_at, finished_at, updated_at, locked_by,
-                                lease_until, lease_token, error, result, progress, step, message,
-                                idempotency_key, requires, timeout_ms, retry_policy)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                     $19, $20, $21, $22, $23, $24, $25, $26)",
+            insert,
             &[
                 &r.id,
                 &lane_id,
