@@ -471,3 +471,57 @@ impl SqliteDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::copy::{CopyRows, CopyTable};
+    use crate::model::error::Error;
+    use crate::model::new_task::NewTask;
+    use crate::model::task::Status;
+    use crate::storage::sqlite::testutil::file_driver;
+
+    #[test]
+    fn a_damaged_row_is_refused_not_copied_as_read() {
+        let (_d, q) = file_driver();
+        let id = q.enqueue(&NewTask::new("x", "null")).unwrap();
+        q.db.write(|tx| {
+            tx.execute(
+                "UPDATE tasks SET created_at = 'yesterday' WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        match q.copy_export(CopyTable::Tasks, None, 10) {
+            Err(e @ Error::Db { .. }) => assert!(e.to_string().contains("damaged"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_running_task_keeps_its_lease_end_on_this_files_lease_clock() {
+        let (_s, src) = file_driver();
+        let (_d, dst) = file_driver();
+        let live = src.enqueue(&NewTask::new("live", "null")).unwrap();
+        let ended = src.enqueue(&NewTask::new("ended", "null")).unwrap();
+        let mut req = crate::ClaimRequest::new("w");
+        req.limit = 2;
+        src.claim(&req).unwrap();
+        let CopyRows::Tasks(mut tasks) = src.copy_export(CopyTable::Tasks, None, 10).unwrap()
+        else {
+            panic!()
+        };
+        let now = crate::model::time::now_ms();
+        for t in &mut tasks {
+            t.row.lease_until = Some(if t.row.id == live {
+                now + 600_000
+            } else {
+                now - 1
+            });
+        }
+        dst.copy_import(&CopyRows::Tasks(tasks), true).unwrap();
+        assert_eq!(dst.sweep().unwrap(), 1);
+        assert_eq!(dst.get(ended).unwrap().status, Status::Queued);
+        assert_eq!(dst.get(live).unwrap().status, Status::Running);
+    }
+}
