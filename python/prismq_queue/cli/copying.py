@@ -14,7 +14,7 @@ _TABLES = [("tasks", "tasks"), ("logs", "log lines"), ("attempts", "attempt reco
 
 @click.command(name="copy")
 @click.option("--from", "source", required=True, metavar="DB",
-              help="The queue to copy: a SQLite file or a postgresql:// URL (never changed).")
+              help="The queue to copy: a SQLite file or a postgresql:// URL (its rows are left as they are).")
 @click.option("--to", "destination", required=True, metavar="DB",
               help="Where to copy it: a SQLite file or a postgresql:// URL (created if missing).")
 @click.option("--allow-live-leases", is_flag=True,
