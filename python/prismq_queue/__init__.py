@@ -29,6 +29,7 @@ from ._prismq_queue import (
     TaskLog,
     WorkerInfo,
     __version__,
+    copy,
 )
 from .enums import Status, Strategy
 from .errors import (
@@ -74,6 +75,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Queue",
+    "copy",
     "Task",
     "TaskAttempt",
     "TaskLog",

@@ -33,6 +33,23 @@ StrategyName = Union[Strategy, Literal["fifo", "lifo", "priority", "weighted_ran
 StatusName = Union[Status, Literal["queued", "running", "completed", "failed", "cancelled"]]
 JSON = Any
 
+def copy(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], object] | None = None,
+    allow_live_leases: bool = False,
+) -> dict[str, Any]:
+    """Copy every task (ids, status, attempts, leases, times, payloads and results byte for
+    byte, idempotency keys), log line, attempt record, run and per-queue retry policy of the queue
+    at ``source`` into ``destination`` (a SQLite path or a ``postgresql://`` URL each; created
+    if missing). Safe to run twice: rows already there and equal are left alone. Refused with
+    ``InvalidArgument`` before anything is written when ``source`` is missing or is
+    ``destination``, when the destination holds another queue's rows, or when tasks of the
+    source run under a live lease (unless ``allow_live_leases``: they are copied as running).
+    ``progress(rows_done, rows_total)`` is called after each batch. Returns ``{"source",
+    "destination", "copied", "already_there", "live_leases"}`` (rows per table)."""
+
 @final
 class Task:
     """A snapshot of one task. Tasks returned by ``claim`` also carry the claim's lease token."""

@@ -1,7 +1,8 @@
 //! Operations on top of the engine: listing and counting, metrics, the change feed, workers,
-//! maintenance.
+//! maintenance, copy between queues.
 
 pub mod changes;
+pub mod copy;
 pub mod list;
 pub mod maintenance;
 pub mod metrics;

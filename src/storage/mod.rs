@@ -22,6 +22,7 @@ pub mod sqlite;
 use crate::model::attempt::AttemptRow;
 use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
 use crate::model::claim::ClaimRequest;
+use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
 use crate::model::error::{Error, Result};
 use crate::model::lease::{
     ExpiredAttempt, FailOutcome, FailedAttempt, Failure, Lease, Released, ReleasedAttempt, Settled,
@@ -241,6 +242,26 @@ pub trait Driver: Send + Sync {
         let _ = (dest, overwrite, progress);
         Err(self.unsupported("backup", "the database's own backup tool (pg_dump, say)"))
     }
+
+    // Copy between queues (`ops::copy`, any backend to any other): every table in key order,
+    // in batches, with its ids. Operation-shaped like the rest: one transaction per call, rows
+    // as `model::copy` types, so each backend keeps its own columns (lanes, race and lease keys)
+    // to itself.
+    /// What the queue holds, for a copy's checks and its progress.
+    fn copy_summary(&self) -> Result<CopySummary>;
+    /// Up to `limit` rows of `table` in key order, after `after` (from the first when `None`).
+    fn copy_export(
+        &self,
+        table: CopyTable,
+        after: Option<&CopyKey>,
+        limit: usize,
+    ) -> Result<CopyRows>;
+    /// Compare `rows` with what the queue holds under their keys, refusing a row held
+    /// differently (`model::copy::conflict`). With `write`, insert the rows it lacks with their
+    /// ids in one transaction (and move its id sequences past them); without, write nothing.
+    fn copy_import(&self, rows: &CopyRows, write: bool) -> Result<CopyImport>;
+    /// Hand out only task ids above `used` from now on (the source's ids, purged ones too).
+    fn copy_reserve_ids(&self, used: i64) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ takes --json for scripts. Times are UTC. Exit codes: 0 done; 1 the operation cou
 already finished, the database is in use or unusable, the port is taken); 2 bad usage or an invalid value; 3 no
 such task.
 
-Long operations (backup, restore, vacuum, purge, import-legacy) draw a progress bar on stderr when stderr is a
+Long operations (backup, restore, vacuum, purge, import-legacy, copy) draw a progress bar on stderr when stderr is a
 terminal, or with --progress; never on stdout, so --json output stays clean.
 """
 
@@ -18,7 +18,7 @@ import click
 
 from .._prismq_queue import SQLITE_VERSION
 from ..errors import InvalidArgument, QueueError, TaskNotFound
-from . import maintenance, migration, running, tasks
+from . import copying, maintenance, migration, running, tasks
 from ._common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, Duration, Progress
 
 # The name the progress reporter had before the package split (tests patch it to slow a backup).
@@ -57,6 +57,6 @@ def main(verbose: int) -> None:
     )
 
 
-for _group in (tasks, maintenance, migration, running):
+for _group in (tasks, maintenance, migration, copying, running):
     for _command in _group.COMMANDS:
         main.add_command(_command)

@@ -6,6 +6,7 @@ use super::PgDriver;
 use crate::model::attempt::AttemptRow;
 use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
 use crate::model::claim::ClaimRequest;
+use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
 use crate::model::error::{Error, Result};
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled};
 use crate::model::listing::{ListFilter, Stats};
@@ -274,5 +275,26 @@ impl Driver for PgDriver {
 
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
         PgDriver::recover_runs(self, r)
+    }
+
+    fn copy_summary(&self) -> Result<CopySummary> {
+        PgDriver::copy_summary(self)
+    }
+
+    fn copy_export(
+        &self,
+        table: CopyTable,
+        after: Option<&CopyKey>,
+        limit: usize,
+    ) -> Result<CopyRows> {
+        PgDriver::copy_export(self, table, after, limit)
+    }
+
+    fn copy_import(&self, rows: &CopyRows, write: bool) -> Result<CopyImport> {
+        PgDriver::copy_import(self, rows, write)
+    }
+
+    fn copy_reserve_ids(&self, used: i64) -> Result<()> {
+        PgDriver::copy_reserve_ids(self, used)
     }
 }

@@ -9,6 +9,7 @@ pub mod ack;
 pub mod admin;
 pub mod attempts;
 pub mod claim;
+pub mod copy;
 pub mod driver;
 pub mod enqueue;
 pub mod errors;

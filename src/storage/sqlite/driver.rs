@@ -5,6 +5,7 @@ use super::SqliteDriver;
 use crate::model::attempt::AttemptRow;
 use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
 use crate::model::claim::ClaimRequest;
+use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
 use crate::model::error::Result;
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled};
 use crate::model::listing::{ListFilter, Stats};
@@ -270,5 +271,26 @@ impl Driver for SqliteDriver {
 
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
         SqliteDriver::recover_runs(self, r)
+    }
+
+    fn copy_summary(&self) -> Result<CopySummary> {
+        SqliteDriver::copy_summary(self)
+    }
+
+    fn copy_export(
+        &self,
+        table: CopyTable,
+        after: Option<&CopyKey>,
+        limit: usize,
+    ) -> Result<CopyRows> {
+        SqliteDriver::copy_export(self, table, after, limit)
+    }
+
+    fn copy_import(&self, rows: &CopyRows, write: bool) -> Result<CopyImport> {
+        SqliteDriver::copy_import(self, rows, write)
+    }
+
+    fn copy_reserve_ids(&self, used: i64) -> Result<()> {
+        SqliteDriver::copy_reserve_ids(self, used)
     }
 }

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod checkpointer;
 pub mod claim;
 pub mod clock;
+pub mod copy;
 pub mod db;
 pub mod driver;
 pub mod enqueue;

@@ -3,6 +3,7 @@
 
 mod acks;
 mod claims;
+mod copy;
 mod listen;
 mod observe;
 mod open;

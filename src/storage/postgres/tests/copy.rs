@@ -1,0 +1,139 @@
+//! `copy` on PostgreSQL: every table read in key order and written with its ids into another
+//! schema, equal row for row; sequences moved past what was written; a second import writes
+//! nothing; a row held differently is refused. (SQLite <-> PostgreSQL through the public API:
+//! tests/test_copy.py.)
+
+use super::lease;
+use super::util::{pg_or_skip, TestDb};
+use crate::model::claim::ClaimRequest;
+use crate::model::copy::{CopyRows, CopyTable};
+use crate::model::lease::Failure;
+use crate::model::new_task::NewTask;
+use crate::model::retry::RetryOverrides;
+use crate::model::runs::RunRecord;
+use crate::storage::postgres::PgDriver;
+
+fn fill(q: &PgDriver) {
+    let id = q
+        .enqueue(&NewTask::new("done", r#"{"b": 1.50, "a": [1e3]}"#))
+        .unwrap();
+    let t = q.claim(&ClaimRequest::new("w")).unwrap().remove(0);
+    q.complete(lease(&t), Some(r#"{"ok":  true}"#)).unwrap();
+    q.log(id, "info", "sent", Some("{}")).unwrap();
+    q.enqueue(&NewTask::new("dead", "null")).unwrap();
+    let t = q.claim(&ClaimRequest::new("w")).unwrap().remove(0);
+    let mut f = Failure::new(lease(&t), "boom", false);
+    f.traceback = Some("Traceback ...".into());
+    q.fail_attempt(&f).unwrap();
+    let mut keyed = NewTask::new("keyed", "1");
+    keyed.idempotency_key = Some("k".into());
+    keyed.requires = serde_json::from_str(r#"{"gpu": 1}"#).unwrap();
+    q.enqueue(&keyed).unwrap();
+    // Running, with its lease token.
+    q.enqueue(&NewTask::new("busy", "null")).unwrap();
+    q.claim(&ClaimRequest::new("w")).unwrap();
+    q.set_retry_policy(
+        "default",
+        RetryOverrides {
+            base: Some(3.0),
+            ..RetryOverrides::default()
+        },
+    )
+    .unwrap();
+    q.save_run(&RunRecord {
+        run_id: "r".into(),
+        module_id: "m".into(),
+        status: "queued".into(),
+        created_at: 5,
+        completed_at: None,
+        data: "{}".into(),
+    })
+    .unwrap();
+}
+
+fn dump(q: &PgDriver) -> Vec<CopyRows> {
+    CopyTable::ALL
+        .iter()
+        .map(|t| {
+            let mut rows = q.copy_export(*t, None, 2).unwrap();
+            // In batches of 2, to walk the keys.
+            while let Some(key) = rows.last_key() {
+                let more = q.copy_export(*t, Some(&key), 2).unwrap();
+                if more.is_empty() {
+                    break;
+                }
+                match (&mut rows, more) {
+                    (CopyRows::Tasks(a), CopyRows::Tasks(b)) => a.extend(b),
+                    (CopyRows::Logs(a), CopyRows::Logs(b)) => a.extend(b),
+                    (CopyRows::Attempts(a), CopyRows::Attempts(b)) => a.extend(b),
+                    (CopyRows::Runs(a), CopyRows::Runs(b)) => a.extend(b),
+                    (CopyRows::RetryPolicies(a), CopyRows::RetryPolicies(b)) => a.extend(b),
+                    _ => unreachable!(),
+                }
+            }
+            if let CopyRows::Runs(rs) = &mut rows {
+                rs.iter_mut().for_each(|r| r.ordinal = 0);
+            }
+            rows
+        })
+        .collect()
+}
+
+#[test]
+fn tables_are_written_with_their_ids_once_and_sequences_move_past_them() {
+    let (_a, src) = pg_or_skip!();
+    let Some(b) = TestDb::new() else { return };
+    let dst = b.open();
+    fill(&src);
+    let rows = dump(&src);
+    for batch in &rows {
+        let got = dst.copy_import(batch, true).unwrap();
+        assert_eq!((got.new, got.same), (batch.len() as u64, 0));
+    }
+    assert_eq!(dump(&dst), rows);
+    for batch in &rows {
+        let got = dst.copy_import(batch, true).unwrap();
+        assert_eq!((got.new, got.same), (0, batch.len() as u64));
+    }
+    assert_eq!(dump(&dst), rows);
+    let summary = dst.copy_summary().unwrap();
+    assert_eq!(
+        (summary.tasks, summary.logs, summary.live_leases),
+        (4, rows[1].len() as u64, 1)
+    );
+    // New ids, log ids and lease tokens come after the copied ones.
+    let next = dst.enqueue(&NewTask::new("next", "null")).unwrap();
+    assert_eq!(next, 5);
+    let log = dst.log(next, "info", "x", None).unwrap();
+    let CopyRows::Logs(logs) = &rows[1] else {
+        panic!()
+    };
+    assert!(logs.iter().all(|l| l.id < log), "{log}");
+    let got = dst.claim(&ClaimRequest::new("w")).unwrap();
+    assert_eq!(got.len(), 1);
+    let t = &got[0];
+    let CopyRows::Tasks(tasks) = &rows[0] else {
+        panic!()
+    };
+    let top = tasks
+        .iter()
+        .filter_map(|t| t.row.lease_token)
+        .max()
+        .unwrap();
+    assert!(t.lease_token.unwrap() > top);
+}
+
+#[test]
+fn a_row_held_differently_is_refused_without_a_write() {
+    let (_a, src) = pg_or_skip!();
+    let Some(b) = TestDb::new() else { return };
+    let dst = b.open();
+    fill(&src);
+    dst.enqueue(&NewTask::new("other", "null")).unwrap();
+    let rows = dump(&src);
+    let e = dst.copy_import(&rows[0], false).unwrap_err().to_string();
+    assert!(e.contains("task 1") && e.contains("type"), "{e}");
+    let e = dst.copy_import(&rows[0], true).unwrap_err().to_string();
+    assert!(e.contains("task 1"), "{e}");
+    assert_eq!(dst.copy_summary().unwrap().tasks, 1);
+}
