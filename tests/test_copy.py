@@ -1,4 +1,4 @@
-"""`prismq-queue copy` and `prismq_queue.copy`: one queue into another, SQLite and PostgreSQL either
+"""`prismq-queue copy` and `prismq_queue.copy_queue`: one queue into another, SQLite and PostgreSQL either
 way, every task, log line, attempt record, run and retry policy kept as it is; safe to run twice;
 refused before anything is written when the input is wrong; never a password printed."""
 
@@ -66,10 +66,10 @@ def vars_of(obj):
 def test_sqlite_to_postgres_to_sqlite_keeps_every_field(tmp_path, postgres_url):
     a, c = tmp_path / "a.db", tmp_path / "c.db"
     fill(a)
-    first = prismq_queue.copy(a, postgres_url)
+    first = prismq_queue.copy_queue(a, postgres_url)
     assert first["copied"] == {"tasks": 10, "logs": first["copied"]["logs"], "attempts": 2, "runs": 1,
                                "retry_policies": 1}
-    back = prismq_queue.copy(postgres_url, c)
+    back = prismq_queue.copy_queue(postgres_url, c)
     assert back["copied"] == first["copied"]
     want = snapshot(a)
     assert snapshot(postgres_url) == want
@@ -97,7 +97,7 @@ def test_progress_is_drawn_on_stderr(tmp_path):
     total = sum(json.loads(result.stdout)["copied"].values())
     assert lines[0] == f"copying: 0/{total} rows (0%)" and lines[-1] == f"copying: {total}/{total} rows (100%)"
     calls = []
-    prismq_queue.copy(a, b, progress=lambda done, total: calls.append((done, total)))
+    prismq_queue.copy_queue(a, b, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (2 * total, 2 * total)  # compared in full first, then nothing written
 
 
@@ -115,11 +115,11 @@ def test_another_queue_at_the_destination_is_refused_and_left_as_it_was(tmp_path
 def test_bad_input_writes_nothing(tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     with pytest.raises(InvalidArgument, match="does not exist"):
-        prismq_queue.copy(a, b)
+        prismq_queue.copy_queue(a, b)
     assert not a.exists() and not b.exists()
     fill(a)
     with pytest.raises(InvalidArgument, match="is the source itself"):
-        prismq_queue.copy(a, a)
+        prismq_queue.copy_queue(a, a)
     with Queue(a) as q:
         q.enqueue("busy", None)
         [busy] = q.claim("w1", types="busy", lease=600)
@@ -146,7 +146,7 @@ def test_a_worker_on_the_destination_drains_what_was_copied(tmp_path, postgres_u
     a = tmp_path / "a.db"
     with Queue(a) as q:
         ids = q.enqueue_many([{"type": "drain", "payload": i} for i in range(50)])
-    prismq_queue.copy(a, postgres_url)
+    prismq_queue.copy_queue(a, postgres_url)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(target=drain_with_worker, args=(postgres_url, "w-pg", out), daemon=True)

@@ -29,7 +29,7 @@ from ._prismq_queue import (
     TaskLog,
     WorkerInfo,
     __version__,
-    copy,
+    copy_queue,
 )
 from .enums import Status, Strategy
 from .errors import (
@@ -75,7 +75,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Queue",
-    "copy",
+    "copy_queue",
     "Task",
     "TaskAttempt",
     "TaskLog",

@@ -33,7 +33,7 @@ StrategyName = Union[Strategy, Literal["fifo", "lifo", "priority", "weighted_ran
 StatusName = Union[Status, Literal["queued", "running", "completed", "failed", "cancelled"]]
 JSON = Any
 
-def copy(
+def copy_queue(
     source: str | os.PathLike[str],
     destination: str | os.PathLike[str],
     *,

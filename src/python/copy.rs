@@ -1,4 +1,4 @@
-//! `prismq_queue.copy(source, destination)`: one queue into another, any backend to any other
+//! `prismq_queue.copy_queue(source, destination)`: one queue into another, any backend to any other
 //! (`ops::copy`), with the GIL released and a progress callback that takes it back to report.
 
 use super::args::{to_python, Callback};
@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 #[pyfunction]
 #[pyo3(signature = (source, destination, *, progress=None, allow_live_leases=false))]
-pub(super) fn copy<'py>(
+pub(super) fn copy_queue<'py>(
     py: Python<'py>,
     source: &Bound<'py, PyAny>,
     destination: &Bound<'py, PyAny>,

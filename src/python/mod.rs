@@ -24,7 +24,7 @@ fn _prismq_queue(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<task::PyTaskLog>()?;
     m.add_class::<task::PyTaskAttempt>()?;
     m.add_class::<changes::PyChangeCursor>()?;
-    m.add_function(wrap_pyfunction!(copy::copy, m)?)?;
+    m.add_function(wrap_pyfunction!(copy::copy_queue, m)?)?;
     m.add(
         "SCHEMA_VERSION",
         crate::storage::sqlite::schema::SCHEMA_VERSION,

@@ -31,7 +31,7 @@ def copy(source: str, destination: str, allow_live_leases: bool, show_progress: 
     another queue's tasks is refused before anything is written. Passwords are never printed.
     """
     with Progress("copying", "rows", show_progress) as bar:
-        report = _prismq_queue.copy(source, destination, progress=bar, allow_live_leases=allow_live_leases)
+        report = _prismq_queue.copy_queue(source, destination, progress=bar, allow_live_leases=allow_live_leases)
     if as_json:
         print_json(report)
         return

@@ -11,8 +11,9 @@ use crate::model::copy::{
 use crate::model::error::{Error, Result};
 use crate::model::new_task::requires_text;
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
-use postgres::{Row, Statement, Transaction};
+use postgres::{Row, Statement};
 use std::collections::HashMap;
 
 const ATTEMPT_COLUMNS: &str =
@@ -92,7 +93,7 @@ fn lane_key(t: &CopyTask) -> Result<LaneKey> {
 
 /// Move `sequence` (a regclass expression) past `value`, never back: the next value it gives
 /// is above it.
-fn advance(tx: &mut Transaction, sequence: &str, value: Option<i64>) -> Result<()> {
+fn advance(tx: &mut Tx, sequence: &str, value: Option<i64>) -> Result<()> {
     let Some(value) = value.filter(|v| *v > 0) else {
         return Ok(());
     };
@@ -111,7 +112,7 @@ const LEASE_TOKENS: &str = "'lease_tokens'::regclass";
 const LOG_IDS: &str = "pg_get_serial_sequence('task_logs', 'id')::regclass";
 
 /// The highest task id this schema handed out (or was given).
-fn ids_used(tx: &mut Transaction) -> Result<i64> {
+fn ids_used(tx: &mut Tx) -> Result<i64> {
     Ok(tx
         .query_one(
             "SELECT GREATEST(coalesce((SELECT max(id) FROM tasks), 0),
@@ -231,7 +232,7 @@ impl PgDriver {
     /// Compare each row with the one held under its key; write the missing ones when `lanes`.
     fn import_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         mut lanes: Option<&mut Vec<(LaneKey, i64)>>,
         rows: &CopyRows,
     ) -> Result<CopyImport> {
@@ -309,7 +310,7 @@ impl PgDriver {
 
     fn copy_tasks_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         mut lanes: Option<&mut Vec<(LaneKey, i64)>>,
         tasks: &[CopyTask],
         count: &mut dyn FnMut(bool),
@@ -370,7 +371,7 @@ impl PgDriver {
 
     fn copy_logs_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         writing: bool,
         logs: &[CopyLog],
         count: &mut dyn FnMut(bool),
@@ -400,7 +401,7 @@ impl PgDriver {
                 Some(_) => {}
                 None => {
                     if let Some(insert) = &insert {
-                        tx.execute(
+                        (**tx).execute(
                             insert,
                             &[&l.id, &l.task_id, &l.at, &l.level, &l.message, &l.details],
                         )?;
@@ -417,7 +418,7 @@ impl PgDriver {
 
     fn copy_attempts_in(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         lanes: Option<&mut Vec<(LaneKey, i64)>>,
         attempts: &[CopyAttempt],
         count: &mut dyn FnMut(bool),
@@ -450,7 +451,7 @@ impl PgDriver {
                     return Err(conflict(CopyTable::Attempts, key, "its error or times"));
                 }
                 (None, Some(insert)) => {
-                    tx.execute(
+                    (**tx).execute(
                         insert,
                         &[
                             &a.task_id,
@@ -475,14 +476,14 @@ impl PgDriver {
 
     fn copy_insert_task(
         &self,
-        tx: &mut Transaction,
+        tx: &mut Tx,
         insert: &Statement,
         lanes: &mut Vec<(LaneKey, i64)>,
         t: &CopyTask,
     ) -> Result<()> {
         let r = &t.row;
         let lane_id = self.lane_id_in(tx, &lane_key(t)?, lanes)?;
-        tx.execute(
+        (**tx).execute(
             insert,
             &[
                 &r.id,
