@@ -242,15 +242,12 @@ def test_postgres_refuses_what_only_sqlite_has_with_unsupported(q, queue_url, tm
         q.checkpoint()
         q.vacuum()
         assert [t.type for t in q.claim("w", strategy="weighted_random")] == ["t"]
-        q.change_cursor()
         return
     refusals = {
         "backup": lambda: q.backup(str(tmp_path / "b.db")),
         "checkpoint": lambda: q.checkpoint(),
         "vacuum": lambda: q.vacuum(),
         "weighted_random": lambda: q.claim("w", strategy="weighted_random"),
-        "change feed": lambda: q.change_cursor(),
-        "events.watch": lambda: next(iter(events.watch(q))),
     }
     for name, call in refusals.items():
         with pytest.raises(Unsupported) as e:
