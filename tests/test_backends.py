@@ -251,14 +251,11 @@ def test_postgres_refuses_what_only_sqlite_has_with_unsupported(q, queue_url, tm
         assert q.backup(str(tmp_path / "b.db"))["pages"] > 0
         q.checkpoint()
         q.vacuum()
-        q.change_cursor()
         return
     refusals = {
         "backup": lambda: q.backup(str(tmp_path / "b.db")),
         "checkpoint": lambda: q.checkpoint(),
         "vacuum": lambda: q.vacuum(),
-        "change feed": lambda: q.change_cursor(),
-        "events.watch": lambda: next(iter(events.watch(q))),
     }
     for name, call in refusals.items():
         with pytest.raises(Unsupported) as e:

@@ -3,7 +3,7 @@
 use crate::model::error::{Error, Result};
 use crate::model::task::Status;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How far back of the last look the finished index is read again.
@@ -135,6 +135,23 @@ pub struct ChangeCursor {
     pub(crate) running: HashMap<i64, Running>,
     pub(crate) token: ChangeToken,
     pub(crate) last_look: Option<Instant>,
+    /// Where a cursor stands on a backend whose ids commit out of order (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) snapshot: SnapshotMark,
+}
+
+/// A PostgreSQL cursor's position: the snapshot of its last look (transaction ids as i64:
+/// everything below `xmin` had ended, `xip` were in flight, `xmax` and above had not begun),
+/// and the tasks it saw change but has not reported yet (a burst larger than one look), in the
+/// order seen, each with whether it was created since.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct SnapshotMark {
+    pub(crate) xmin: i64,
+    pub(crate) xmax: i64,
+    pub(crate) xip: Vec<i64>,
+    pub(crate) backlog: VecDeque<i64>,
+    pub(crate) pending: HashMap<i64, bool>,
 }
 
 /// The outcome of one look.

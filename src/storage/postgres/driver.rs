@@ -1,13 +1,13 @@
 //! `PgDriver` as the engine sees it: each operation of `storage::Driver` is the PostgreSQL
-//! backend's method of the same meaning, or, for what this first slice does not reach yet, a
-//! refusal (`Unsupported`) that says so. docs/postgres.md lists both.
+//! backend's method of the same meaning; what it lacks refuses (`Unsupported`), in the trait's
+//! defaults or in the operation itself. docs/postgres.md lists both.
 
 use super::PgDriver;
 use crate::model::attempt::AttemptRow;
 use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
 use crate::model::claim::ClaimRequest;
 use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled};
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::maintenance::Progress;
@@ -20,15 +20,6 @@ use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
 use crate::storage::{Capabilities, Driver};
 use std::collections::BTreeMap;
-
-/// The refusal of an operation this backend does not have yet.
-fn not_yet(operation: &'static str) -> Error {
-    Error::Unsupported {
-        backend: "postgresql",
-        operation,
-        instead: "the SQLite backend for now (not yet implemented on PostgreSQL)",
-    }
-}
 
 impl Driver for PgDriver {
     fn name(&self) -> &'static str {
@@ -132,7 +123,12 @@ impl Driver for PgDriver {
     }
 
     fn task_rescue_many(&self) -> Result<usize> {
-        PgDriver::sweep(self)
+        let n = PgDriver::sweep(self)?;
+        // serve's maintenance sweeps every 30 s: the change feed is pruned there too.
+        if let Err(e) = self.prune_changes() {
+            log::debug!("pruning the change feed failed ({e}); next sweep");
+        }
+        Ok(n)
     }
 
     fn task_get(&self, id: i64) -> Result<TaskRow> {
@@ -210,8 +206,7 @@ impl Driver for PgDriver {
         queues: Option<Vec<String>>,
         token: ChangeToken,
     ) -> Result<ChangeCursor> {
-        let _ = (queues, token);
-        Err(not_yet("the change feed (events.watch)"))
+        PgDriver::change_cursor(self, queues, token)
     }
 
     fn changes_since(
@@ -220,8 +215,7 @@ impl Driver for PgDriver {
         limit: usize,
         token: ChangeToken,
     ) -> Result<Changes> {
-        let _ = (cursor, limit, token);
-        Err(not_yet("the change feed (events.watch)"))
+        PgDriver::changes_since(self, cursor, limit, token)
     }
 
     fn queue_depths(&self, queues: &[String]) -> Result<BTreeMap<String, (i64, i64)>> {

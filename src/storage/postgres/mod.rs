@@ -8,6 +8,7 @@
 pub mod ack;
 pub mod admin;
 pub mod attempts;
+pub mod changes;
 pub mod claim;
 pub mod copy;
 pub mod driver;

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -183,6 +183,54 @@ CREATE TRIGGER tasks_race_requeued BEFORE UPDATE OF status, priority ON tasks FO
 CREATE TRIGGER tasks_race_inserted BEFORE INSERT ON tasks FOR EACH ROW
     WHEN (NEW.wkey IS NULL)
     EXECUTE FUNCTION tasks_draw_race_key();
+"#;
+
+/// V4: the change feed (storage/postgres/changes.rs). Triggers, not the operations' SQL, write
+/// it, so every statement that inserts or changes a task (today's and any later) is recorded;
+/// each statement adds its rows in one set-based insert, and no row is shared between writers.
+const V4: &str = r#"
+-- One row per task a transaction created, or changed in what the feed reports, keyed by the
+-- writing transaction's id (pg_current_xact_id(), as bigint). Readers take the rows of
+-- transactions their snapshot sees and the previous look's did not, so the key's order need not
+-- be the commit order. Pruned after CHANGE_RETENTION (see change_marks).
+CREATE TABLE task_changes (
+    xid     bigint NOT NULL,
+    task_id bigint NOT NULL,
+    created boolean NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX task_changes_xid ON task_changes (xid);
+
+-- The pruner's marks: at time `at`, every transaction below `xid` had ended.
+CREATE TABLE change_marks (xid bigint NOT NULL, at bigint NOT NULL);
+-- One row: rows below this xid may be gone (a cursor that had not read them fell behind).
+CREATE TABLE change_feed (pruned_below bigint NOT NULL);
+INSERT INTO change_feed VALUES (0);
+
+CREATE FUNCTION tasks_record_inserts() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_changes (xid, task_id, created)
+    SELECT pg_current_xact_id()::text::bigint, id, true FROM inserted;
+    RETURN NULL;
+END $$;
+
+-- Only what the feed reports: a renew, a priority or a lease token alone writes nothing.
+CREATE FUNCTION tasks_record_updates() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_changes (xid, task_id, created)
+    SELECT pg_current_xact_id()::text::bigint, n.id, false
+    FROM updated_new n JOIN updated_old o ON o.id = n.id
+    WHERE (n.status, n.attempts, n.started_at, n.progress, n.step, n.message, n.error)
+          IS DISTINCT FROM (o.status, o.attempts, o.started_at, o.progress, o.step, o.message, o.error);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_inserts();
+CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
+    REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
+    FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_updates();
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

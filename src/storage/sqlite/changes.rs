@@ -192,6 +192,7 @@ impl SqliteDriver {
                 running,
                 token,
                 last_look: None,
+                snapshot: Default::default(),
             })
         })
     }

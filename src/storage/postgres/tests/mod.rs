@@ -2,6 +2,7 @@
 //! driver on a schema of its own, with the engine's rules.
 
 mod acks;
+mod changes;
 mod claims;
 mod copy;
 mod listen;

@@ -146,14 +146,6 @@ fn operations_not_reached_yet_refuse_naming_postgresql() {
     );
     q.analyze().unwrap();
     let refusals = [
-        q.change_cursor(
-            None,
-            crate::model::changes::ChangeToken {
-                generation: 0,
-                data_version: 0,
-            },
-        )
-        .err(),
         q.backup("/tmp/x", false, &mut |_, _| Ok(())).err(),
         q.vacuum().err(),
     ];

@@ -1,0 +1,300 @@
+//! The change feed on PostgreSQL: the SQLite feed's events, transactions committing out of id
+//! order, bursts paged over looks, concurrent writers, and pruning.
+
+use super::util::pg_or_skip;
+use super::{claim, lease, task};
+use crate::model::changes::{ChangeCursor, ChangeToken, Changes};
+use crate::model::claim::ClaimRequest;
+use crate::model::error::Error;
+use crate::model::lease::Failure;
+use crate::model::new_task::NewTask;
+use crate::model::strategy::Strategy;
+use crate::storage::postgres::PgDriver;
+use std::collections::HashMap;
+
+const TOKEN: ChangeToken = ChangeToken {
+    generation: 0,
+    data_version: 0,
+};
+
+fn cursor(q: &PgDriver, queues: Option<Vec<String>>) -> ChangeCursor {
+    q.change_cursor(queues, TOKEN).unwrap()
+}
+
+fn look(q: &PgDriver, cur: &mut ChangeCursor) -> Changes {
+    q.changes_since(cur, 100, TOKEN).unwrap()
+}
+
+fn kinds(ch: &Changes) -> Vec<(&'static str, i64, &'static str)> {
+    ch.changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.id, c.status.as_str()))
+        .collect()
+}
+
+fn rows(db: &super::util::TestDb) -> i64 {
+    db.client()
+        .query_one("SELECT count(*) FROM task_changes", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_task_seen_through_its_life() {
+    let (_db, q) = pg_or_skip!();
+    let old = q.enqueue(&NewTask::new("x", "null")).unwrap();
+    let mut cur = cursor(&q, None);
+    assert!(look(&q, &mut cur).changes.is_empty());
+
+    let id = q.enqueue(&NewTask::new("x", "null")).unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.created", id, "queued")]
+    );
+    let t = claim(&q, Strategy::Fifo, 1, 60_000).pop().unwrap();
+    assert_eq!(t.id, old);
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", old, "running")]
+    );
+    q.progress(lease(&t), Some(10.0), Some("a"), None).unwrap();
+    q.progress(lease(&t), Some(20.0), Some("b"), None).unwrap();
+    let ch = look(&q, &mut cur);
+    assert_eq!(kinds(&ch), vec![("task.progress", old, "running")]);
+    assert_eq!(
+        (ch.changes[0].progress, ch.changes[0].step.as_deref()),
+        (Some(20.0), Some("b"))
+    );
+    // A renew and a priority change are not reported, and write no row.
+    let before = rows(&_db);
+    q.renew(lease(&t), 60_000).unwrap();
+    q.set_priority(id, 7).unwrap();
+    assert_eq!(rows(&_db), before);
+    assert!(look(&q, &mut cur).changes.is_empty());
+    q.fail_attempt(&Failure::new(lease(&t), "boom", true))
+        .unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", old, "queued")]
+    );
+    // Claimed and completed between two looks: one event, the outcome.
+    let t = claim(&q, Strategy::Priority, 1, 60_000).pop().unwrap();
+    q.complete(lease(&t), None).unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", t.id, "completed")]
+    );
+    // Cancelled while queued, then retried: each seen once.
+    let other = if t.id == id { old } else { id };
+    q.cancel(other).unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", other, "cancelled")]
+    );
+    q.retry(other).unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", other, "queued")]
+    );
+    assert!(look(&q, &mut cur).changes.is_empty());
+    // A task created and claimed between two looks: created, then its status.
+    let new = q.enqueue(&task("y", 1)).unwrap();
+    let mut req = ClaimRequest::new("w1");
+    req.filter.types = Some(vec!["y".into()]);
+    let t = q.claim(&req).unwrap().pop().unwrap();
+    assert_eq!(t.id, new);
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![
+            ("task.created", new, "running"),
+            ("task.status", new, "running")
+        ]
+    );
+}
+
+/// A task inserted by hand in `tx`, in the lane of the queue's `x` tasks.
+fn insert_in(tx: &mut postgres::Transaction, lane: i64) -> i64 {
+    tx.query_one(
+        "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts,
+                            run_after, created_at, updated_at)
+         VALUES ($1, 'x', 'default', 'null', 100, 'queued', 3, now_ms(), now_ms(), now_ms())
+         RETURNING id",
+        &[&lane],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn transactions_committing_out_of_id_order_are_each_seen_exactly_once() {
+    let (db, q) = pg_or_skip!();
+    let first = q.enqueue(&NewTask::new("x", "null")).unwrap();
+    let lane: i64 = db
+        .client()
+        .query_one("SELECT lane_id FROM tasks WHERE id = $1", &[&first])
+        .unwrap()
+        .get(0);
+    let mut cur = cursor(&q, None);
+    // A takes the lower task id and transaction id and commits last; B and C commit in between.
+    let mut ca = db.client();
+    let mut a = ca.transaction().unwrap();
+    let a_task = insert_in(&mut a, lane);
+    a.execute(
+        "UPDATE tasks SET status = 'cancelled', finished_at = now_ms(), updated_at = now_ms()
+         WHERE id = $1",
+        &[&first],
+    )
+    .unwrap();
+    let mut cb = db.client();
+    let mut b = cb.transaction().unwrap();
+    let b_task = insert_in(&mut b, lane);
+    assert!(b_task > a_task);
+    let c_task = q.enqueue(&NewTask::new("x", "null")).unwrap();
+    b.commit().unwrap();
+    let mut seen: Vec<(&'static str, i64, &'static str)> = Vec::new();
+    let ch = kinds(&look(&q, &mut cur));
+    assert_eq!(ch.len(), 2, "{ch:?}");
+    assert!(ch.contains(&("task.created", b_task, "queued")));
+    assert!(ch.contains(&("task.created", c_task, "queued")));
+    seen.extend(ch);
+    // Still in flight: nothing of A yet, and nothing seen twice.
+    assert!(look(&q, &mut cur).changes.is_empty());
+    a.commit().unwrap();
+    // One transaction's rows come in task id order.
+    let ch = kinds(&look(&q, &mut cur));
+    assert_eq!(
+        ch,
+        vec![
+            ("task.status", first, "cancelled"),
+            ("task.created", a_task, "queued")
+        ]
+    );
+    seen.extend(ch);
+    assert!(look(&q, &mut cur).changes.is_empty());
+    // A rolled-back transaction reports nothing.
+    let mut d = ca.transaction().unwrap();
+    insert_in(&mut d, lane);
+    d.rollback().unwrap();
+    assert!(look(&q, &mut cur).changes.is_empty());
+    assert_eq!(seen.len(), 4);
+}
+
+#[test]
+fn bursts_are_paged_and_queues_filtered() {
+    let (_db, q) = pg_or_skip!();
+    let mut all = cursor(&q, None);
+    let mut mail = cursor(&q, Some(vec!["mail".into()]));
+    let tasks: Vec<NewTask> = (0..25)
+        .map(|i| {
+            let mut t = NewTask::new("x", "null");
+            t.queue = if i % 5 == 0 { "mail" } else { "default" }.into();
+            t
+        })
+        .collect();
+    let ids = q.enqueue_many(&tasks).unwrap();
+    let mut seen = Vec::new();
+    let mut looks = 0;
+    loop {
+        let ch = q.changes_since(&mut all, 10, TOKEN).unwrap();
+        looks += 1;
+        seen.extend(ch.changes.iter().map(|c| c.id));
+        if !ch.more {
+            break;
+        }
+    }
+    assert_eq!((seen, looks), (ids, 3));
+    let ch = look(&q, &mut mail);
+    assert_eq!(ch.changes.len(), 5);
+    assert!(ch.changes.iter().all(|c| c.queue == "mail"));
+}
+
+#[test]
+fn concurrent_writers_each_change_reported_once() {
+    let (_db, q) = pg_or_skip!();
+    let q = std::sync::Arc::new(q);
+    let mut cur = cursor(&q, None);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut done = Vec::new();
+                for _ in 0..25 {
+                    q.enqueue_many(&[NewTask::new("x", "null"), NewTask::new("x", "null")])
+                        .unwrap();
+                    let mut req = ClaimRequest::new(format!("w{w}"));
+                    req.limit = 2;
+                    for t in q.claim(&req).unwrap() {
+                        q.complete(lease(&t), None).unwrap();
+                        done.push(t.id);
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut created: HashMap<i64, usize> = HashMap::new();
+    let mut last: HashMap<i64, &'static str> = HashMap::new();
+    let mut take = |ch: Changes| {
+        for c in ch.changes {
+            if c.kind.as_str() == "task.created" {
+                *created.entry(c.id).or_default() += 1;
+            }
+            last.insert(c.id, c.status.as_str());
+        }
+    };
+    while !writers.iter().all(|w| w.is_finished()) {
+        take(q.changes_since(&mut cur, 7, TOKEN).unwrap());
+    }
+    let done: Vec<i64> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    loop {
+        let ch = q.changes_since(&mut cur, 7, TOKEN).unwrap();
+        let more = ch.more;
+        take(ch);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(created.len(), 200);
+    assert!(created.values().all(|n| *n == 1), "{created:?}");
+    for id in done {
+        assert_eq!(last.get(&id), Some(&"completed"), "task {id}");
+    }
+}
+
+#[test]
+fn old_rows_are_pruned_and_a_cursor_behind_them_is_told() {
+    let (db, q) = pg_or_skip!();
+    let mut behind = cursor(&q, None);
+    q.enqueue_many(&[NewTask::new("x", "null"), NewTask::new("x", "null")])
+        .unwrap();
+    assert_eq!(rows(&db), 2);
+    // Nothing is old enough yet: a mark is left, nothing deleted.
+    assert_eq!(q.prune_changes().unwrap(), 0);
+    assert_eq!(rows(&db), 2);
+    // Once the marks are older than the retention, the rows below them go.
+    let mut c = db.client();
+    c.execute("UPDATE change_marks SET at = at - $1", &[&(20 * 60_000i64)])
+        .unwrap();
+    q.enqueue(&NewTask::new("x", "null")).unwrap();
+    assert_eq!(q.prune_changes().unwrap(), 2);
+    assert_eq!(rows(&db), 1);
+    let e = q.changes_since(&mut behind, 100, TOKEN).unwrap_err();
+    assert!(
+        matches!(&e, Error::Database(m) if m.contains("fell behind")),
+        "{e:?}"
+    );
+    let mut fresh = cursor(&q, None);
+    q.enqueue(&NewTask::new("x", "null")).unwrap();
+    assert_eq!(look(&q, &mut fresh).changes.len(), 1);
+    let marks: i64 = c
+        .query_one(
+            "SELECT count(*) FROM change_marks WHERE xid < (SELECT pruned_below FROM change_feed)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 0);
+}
