@@ -3,6 +3,7 @@
 
 mod acks;
 mod claims;
+mod faults;
 mod listen;
 mod observe;
 mod open;
