@@ -106,7 +106,8 @@ class PasswordCluster(Cluster):
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session is ended, the server back within seconds."""
-        self._run(["pg_ctl", "restart", "-D", self.data, "-m", "fast", "-w", "-t", "60"])
+        # -l: without it the new server would write to (and hold open) our output pipe.
+        self._run(["pg_ctl", "restart", "-D", self.data, "-m", "fast", "-w", "-t", "60", "-l", os.path.join(self.dir, "log")])
 
     def sql(self, statement: str) -> str:
         """Run ``statement`` with psql (through the socket, as ``postgres``); its output."""
