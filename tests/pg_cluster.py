@@ -84,6 +84,53 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PasswordCluster(Cluster):
+    """A throwaway cluster of one test module's own, for tests that restart it or kill its
+    connections: the ``postgres`` user has ``password`` and every connection must give it
+    (scram-sha-256), so wrong-password errors can be provoked."""
+
+    def __init__(self, bin_path: str, password: str) -> None:
+        self.password = password
+        super().__init__(bin_path)
+        self.url = f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, argv: list[str]) -> None:
+        if argv[0] == "initdb":
+            pwfile = os.path.join(self.dir, "pw")
+            with open(pwfile, "w", encoding="utf-8") as f:
+                f.write(self.password + "\n")
+            if _is_root():
+                shutil.chown(pwfile, "postgres")
+            argv = [a if a != "trust" else "scram-sha-256" for a in argv] + ["--pwfile", pwfile]
+        super()._run(argv)
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is ended, the server back within seconds."""
+        # -l: without it the new server would write to (and hold open) our output pipe.
+        self._run(["pg_ctl", "restart", "-D", self.data, "-m", "fast", "-w", "-t", "60", "-l", os.path.join(self.dir, "log")])
+
+    def sql(self, statement: str) -> str:
+        """Run ``statement`` with psql (through the socket, as ``postgres``); its output."""
+        argv = [os.path.join(self.bin, "psql"), "-X", "-q", "-At", "-h", self.dir, "-p", str(self.port),
+                "-U", "postgres", "-d", "postgres", "-c", statement]
+        r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": self.password})
+        if r.returncode != 0:
+            raise RuntimeError(f"psql failed ({r.returncode}): {r.stderr}")
+        return r.stdout
+
+    def session(self, statements: str) -> subprocess.Popen[str]:
+        """A psql session that runs ``statements`` and then waits for its stdin to close (a lock
+        taken in it is held until then)."""
+        argv = [os.path.join(self.bin, "psql"), "-X", "-q", "-At", "-h", self.dir, "-p", str(self.port),
+                "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PGPASSWORD": self.password})
+        assert p.stdin is not None
+        p.stdin.write(statements + "\n")
+        p.stdin.flush()
+        return p
+
+
 def give_up(reason: str) -> None:
     """No server: a failure where one is required (CI sets PRISMQ_REQUIRE_POSTGRES=1), else a skip."""
     import pytest

@@ -35,23 +35,29 @@ class SchemaVersionError(QueueError):
 
 
 class DatabaseError(QueueError):
-    """SQLite could not do what was asked: an unreadable or foreign file, a permission problem,
-    a full disk, or a lock held past ``busy_timeout``.
+    """The database could not do what was asked: an unreadable or foreign file, a permission
+    problem, a full disk, a lock held past ``busy_timeout``; on PostgreSQL also a server that
+    cannot be reached or a connection that was lost.
 
     ``kind`` says which, so a caller can decide without reading the message:
 
     - ``"busy"``: another connection held the write lock past ``busy_timeout`` (``DatabaseBusy``);
+      on PostgreSQL also every connection of the pool in use past ``pool_timeout``, and a
+      statement stopped by ``statement_timeout``, ``lock_timeout`` or a cancel request;
     - ``"disk_full"``: no space left, or a file size or quota limit; writes work again once space
       is freed;
     - ``"read_only"``: the file, its directory or the file system refuses writes; a handle
       recovers by itself once the file is writable again;
-    - ``"io_error"``: the operating system reported an input/output error;
+    - ``"io_error"``: the operating system reported an input/output error; on PostgreSQL, the
+      server cannot be reached or the connection was lost (a restart, ``pg_terminate_backend``):
+      the next call connects again. A transaction whose connection died before its COMMIT was
+      already run again on a new connection; one lost during the COMMIT may have committed;
     - ``"file_moved"``: the file was deleted or replaced after this handle opened it; its writes
       would be lost, so every further write is refused: open a new ``Queue`` (restart the
       process) against the file that now exists;
     - ``"corrupt"``: a damaged file or a damaged row (run ``integrity_check``, restore a backup);
     - ``"not_a_database"``: the file is not a SQLite database;
-    - ``"other"``: anything else.
+    - ``"other"``: anything else (on PostgreSQL: a wrong password, a missing database).
     """
 
     kind: str = "other"
@@ -63,7 +69,8 @@ class DatabaseError(QueueError):
 
 class DatabaseBusy(DatabaseError):
     """The write lock stayed held by another connection for longer than ``busy_timeout`` (the
-    core retried until then). ``kind`` is ``"busy"``."""
+    core retried until then); on PostgreSQL, no pool connection came free within
+    ``pool_timeout``, or a statement timeout stopped the call. ``kind`` is ``"busy"``."""
 
     kind: str = "busy"
 

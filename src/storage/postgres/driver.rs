@@ -51,16 +51,23 @@ impl Driver for PgDriver {
     fn data_version(&self) -> Result<i64> {
         // The snapshot's xmax moves whenever a transaction that wrote ends, anywhere on the
         // server: more often than needed (other databases too), never less.
-        // One statement, outside any explicit transaction: waiters ask often.
-        let mut conn = self.conn()?;
-        let row = conn
-            .client
-            .query_one(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .map_err(|e| self.redact(e.into()))?;
-        Ok(row.get(0))
+        // One statement, outside any explicit transaction: waiters ask often. Again on another
+        // connection when this one died (a restart, pg_terminate_backend).
+        let look = || -> Result<i64> {
+            let mut conn = self.conn()?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                    &[],
+                )
+                .map_err(|e| self.redact(e.into()))?;
+            Ok(row.get(0))
+        };
+        match look() {
+            Err(e) if super::errors::is_connection_lost(&e) => look(),
+            done => done,
+        }
     }
 
     fn listen(&self, on_event: Box<dyn Fn() + Send + Sync>) -> bool {

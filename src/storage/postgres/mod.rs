@@ -30,7 +30,7 @@ pub mod workers;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::model::error::{Error, Result};
+use crate::model::error::{DbErrorKind, Error, Result};
 use crate::model::options::QueueOptions;
 use crate::storage::{CommitHook, Rules};
 use lanes::LaneCache;
@@ -52,6 +52,10 @@ const POOL_SIZE: u32 = 8;
 /// How often a transaction that lost a deadlock or a serialization check runs again.
 const MAX_RETRIES: u32 = 5;
 
+/// How often a transaction whose connection died before its COMMIT runs again on another one
+/// (after a restart every pooled connection is dead; the pool tests each on check-out).
+const MAX_RECONNECTS: u32 = 3;
+
 /// Transactions this process ran again, and the time it waited before them (`metrics()`).
 pub(crate) static RETRIES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static RETRY_WAIT_US: AtomicU64 = AtomicU64::new(0);
@@ -61,12 +65,13 @@ pub struct PgDriver {
     pool: Pool,
     /// How long a caller waits for a free connection.
     pool_wait: Duration,
+    pool_size: u32,
     pub(crate) url: PgUrl,
     /// A worker whose last heartbeat is older is reported stale (`QueueOptions`).
     pub(crate) stale_worker_after_ms: i64,
     pub(crate) lanes: Mutex<LaneCache>,
     on_commit: CommitHook,
-    /// The connection settings, for the listener's own connection.
+    /// The settings of the listener's own connection: the pool's, or `?listen_url=`'s.
     config: postgres::Config,
     /// The `LISTEN/NOTIFY` channel of this schema's queue.
     channel: String,
@@ -123,22 +128,33 @@ impl PgDriver {
         })?;
         schema::migrate(&mut first, &url.schema).map_err(redacted)?;
         drop(first);
-        let pool_wait = opts
-            .db
-            .busy_timeout
-            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let pool_wait = url.pool_timeout.unwrap_or_else(|| {
+            opts.db
+                .busy_timeout
+                .clamp(Duration::from_secs(1), Duration::from_secs(30))
+        });
+        let pool_size = url.pool_size.unwrap_or(POOL_SIZE);
+        // test_on_check_out: a connection the server dropped while it sat idle (a restart,
+        // pg_terminate_backend) fails its check and is replaced before any call uses it.
         let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
+            .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(pool_wait)
+            .test_on_check_out(true)
+            .error_handler(Box::new(errors::QuietPoolErrors))
             .build_unchecked(Manager(PostgresConnectionManager::new(
                 config.clone(),
                 NoTls,
             )));
         let url_schema = url.schema.clone();
+        let config = match &url.listen_url {
+            Some(listen) => listen_config(listen, &config).map_err(redacted)?,
+            None => config,
+        };
         Ok(PgDriver {
             pool,
             pool_wait,
+            pool_size,
             url,
             stale_worker_after_ms: opts.stale_worker_after_ms,
             lanes: Mutex::new(LaneCache::default()),
@@ -153,7 +169,7 @@ impl PgDriver {
     fn conn(&self) -> Result<r2d2::PooledConnection<Manager<NoTls>>> {
         self.pool
             .get()
-            .map_err(|e| errors::from_pool(e, self.pool_wait))
+            .map_err(|e| errors::from_pool(e, self.pool_wait, self.pool_size))
             .map_err(|e| self.redact(e))
     }
 
@@ -166,14 +182,19 @@ impl PgDriver {
     }
 
     /// Run `f` in one transaction and commit it, then tell the commit hook. A transaction that
-    /// lost a deadlock or a serialization check runs again from the start, a few times.
+    /// lost a deadlock or a serialization check runs again from the start, a few times; so does
+    /// one whose connection died before its COMMIT was sent (nothing of it was committed). A
+    /// connection lost during the COMMIT is an `IoError` saying the outcome is unknown: callers
+    /// re-send what is fenced (acknowledgements carry lease tokens) or idempotent.
     pub(crate) fn write<T>(&self, mut f: impl FnMut(&mut Tx) -> Result<T>) -> Result<T> {
-        let mut tries = 0;
+        let (mut tries, mut reconnects) = (0, 0);
         loop {
             let mut conn = self.conn()?;
+            let mut at_commit = false;
             let done = (|| {
                 let mut tx = conn.begin(|c| c.transaction())?;
                 let value = f(&mut tx)?;
+                at_commit = true;
                 tx.commit()?;
                 Ok(value)
             })();
@@ -189,32 +210,75 @@ impl PgDriver {
                     RETRY_WAIT_US.fetch_add(pause.as_micros() as u64, Ordering::Relaxed);
                     std::thread::sleep(pause);
                 }
+                Err(e) if errors::is_connection_lost(&e) && at_commit => {
+                    return Err(self.redact(Error::db(
+                        DbErrorKind::IoError,
+                        format!(
+                            "the connection to the PostgreSQL server was lost during COMMIT, so \
+                             whether the transaction committed is unknown: {e}"
+                        ),
+                    )))
+                }
+                Err(e) if errors::is_connection_lost(&e) && reconnects < MAX_RECONNECTS => {
+                    reconnects += 1;
+                    log::debug!("PostgreSQL connection lost before COMMIT, running again: {e}");
+                }
                 Err(e) => return Err(self.redact(e)),
             }
         }
     }
 
-    /// Run reads in one transaction (one snapshot for all of them), read-only.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Tx) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn()?;
-        let done = (|| {
-            let mut tx = conn.begin(|c| {
-                c.build_transaction()
-                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-            })?;
-            let value = f(&mut tx)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        done.map_err(|e| self.redact(e))
+    /// Run reads in one transaction (one snapshot for all of them), read-only; again on another
+    /// connection when this one died.
+    pub(crate) fn read<T>(&self, mut f: impl FnMut(&mut Tx) -> Result<T>) -> Result<T> {
+        let mut reconnects = 0;
+        loop {
+            let mut conn = self.conn()?;
+            let done = (|| {
+                let mut tx = conn.begin(|c| {
+                    c.build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                })?;
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match done {
+                Err(e) if errors::is_connection_lost(&e) && reconnects < MAX_RECONNECTS => {
+                    reconnects += 1;
+                }
+                done => return done.map_err(|e| self.redact(e)),
+            }
+        }
     }
 
     /// The URL without its password.
     pub fn path(&self) -> &str {
         &self.url.display
     }
+}
+
+/// The listener's settings from `?listen_url=`: its own server, with the pool's options.
+fn listen_config(listen: &str, pool: &postgres::Config) -> Result<postgres::Config> {
+    let mut config: postgres::Config = listen
+        .parse()
+        .map_err(|e| Error::invalid(format!("listen_url in the URL: {}", errors::from_pg(e))))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(
+            pool.get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(10)),
+        );
+    }
+    if let Some(options) = pool
+        .get_options()
+        .filter(|_| config.get_options().is_none())
+    {
+        config.options(options);
+    }
+    Ok(config)
 }
 
 /// The database's clock now, in ms since the Unix epoch (UTC).

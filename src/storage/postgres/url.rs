@@ -1,9 +1,10 @@
-//! A `postgresql://` URL as the queue takes it: `?schema=NAME` picks the schema (ours to strip,
-//! the client would refuse it), TLS modes are refused until TLS support comes, and the password
+//! A `postgresql://` URL as the queue takes it: `?schema=NAME` picks the schema, `pool_size` and
+//! `pool_timeout` size the pool (ours to strip, the client would refuse them), TLS modes are refused until TLS support comes, and the password
 //! never leaves this module except inside the client's configuration.
 
 use crate::model::error::{Error, Result};
 use crate::storage::is_postgres_url;
+use std::time::Duration;
 
 /// The schema a queue lives in when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "prismq";
@@ -17,6 +18,14 @@ pub struct PgUrl {
     pub schema: String,
     /// The URL as shown to people: without its password.
     pub display: String,
+    /// `?pool_size=N`: connections a handle keeps at most (default `POOL_SIZE`).
+    pub pool_size: Option<u32>,
+    /// `?pool_timeout=SECONDS`: how long a call waits for a free connection before failing.
+    pub pool_timeout: Option<Duration>,
+    /// `?listen_url=URL` (percent-encoded): what the LISTEN connection connects with instead,
+    /// for a transaction-pooling PgBouncer in front of the server (LISTEN needs a session).
+    /// Not shown in `display`.
+    pub listen_url: Option<String>,
     /// The password as written in the URL (and decoded), to blot out of any error message.
     secrets: Vec<String>,
 }
@@ -34,6 +43,7 @@ impl PgUrl {
         let mut secrets = Vec::new();
         let display_base = strip_password(base, &mut secrets);
         let mut schema = DEFAULT_SCHEMA.to_string();
+        let (mut pool_size, mut pool_timeout, mut listen_url) = (None, None, None);
         let (mut kept, mut shown) = (Vec::new(), Vec::new());
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -42,6 +52,26 @@ impl PgUrl {
                     // Ours: shown (it names the queue), not given to the client.
                     schema = value.to_string();
                     shown.push(pair);
+                    continue;
+                }
+                "pool_size" => {
+                    pool_size = Some(pool_size_of(value)?);
+                    shown.push(pair);
+                    continue;
+                }
+                "pool_timeout" => {
+                    pool_timeout = Some(pool_timeout_of(value)?);
+                    shown.push(pair);
+                    continue;
+                }
+                "listen_url" => {
+                    let inner = PgUrl::parse(&percent_decode(value)).map_err(|e| {
+                        Error::invalid(format!(
+                            "listen_url in the URL: {e} (percent-encode it: postgresql%3A%2F%2F...)"
+                        ))
+                    })?;
+                    secrets.extend(inner.secrets);
+                    listen_url = Some(inner.client_url);
                     continue;
                 }
                 "sslmode" if matches!(value, "require" | "verify-ca" | "verify-full") => {
@@ -77,6 +107,9 @@ impl PgUrl {
             client_url: join(base, &kept),
             display: join(&display_base, &shown),
             schema,
+            pool_size,
+            pool_timeout,
+            listen_url,
             secrets,
         })
     }
@@ -126,6 +159,26 @@ fn check_schema(name: &str) -> Result<()> {
             "schema={name:?} in the URL: a schema name is 1 to 63 lower-case letters, digits and \
              underscores, not starting with a digit or pg_"
         )))
+    }
+}
+
+fn pool_size_of(value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "pool_size={value:?} in the URL: the number of connections a queue handle keeps, \
+             an integer from 1 to 1000"
+        ))),
+    }
+}
+
+fn pool_timeout_of(value: &str) -> Result<Duration> {
+    match value.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(Error::invalid(format!(
+            "pool_timeout={value:?} in the URL: how many seconds a call waits for a free \
+             connection, a number above 0 and at most 3600"
+        ))),
     }
 }
 
@@ -180,6 +233,47 @@ mod tests {
         assert_eq!(u.display, "postgres:///app?host=/run/pg");
         assert!(u.client_url.contains("password=hunter2"));
         assert!(!u.redact("x hunter2 y").contains("hunter2"));
+    }
+
+    #[test]
+    fn pool_settings_are_ours_and_checked() {
+        let u = PgUrl::parse("postgresql://h/db?pool_size=2&pool_timeout=0.5&connect_timeout=3")
+            .unwrap();
+        assert_eq!(u.pool_size, Some(2));
+        assert_eq!(u.pool_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(u.client_url, "postgresql://h/db?connect_timeout=3");
+        assert!(u.display.contains("pool_size=2&pool_timeout=0.5"));
+        let u = PgUrl::parse("postgresql://h/db").unwrap();
+        assert_eq!((u.pool_size, u.pool_timeout), (None, None));
+        for bad in [
+            "pool_size=0",
+            "pool_size=x",
+            "pool_timeout=0",
+            "pool_timeout=-1",
+        ] {
+            let e = PgUrl::parse(&format!("postgresql://u:pw123@h/db?{bad}")).unwrap_err();
+            let text = e.to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(text.contains(key) && !text.contains("pw123"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_listen_url_is_taken_out_decoded_and_its_password_kept_secret() {
+        let u = PgUrl::parse(
+            "postgresql://app:pw1@bouncer:6432/app?schema=jobs&\
+             listen_url=postgresql%3A%2F%2Fapp%3Alistenpw%40db%3A5432%2Fapp",
+        )
+        .unwrap();
+        assert_eq!(
+            u.listen_url.as_deref(),
+            Some("postgresql://app:listenpw@db:5432/app")
+        );
+        assert_eq!(u.client_url, "postgresql://app:pw1@bouncer:6432/app");
+        assert_eq!(u.display, "postgresql://app@bouncer:6432/app?schema=jobs");
+        assert_eq!(u.redact("listenpw and pw1"), "*** and ***");
+        let e = PgUrl::parse("postgresql://h/db?listen_url=mysql%3A%2F%2Fh").unwrap_err();
+        assert!(e.to_string().contains("listen_url"), "{e}");
     }
 
     #[test]

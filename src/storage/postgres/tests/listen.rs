@@ -49,3 +49,50 @@ fn another_handles_enqueue_wakes_the_listener_which_survives_a_killed_connection
     producer.enqueue(&task("x", 1)).unwrap();
     wait_past(&events, before, "an enqueue after the reconnect");
 }
+
+#[test]
+fn a_listen_url_gives_the_listener_a_connection_of_its_own_choosing() {
+    let Some(db) = super::util::TestDb::new() else {
+        return;
+    };
+    // Another role on the same server stands for the listen URL's session-pooling endpoint.
+    let role = format!("l_{}", db.schema);
+    db.client()
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .unwrap();
+    let listen_url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    let listen_url = listen_url.split('?').next().unwrap().replace(':', "%3A");
+    let listen_url = listen_url.replace('/', "%2F").replace('@', "%40");
+    let q = crate::storage::postgres::PgDriver::open(
+        &format!("{}&listen_url={listen_url}", db.url),
+        crate::model::options::QueueOptions::default(),
+        Box::new(|| {}),
+        crate::testutil::RULES,
+    )
+    .unwrap();
+    let events = Arc::new(AtomicU64::new(0));
+    let seen = events.clone();
+    assert!(q.listen(Box::new(move || {
+        seen.fetch_add(1, Ordering::Relaxed);
+    })));
+    wait_past(&events, 0, "listening");
+    let listen = format!("LISTEN \"{}\"", channel(&db.schema));
+    let by: String = db
+        .client()
+        .query_one(
+            "SELECT usename::text FROM pg_stat_activity WHERE query = $1",
+            &[&listen],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(by, role, "the listener connected with the listen URL");
+    let before = events.load(Ordering::Relaxed);
+    db.open().enqueue(&task("x", 1)).unwrap();
+    wait_past(
+        &events,
+        before,
+        "an enqueue heard through the listen URL's connection",
+    );
+    drop(q);
+    let _ = db.client().batch_execute(&format!("DROP ROLE {role}"));
+}
