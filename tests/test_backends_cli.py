@@ -15,6 +15,7 @@ import httpx
 import pytest
 from serve_helpers import CTRL_BREAK_UNDER_WINE, Serve, env, wait_until
 from test_legacy_import import make_legacy
+from wine import UNDER_WINE
 from worker_cli_helpers import WorkerCLI
 
 from prismq_queue import Queue
@@ -189,7 +190,8 @@ def test_worker_drains_what_the_python_api_enqueued(queue_url, tmp_path):
             assert q.get(ids[0]).locked_by == "cli-w"
     finally:
         code = w.stop()
-    assert code == 0, w.err.text()
+    if not UNDER_WINE:  # under wine stop() ends the process (Ctrl-Break cannot be delivered there)
+        assert code == 0, w.err.text()
     assert PASSWORD not in w.err.text() + w.out.text()
 
 
