@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from fastapi import APIRouter, params
 
+from .._location import is_url
 from .._prismq_queue import Queue
 from ._auth import Auth, requires
 from ._errors import route_class
@@ -120,4 +121,5 @@ class RouterContext:
     def router(self) -> APIRouter:
         """An empty router of one resource: the route class that answers errors and limits
         bodies, and the error responses every route documents."""
-        return APIRouter(route_class=route_class(self.max_body_bytes), responses=ERRORS)
+        postgres = is_url(getattr(self.queue, "path", ""))  # io_error's wording (see _errors)
+        return APIRouter(route_class=route_class(self.max_body_bytes, postgres=postgres), responses=ERRORS)

@@ -14,7 +14,8 @@ the same in whatever app mounts it, whatever exception handlers that app has:
 - a ``DatabaseError`` whose ``kind`` is a condition of the storage rather than a bug (a lock
   held past ``busy_timeout``, a full disk, a read-only file, an I/O error, a file deleted or
   replaced under the server) is 503 with the reason in the message, and ``Retry-After`` where
-  retrying can help; any other one 500;
+  retrying can help; any other one 500. ``io_error`` is worded for the queue's backend: a disk
+  on SQLite, the connection to the server on PostgreSQL (no URL, so no password, in either);
 - anything else is 500 with a generic body. Details and the stack trace go to the
   ``prismq_queue.web`` logger with the request id, which the body and the ``X-Request-ID`` header
   carry; no message of an unexpected exception ever reaches the client.
@@ -164,9 +165,19 @@ _UNAVAILABLE: dict[str, tuple[str, Optional[int]]] = {
     ),
 }
 
+# On PostgreSQL io_error is a server that cannot be reached or a connection lost, possibly
+# during a COMMIT, whose outcome is then unknown: "nothing was written" would not hold.
+_IO_ERROR_POSTGRES = (
+    "the connection to the queue's PostgreSQL server failed (the server cannot be reached, or the "
+    "connection was lost); a write under way may have been committed: check before repeating it, "
+    "or repeat it with an idempotency key",
+    5,
+)
 
-def response_for(exc: BaseException, request: Request, rid: str) -> Response:
-    """The response for an exception raised while handling a request (see the module doc)."""
+
+def response_for(exc: BaseException, request: Request, rid: str, *, postgres: bool = False) -> Response:
+    """The response for an exception raised while handling a request (see the module doc);
+    ``postgres`` when the router's queue is on PostgreSQL."""
     if isinstance(exc, ApiError):
         return error_body(exc.status, exc.detail, rid, exc.headers)
     if isinstance(exc, FieldInvalid):
@@ -185,6 +196,8 @@ def response_for(exc: BaseException, request: Request, rid: str) -> Response:
         return validation_body([{"loc": ["body"], "msg": str(exc), "type": "value_error"}], rid)
     kind = exc.kind if isinstance(exc, DatabaseError) else None
     unavailable = _UNAVAILABLE.get(kind) if kind is not None else None
+    if kind == "io_error" and postgres:
+        unavailable = _IO_ERROR_POSTGRES
     if unavailable is not None:
         detail, retry_after = unavailable
         log.warning("request %s %s %s: database unavailable (%s): %s", rid, request.method, request.url.path, kind, exc)
@@ -193,11 +206,12 @@ def response_for(exc: BaseException, request: Request, rid: str) -> Response:
     return error_body(500, "internal error", rid)
 
 
-def route_class(max_body_bytes: int) -> type[APIRoute]:
+def route_class(max_body_bytes: int, *, postgres: bool = False) -> type[APIRoute]:
     """An APIRoute subclass whose routes read at most ``max_body_bytes`` of a body and answer every
-    error as the module doc says. The route's ``ScopeCheck`` dependencies run first: FastAPI would
-    read and parse the body before solving any dependency, and a request without a valid token
-    must be refused before its body is read (it is solved again with the others, for nothing)."""
+    error as the module doc says (``postgres``: the queue is on PostgreSQL). The route's
+    ``ScopeCheck`` dependencies run first: FastAPI would read and parse the body before solving
+    any dependency, and a request without a valid token must be refused before its body is read
+    (it is solved again with the others, for nothing)."""
 
     class PrismqRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -225,7 +239,7 @@ def route_class(max_body_bytes: int) -> type[APIRoute]:
                         body_read = True  # read by FastAPI, or refused with 413 on the way (which closes)
                         response = await inner(request)
                 except Exception as exc:  # noqa: BLE001 - every error becomes a clean response
-                    response = response_for(exc, request, rid)
+                    response = response_for(exc, request, rid, postgres=postgres)
                 if reads_body and not body_read and sends_body(request):
                     # Refused before its body was read: the server does not wait for the rest of it.
                     response.headers["Connection"] = "close"

@@ -116,7 +116,8 @@ impl PgDriver {
     fn fail_in(&self, tx: &mut Tx, f: &Failure) -> Result<Option<FailOutcome>> {
         let lease = f.lease;
         let Some(row) = tx.query_opt(
-            "SELECT attempts, max_attempts, queue, retry_policy, locked_by, started_at, now_ms() FROM tasks
+            "SELECT attempts, max_attempts, queue, retry_policy, locked_by, started_at, now_ms(), lane_id
+             FROM tasks
              WHERE id = $1 AND lease_token = $2 AND status = 'running'
              FOR UPDATE",
             &[&lease.task_id, &lease.token],
@@ -142,7 +143,7 @@ impl PgDriver {
         record_in(tx, &ended, now)?;
         apply_verdict(tx, lease.task_id, &verdict, now)?;
         if matches!(verdict.outcome, FailOutcome::Retrying { .. }) {
-            self.notify_in(tx)?;
+            self.notify_in(tx, row.get(7))?;
         }
         Ok(Some(verdict.outcome))
     }

@@ -172,15 +172,16 @@ impl PgDriver {
     pub fn retry(&self, id: i64) -> Result<bool> {
         self.write(|tx| {
             let now = db_now(tx)?;
-            let n = tx.execute(
+            let lane = tx.query_opt(
                 "UPDATE tasks SET status = 'queued', attempts = 0, run_after = $2, finished_at = NULL,
                         lease_until = NULL, lease_token = NULL, updated_at = $2
-                 WHERE id = $1 AND status IN ('failed', 'cancelled')",
+                 WHERE id = $1 AND status IN ('failed', 'cancelled')
+                 RETURNING lane_id",
                 &[&id, &now],
             )?;
-            if n == 1 {
+            if let Some(lane) = lane {
                 log_in(tx, id, now, "info", "re-queued by retry()")?;
-                self.notify_in(tx)?;
+                self.notify_in(tx, lane.get(0))?;
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

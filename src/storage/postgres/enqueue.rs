@@ -5,7 +5,7 @@ use crate::model::claim::LaneKey;
 use crate::model::error::Result;
 use crate::model::new_task::{requires_as_given, requires_text, NewTask};
 use crate::storage::postgres::PgDriver;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The batch's ids are taken from the sequence first, so each task knows its id whatever order
 /// the INSERT writes rows in; a task whose key already exists (in the table, or earlier in the
@@ -23,7 +23,7 @@ const INSERT: &str = "
          AS t (id, lane_id, type, queue, payload, priority,
                max_attempts, run_after, requires, timeout_ms, retry_policy, idempotency_key)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id";
+    RETURNING id, lane_id";
 
 /// The columns of a batch, one array each, in `INSERT`'s parameter order.
 #[derive(Default)]
@@ -77,7 +77,7 @@ impl PgDriver {
                 };
                 c.push(t, lane, now)?;
             }
-            let inserted: HashSet<i64> = tx
+            let inserted: HashMap<i64, i64> = tx
                 .query(
                     INSERT,
                     &[
@@ -97,10 +97,13 @@ impl PgDriver {
                     ],
                 )?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            if !inserted.is_empty() {
-                self.notify_in(tx)?;
+            let mut lanes: Vec<i64> = inserted.values().copied().collect();
+            lanes.sort_unstable();
+            lanes.dedup();
+            for lane in lanes {
+                self.notify_in(tx, lane)?;
             }
             if inserted.len() == tasks.len() {
                 return Ok(c.ids);
@@ -110,7 +113,7 @@ impl PgDriver {
                 .ids
                 .iter()
                 .zip(&c.keys)
-                .filter(|(id, _)| !inserted.contains(id))
+                .filter(|(id, _)| !inserted.contains_key(id))
                 .filter_map(|(_, k)| k.as_deref())
                 .collect();
             let existing: HashMap<String, i64> = tx
@@ -125,7 +128,7 @@ impl PgDriver {
                 .iter()
                 .zip(&c.keys)
                 .map(|(id, key)| match key {
-                    Some(k) if !inserted.contains(id) => existing[k.as_str()],
+                    Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
                     _ => *id,
                 })
                 .collect())

@@ -83,11 +83,16 @@ impl PgDriver {
                 },
             });
         }
-        Ok(cache
+        let admitted: Vec<i64> = cache
             .list
             .iter()
             .filter(|l| filter.admits(l))
             .map(|l| l.id)
-            .collect())
+            .collect();
+        // What this handle's waiters wait for, for its listener (see `listener::Interest`).
+        self.interest
+            .lock()
+            .note(&admitted, cache.list.iter().map(|l| l.id));
+        Ok(admitted)
     }
 }

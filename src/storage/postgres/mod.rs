@@ -77,6 +77,8 @@ pub struct PgDriver {
     channel: String,
     /// The listening thread, once a waiter asked for it (see `listener`).
     listening: OnceLock<Option<listener::Listening>>,
+    /// The lanes this handle's claims take from: its listener wakes waiters for those only.
+    interest: std::sync::Arc<Mutex<listener::Interest>>,
     /// The engine's rules for failed attempts and expired leases: this driver applies them.
     pub(crate) rules: &'static dyn Rules,
 }
@@ -162,6 +164,7 @@ impl PgDriver {
             config,
             channel: listener::channel(&url_schema),
             listening: OnceLock::new(),
+            interest: Default::default(),
             rules,
         })
     }
@@ -194,12 +197,14 @@ impl PgDriver {
             let done = (|| {
                 let mut tx = conn.begin(|c| c.transaction())?;
                 let value = f(&mut tx)?;
+                let notified = self.send_in(&mut tx)?;
                 at_commit = true;
                 tx.commit()?;
-                Ok(value)
+                Ok((value, notified))
             })();
             match done {
-                Ok(value) => {
+                Ok((value, notified)) => {
+                    listener::sent(&self.channel, &notified, std::time::Instant::now());
                     (self.on_commit)();
                     return Ok(value);
                 }

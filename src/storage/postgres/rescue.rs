@@ -20,7 +20,7 @@ impl PgDriver {
     /// Put back up to `limit` tasks whose lease ended before `now`; returns how many.
     pub(crate) fn rescue_expired_in(&self, tx: &mut Tx, now: i64, limit: i64) -> Result<usize> {
         let rows = tx.query(
-            "SELECT id, attempts, max_attempts, locked_by, started_at FROM tasks
+            "SELECT id, attempts, max_attempts, locked_by, started_at, lane_id FROM tasks
              WHERE status = 'running' AND lease_until < $1
              ORDER BY lease_until
              LIMIT $2
@@ -38,7 +38,7 @@ impl PgDriver {
             })
             .collect();
         let mut moved: Vec<(ExpiredAttempt<'_>, FailOutcome)> = Vec::with_capacity(expired.len());
-        for e in &expired {
+        for (e, row) in expired.iter().zip(&rows) {
             let attempt = e.expired(now);
             let verdict = self.rules.after_lease_expired(&attempt);
             apply_verdict(tx, e.task_id, &verdict, now)?;
@@ -47,10 +47,12 @@ impl PgDriver {
                 &e.ended(Outcome::LeaseExpired, &verdict.error, None),
                 now,
             )?;
+            if matches!(verdict.outcome, FailOutcome::Retrying { .. }) {
+                self.notify_in(tx, row.get(5))?;
+            }
             moved.push((attempt, verdict.outcome));
         }
         if !moved.is_empty() {
-            self.notify_in(tx)?;
             // One record per rescue pass, in the engine's words, as on SQLite.
             log::warn!(
                 target: "prismq_queue::core::rescuer",
@@ -82,7 +84,7 @@ impl PgDriver {
     pub fn release(&self, lease: Lease) -> Result<bool> {
         self.write(|tx| {
             let Some(row) = tx.query_opt(
-                "SELECT attempts, now_ms() FROM tasks
+                "SELECT attempts, now_ms(), lane_id FROM tasks
                  WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
                 &[&lease.task_id, &lease.token],
             )?
@@ -101,7 +103,7 @@ impl PgDriver {
                  WHERE id = $1",
                 &[&lease.task_id, &v.attempts, &v.run_after, &now],
             )?;
-            self.notify_in(tx)?;
+            self.notify_in(tx, row.get(2))?;
             log_in(tx, lease.task_id, now, v.log_level, v.log_message)?;
             Ok(true)
         })

@@ -111,7 +111,7 @@ impl PgDriver {
                          WHERE id = $1",
                         &[&id, &lane_id, &r.rerun_queue, &now, &error],
                     )?;
-                    self.notify_in(tx)?;
+                    self.notify_in(tx, lane_id)?;
                 } else {
                     tx.execute(
                         "UPDATE tasks SET status = 'failed', error = $2, finished_at = $3, updated_at = $3,

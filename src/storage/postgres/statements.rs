@@ -44,6 +44,7 @@ impl Conn {
         Ok(Tx {
             tx,
             statements: &mut self.statements,
+            claimable: Vec::new(),
         })
     }
 }
@@ -77,6 +78,8 @@ where
 pub struct Tx<'a> {
     tx: Transaction<'a>,
     statements: &'a mut HashMap<String, Statement>,
+    /// Lanes this transaction made a task claimable in, notified at its commit (`listener`).
+    pub(crate) claimable: Vec<i64>,
 }
 
 impl Tx<'_> {
