@@ -103,7 +103,13 @@ fn the_clock_is_the_largest_key_won_and_requeued_tasks_draw_from_it() {
     q.cancel(got[1].id).unwrap();
     q.retry(got[1].id).unwrap();
     assert!(wkey(&db, got[1].id) >= c);
-    let queued = keys[10].1;
+    // A task still queued (the FIFO claim above took the oldest, which may sit anywhere in key
+    // order; a running task draws no key on a new priority).
+    let queued = keys[5..]
+        .iter()
+        .map(|k| k.1)
+        .find(|id| *id != fifo.id)
+        .unwrap();
     let before = wkey(&db, queued);
     q.set_priority(queued, 1000).unwrap();
     assert_ne!(wkey(&db, queued), before, "a new priority draws a new key");
