@@ -7,9 +7,10 @@
 
 use crate::model::error::Result;
 use crate::storage::postgres::statements::Tx;
+use crate::storage::postgres::tls::Tls;
 use crate::storage::postgres::PgDriver;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Config, NoTls};
+use postgres::Config;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,12 +50,13 @@ impl PgDriver {
             .get_or_init(|| {
                 let stop = Arc::new(AtomicBool::new(false));
                 let mut config = self.config.clone();
+                let tls = self.listen_tls.clone();
                 config.application_name("prismq_queue listener");
                 let listen = format!("LISTEN \"{}\"", self.channel);
                 let flag = stop.clone();
                 let started = std::thread::Builder::new()
                     .name("prismq-pg-listen".into())
-                    .spawn(move || run(config, &listen, &flag, on_event));
+                    .spawn(move || run(config, tls, &listen, &flag, on_event));
                 match started {
                     Ok(_) => Some(Listening(stop)),
                     Err(e) => {
@@ -69,10 +71,16 @@ impl PgDriver {
 
 /// The listening thread: connect, LISTEN, pass each burst of notifications on as one event;
 /// on any failure start over after a growing pause.
-fn run(config: Config, listen: &str, stop: &AtomicBool, on_event: Box<dyn Fn() + Send + Sync>) {
+fn run(
+    config: Config,
+    tls: Tls,
+    listen: &str,
+    stop: &AtomicBool,
+    on_event: Box<dyn Fn() + Send + Sync>,
+) {
     let mut backoff = Duration::from_millis(50);
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match config.connect(tls.clone()) {
             Ok(c) => c,
             Err(e) => {
                 log::debug!("PostgreSQL listener cannot connect ({e}); trying again");
