@@ -143,8 +143,10 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore> {
 /// A word on what to fix when the connection failed over TLS (empty for other failures).
 pub fn hint(e: &postgres::Error, settings: &TlsSettings) -> &'static str {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut found = None;
+    let (mut found, mut no_tls) = (None, false);
     while let Some(s) = source {
+        // The client's own refusal is a plain message, its error's source.
+        no_tls |= s.to_string().contains("does not support TLS");
         if let Some(r) = s.downcast_ref::<rustls::Error>() {
             found = Some(r);
             break;
@@ -175,7 +177,7 @@ pub fn hint(e: &postgres::Error, settings: &TlsSettings) -> &'static str {
             " (the TLS handshake with the server failed: check its ssl settings, or the URL's \
              sslmode)"
         }
-        None if e.to_string().contains("does not support TLS") => {
+        None if no_tls => {
             " (the server does not accept TLS: turn ssl on in its postgresql.conf, or connect \
              with sslmode=prefer or disable over a trusted network)"
         }

@@ -186,3 +186,22 @@ fn the_listener_connects_with_the_same_tls() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn require_against_a_server_without_tls_says_to_turn_it_on() {
+    // The other tests' cluster has ssl off (a given PRISMQ_TEST_POSTGRES_URL may not).
+    if std::env::var_os("PRISMQ_TEST_POSTGRES_URL").is_some() {
+        return;
+    }
+    let Some(db) = super::util::TestDb::new() else {
+        return;
+    };
+    let e = open(&format!("{}&sslmode=require", db.url))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("turn ssl on"), "{e}");
+    // prefer falls back to plain there, as every other test shows.
+    assert!(!encrypted(
+        &open(&format!("{}&sslmode=prefer", db.url)).unwrap()
+    ));
+}
