@@ -131,6 +131,43 @@ class PasswordCluster(Cluster):
         return p
 
 
+class TlsCluster(Cluster):
+    """A throwaway cluster with ``ssl=on`` and a server certificate for ``localhost`` only, signed
+    by a CA made here (``ca_file``); ``other_ca_file`` is a CA that signed nothing. Made with the
+    openssl command line, as the Rust tests' ``tls_server`` does."""
+
+    def _run(self, argv: list[str]) -> None:
+        if argv[:2] == ["pg_ctl", "start"]:
+            i = argv.index("-o") + 1
+            argv = [*argv[:i], f"{argv[i]} {self._make_certificates()}", *argv[i + 1 :]]
+        super()._run(argv)
+
+    def _make_certificates(self) -> str:
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True)
+
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for ca in ("ca", "other-ca"):
+            openssl("req", "-x509", "-days", "3", "-subj", f"/CN=prismq {ca}", "-keyout", f"{ca}.key", *key,
+                    "-out", f"{ca}.crt", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        openssl("req", "-subj", "/CN=localhost", "-keyout", "server.key", *key, "-out", "server.csr")
+        with open(os.path.join(self.dir, "server.ext"), "w", encoding="utf-8") as f:
+            f.write("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "3", "-extfile", "server.ext", "-out", "server.crt")
+        # The server refuses a key others can read, or one not its own.
+        server_key, server_crt = os.path.join(self.dir, "server.key"), os.path.join(self.dir, "server.crt")
+        os.chmod(server_key, 0o600)
+        if _is_root():
+            shutil.chown(server_key, "postgres")
+            shutil.chown(server_crt, "postgres")
+        self.ca_file = os.path.join(self.dir, "ca.crt")
+        self.other_ca_file = os.path.join(self.dir, "other-ca.crt")
+        return f"-c ssl=on -c ssl_cert_file={server_crt} -c ssl_key_file={server_key}"
+
+
 def give_up(reason: str) -> None:
     """No server: a failure where one is required (CI sets PRISMQ_REQUIRE_POSTGRES=1), else a skip."""
     import pytest

@@ -10,10 +10,11 @@
 
 use crate::model::error::Result;
 use crate::storage::postgres::statements::Tx;
+use crate::storage::postgres::tls::Tls;
 use crate::storage::postgres::PgDriver;
 use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Config, NoTls};
+use postgres::Config;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -182,6 +183,7 @@ impl PgDriver {
                 let stop = Arc::new(AtomicBool::new(false));
                 let heard = Arc::new(AtomicU64::new(0));
                 let mut config = self.config.clone();
+                let tls = self.listen_tls.clone();
                 config.application_name("prismq_queue listener");
                 let listen = format!("LISTEN \"{}\"", self.channel);
                 let ears = Ears {
@@ -192,7 +194,7 @@ impl PgDriver {
                 };
                 let started = std::thread::Builder::new()
                     .name("prismq-pg-listen".into())
-                    .spawn(move || run(config, &listen, &ears));
+                    .spawn(move || run(config, tls, &listen, &ears));
                 match started {
                     Ok(_) => Some(Listening { stop, heard }),
                     Err(e) => {
@@ -225,11 +227,11 @@ impl Ears {
 /// The listening thread: connect, LISTEN, pass each burst of notifications on as one event
 /// when one of them names a lane this handle claims from; on any failure start over after a
 /// growing pause.
-fn run(config: Config, listen: &str, ears: &Ears) {
+fn run(config: Config, tls: Tls, listen: &str, ears: &Ears) {
     let (stop, on_event) = (&*ears.stop, &ears.on_event);
     let mut backoff = Duration::from_millis(50);
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match config.connect(tls.clone()) {
             Ok(c) => c,
             Err(e) => {
                 log::debug!("PostgreSQL listener cannot connect ({e}); trying again");

@@ -24,6 +24,7 @@ pub mod run_tasks;
 pub mod runs;
 pub mod schema;
 pub mod statements;
+pub mod tls;
 pub mod url;
 pub mod workers;
 
@@ -35,16 +36,16 @@ use crate::model::options::QueueOptions;
 use crate::storage::{CommitHook, Rules};
 use lanes::LaneCache;
 use parking_lot::Mutex;
-use postgres::NoTls;
 use r2d2_postgres::r2d2;
 use r2d2_postgres::PostgresConnectionManager;
 use statements::{Manager, Tx};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
+use tls::Tls;
 use url::PgUrl;
 
-type Pool = r2d2::Pool<Manager<NoTls>>;
+type Pool = r2d2::Pool<Manager<Tls>>;
 
 /// Connections a handle keeps at most: a worker process's threads share them.
 const POOL_SIZE: u32 = 8;
@@ -73,6 +74,8 @@ pub struct PgDriver {
     on_commit: CommitHook,
     /// The settings of the listener's own connection: the pool's, or `?listen_url=`'s.
     config: postgres::Config,
+    /// The listener's TLS: the pool's, or `?listen_url=`'s own.
+    listen_tls: Tls,
     /// The `LISTEN/NOTIFY` channel of this schema's queue.
     channel: String,
     /// The listening thread, once a waiter asked for it (see `listener`).
@@ -118,13 +121,17 @@ impl PgDriver {
         if config.get_application_name().is_none() {
             config.application_name("prismq_queue");
         }
+        tls::set_mode(&mut config, &url.tls);
+        let tls = tls::connector(&url.tls)?;
         // The first connection directly, so a wrong password or a missing database says so at
         // once (the pool would retry until its timeout), then the schema with it.
-        let mut first = config.connect(NoTls).map_err(|e| {
+        let mut first = config.connect(tls.clone()).map_err(|e| {
+            let hint = tls::hint(&e, &url.tls);
             redacted(match errors::from_pg(e) {
-                Error::Db { kind, message } => {
-                    Error::db(kind, format!("cannot open {}: {message}", url.display))
-                }
+                Error::Db { kind, message } => Error::db(
+                    kind,
+                    format!("cannot open {}: {message}{hint}", url.display),
+                ),
                 other => other,
             })
         })?;
@@ -146,13 +153,19 @@ impl PgDriver {
             .error_handler(Box::new(errors::QuietPoolErrors))
             .build_unchecked(Manager(PostgresConnectionManager::new(
                 config.clone(),
-                NoTls,
+                tls.clone(),
             )));
         let url_schema = url.schema.clone();
-        let config = match &url.listen_url {
+        let listen_settings = url.listen_tls.as_ref().unwrap_or(&url.tls);
+        let listen_tls = match &url.listen_tls {
+            Some(own) => tls::connector(own)?,
+            None => tls,
+        };
+        let mut config = match &url.listen_url {
             Some(listen) => listen_config(listen, &config).map_err(redacted)?,
             None => config,
         };
+        tls::set_mode(&mut config, listen_settings);
         Ok(PgDriver {
             pool,
             pool_wait,
@@ -162,6 +175,7 @@ impl PgDriver {
             lanes: Mutex::new(LaneCache::default()),
             on_commit,
             config,
+            listen_tls,
             channel: listener::channel(&url_schema),
             listening: OnceLock::new(),
             interest: Default::default(),
@@ -169,7 +183,7 @@ impl PgDriver {
         })
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<Manager<NoTls>>> {
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager<Tls>>> {
         self.pool
             .get()
             .map_err(|e| errors::from_pool(e, self.pool_wait, self.pool_size))

@@ -1,6 +1,7 @@
 //! A `postgresql://` URL as the queue takes it: `?schema=NAME` picks the schema, `pool_size` and
-//! `pool_timeout` size the pool (ours to strip, the client would refuse them), TLS modes are refused until TLS support comes, and the password
-//! never leaves this module except inside the client's configuration.
+//! `pool_timeout` size the pool, `sslmode` and `sslrootcert` set TLS (ours to strip, the client
+//! would refuse them or knows only some modes), and the password never leaves this module except
+//! inside the client's configuration.
 
 use crate::model::error::{Error, Result};
 use crate::storage::is_postgres_url;
@@ -8,6 +9,25 @@ use std::time::Duration;
 
 /// The schema a queue lives in when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "prismq";
+
+/// libpq's `sslmode` values that we support (`allow` is not one: see `ssl_mode_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// How a connection uses TLS (see `storage::postgres::tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    /// `sslrootcert=PATH`: the PEM file of trusted CAs (`system`: the system's roots).
+    pub root_cert: Option<String>,
+}
 
 /// A parsed queue URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +46,13 @@ pub struct PgUrl {
     /// for a transaction-pooling PgBouncer in front of the server (LISTEN needs a session).
     /// Not shown in `display`.
     pub listen_url: Option<String>,
+    /// `?sslmode=` and `?sslrootcert=`: the pool's TLS, and the listener's unless `listen_url`
+    /// gives its own.
+    pub tls: TlsSettings,
+    /// The TLS settings `listen_url` gives, when it gives any.
+    pub listen_tls: Option<TlsSettings>,
+    /// Whether this URL named `sslmode` or `sslrootcert`.
+    tls_given: bool,
     /// The password as written in the URL (and decoded), to blot out of any error message.
     secrets: Vec<String>,
 }
@@ -44,6 +71,7 @@ impl PgUrl {
         let display_base = strip_password(base, &mut secrets);
         let mut schema = DEFAULT_SCHEMA.to_string();
         let (mut pool_size, mut pool_timeout, mut listen_url) = (None, None, None);
+        let (mut tls, mut listen_tls, mut tls_given) = (TlsSettings::default(), None, false);
         let (mut kept, mut shown) = (Vec::new(), Vec::new());
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -72,14 +100,28 @@ impl PgUrl {
                     })?;
                     secrets.extend(inner.secrets);
                     listen_url = Some(inner.client_url);
+                    listen_tls = inner.tls_given.then_some(inner.tls);
                     continue;
                 }
-                "sslmode" if matches!(value, "require" | "verify-ca" | "verify-full") => {
-                    return Err(Error::invalid(format!(
-                        "sslmode={value} needs TLS, which this build of prismq_queue does not have yet: \
-                         connect without TLS (sslmode=disable or prefer) over a trusted network or a local \
-                         socket, or through a TLS-terminating proxy"
-                    )))
+                "sslmode" => {
+                    // Ours: the client knows only disable, prefer and require.
+                    tls.mode = ssl_mode_of(value)?;
+                    tls_given = true;
+                    shown.push(pair);
+                    continue;
+                }
+                "sslrootcert" => {
+                    // Ours to read (the client would refuse the parameter); a path, not secret.
+                    let path = percent_decode(value);
+                    if path.is_empty() {
+                        return Err(Error::invalid(
+                            "sslrootcert= in the URL is empty: give the path of the CA's PEM file",
+                        ));
+                    }
+                    tls.root_cert = Some(path);
+                    tls_given = true;
+                    shown.push(pair);
+                    continue;
                 }
                 "password" => {
                     secrets.push(value.to_string());
@@ -110,6 +152,9 @@ impl PgUrl {
             pool_size,
             pool_timeout,
             listen_url,
+            tls,
+            listen_tls,
+            tls_given,
             secrets,
         })
     }
@@ -180,6 +225,28 @@ fn pool_timeout_of(value: &str) -> Result<Duration> {
              connection, a number above 0 and at most 3600"
         ))),
     }
+}
+
+fn ssl_mode_of(value: &str) -> Result<SslMode> {
+    Ok(match value {
+        "disable" => SslMode::Disable,
+        "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        "allow" => {
+            return Err(Error::invalid(
+                "sslmode=allow in the URL is not supported (it tries plain first): use prefer \
+                 (TLS when the server offers it) or disable",
+            ))
+        }
+        _ => {
+            return Err(Error::invalid(format!(
+                "sslmode={value:?} in the URL: one of disable, prefer (the default), require, \
+                 verify-ca and verify-full"
+            )))
+        }
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -277,14 +344,51 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_and_odd_schemas_are_refused_without_the_password() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let e = PgUrl::parse(&format!("postgresql://u:pw123@h/db?sslmode={mode}"))
+    fn tls_settings_are_ours_and_odd_values_refused_without_the_password() {
+        let u = PgUrl::parse(
+            "postgresql://u:pw123@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem&connect_timeout=3",
+        )
+        .unwrap();
+        assert_eq!(u.tls.mode, SslMode::VerifyFull);
+        assert_eq!(u.tls.root_cert.as_deref(), Some("/etc/ca x.pem"));
+        assert_eq!(u.client_url, "postgresql://u:pw123@h/db?connect_timeout=3");
+        assert!(u.display.contains("sslmode=verify-full&sslrootcert="));
+        for (mode, want) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+        ] {
+            let u = PgUrl::parse(&format!("postgresql://h/db?sslmode={mode}")).unwrap();
+            assert_eq!(
+                (u.tls.mode, u.client_url.as_str()),
+                (want, "postgresql://h/db")
+            );
+        }
+        assert_eq!(
+            PgUrl::parse("postgresql://h/db").unwrap().tls,
+            TlsSettings::default()
+        );
+        for bad in ["sslmode=allow", "sslmode=verify", "sslrootcert="] {
+            let e = PgUrl::parse(&format!("postgresql://u:pw123@h/db?{bad}"))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("needs TLS") && !e.contains("pw123"), "{e}");
+            let key = bad.split('=').next().unwrap();
+            assert!(e.contains(key) && !e.contains("pw123"), "{e}");
         }
-        assert!(PgUrl::parse("postgresql://h/db?sslmode=disable").is_ok());
+        // The listener takes listen_url's own TLS settings when it gives any.
+        let u = PgUrl::parse(
+            "postgresql://h/db?sslmode=require&listen_url=postgresql%3A%2F%2Fl%2Fdb%3Fsslmode%3Ddisable",
+        )
+        .unwrap();
+        assert_eq!(u.listen_url.as_deref(), Some("postgresql://l/db"));
+        assert_eq!(u.listen_tls.map(|t| t.mode), Some(SslMode::Disable));
+        let u = PgUrl::parse("postgresql://h/db?listen_url=postgresql%3A%2F%2Fl%2Fdb").unwrap();
+        assert_eq!(u.listen_tls, None);
+    }
+
+    #[test]
+    fn odd_schemas_are_refused() {
         for bad in ["Jobs", "1x", "pg_x", "a-b", "", "a;drop"] {
             let e = PgUrl::parse(&format!("postgresql://h/db?schema={bad}")).unwrap_err();
             assert!(e.to_string().contains("schema="), "{bad}: {e}");

@@ -12,6 +12,7 @@ mod open;
 mod plans;
 mod runs;
 mod statements;
+mod tls;
 pub(crate) mod util;
 mod weighted;
 

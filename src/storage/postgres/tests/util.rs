@@ -93,6 +93,12 @@ fn run(mut c: Command, what: &str) {
 
 /// initdb, pg_ctl start, and the watchdog; returns the server's URL.
 fn start_cluster(bin: &Path) -> String {
+    start_cluster_with(bin, |_| String::new()).0
+}
+
+/// As `start_cluster`, with server options `extra` returns given the cluster's directory (run
+/// before the server starts, e.g. to write its certificates there); the URL and that directory.
+fn start_cluster_with(bin: &Path, extra: impl FnOnce(&Path) -> String) -> (String, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("prismq-pg-")
         .tempdir()
@@ -127,8 +133,9 @@ fn start_cluster(bin: &Path) -> String {
         .expect("a free port")
         .port();
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-        d(&dir)
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 {}",
+        d(&dir),
+        extra(&dir)
     );
     let log = d(&dir.join("log"));
     run(
@@ -172,7 +179,129 @@ fn start_cluster(bin: &Path) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("the cluster's watchdog");
-    format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+    (
+        format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+        dir,
+    )
+}
+
+/// A throwaway cluster of the TLS tests' own, with `ssl=on` and a server certificate for
+/// `localhost` only, signed by a CA made for it (`ca.crt`); `other-ca.crt` is a CA that signed
+/// nothing. Made with the openssl command line; the client side is rustls.
+pub struct TlsServer {
+    /// The cluster listens on 127.0.0.1 (`localhost` resolves to it) at this port.
+    pub port: u16,
+    /// Its directory, which holds its Unix socket.
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+/// The TLS tests' cluster (started once per process); `None` when they are skipped: with
+/// `PRISMQ_ALLOW_NO_POSTGRES=1` or `PRISMQ_TEST_POSTGRES_URL` and no initdb here.
+pub fn tls_server() -> Option<&'static TlsServer> {
+    static SERVER: OnceLock<Option<TlsServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let Some(bin) = initdb_dir() else {
+                // The same rule as `find_server`, which says why when it panics.
+                server()?;
+                eprintln!("TLS tests skipped: they start a cluster of their own and need initdb");
+                return None;
+            };
+            let (url, dir) = start_cluster_with(&bin, make_certificates);
+            let port = url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .expect("the cluster's port");
+            Some(TlsServer {
+                port,
+                ca: dir.join("ca.crt"),
+                other_ca: dir.join("other-ca.crt"),
+                dir,
+            })
+        })
+        .as_ref()
+}
+
+/// Two CAs and a server certificate for DNS:localhost signed by the first, in `dir`; the
+/// server options that use them.
+fn make_certificates(dir: &Path) -> String {
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.current_dir(dir).args(args);
+        run(c, "openssl (making the TLS tests' certificates)");
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (keyfile, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=prismq {ca}"),
+        );
+        let mut args = vec![
+            "req", "-x509", "-days", "3", "-subj", &subj, "-keyout", &keyfile,
+        ];
+        args.extend(key);
+        args.extend(["-out", &crt, "-addext", "basicConstraints=critical,CA:TRUE"]);
+        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&args);
+    }
+    let mut args = vec!["req", "-subj", "/CN=localhost", "-keyout", "server.key"];
+    args.extend(key);
+    args.extend(["-out", "server.csr"]);
+    openssl(&args);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    // The server refuses a key others can read, or one not its own.
+    let server_key = dir.join("server.key");
+    std::fs::set_permissions(
+        &server_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod server.key");
+    if is_root() {
+        let mut c = Command::new("chown");
+        c.arg("postgres")
+            .arg(&server_key)
+            .arg(dir.join("server.crt"));
+        run(c, "chown of the server's key to postgres");
+    }
+    let p = |f: &str| dir.join(f).to_str().expect("a UTF-8 path").to_string();
+    format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        p("server.crt"),
+        p("server.key")
+    )
 }
 
 /// A schema of one test, dropped when it ends.
