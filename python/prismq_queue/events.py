@@ -132,6 +132,10 @@ class _Waiter:
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
+        # Taken here, by the subscribing stream before watch() returns, not by the thread: a
+        # thread that starts late (it waits for the GIL) would take it after the caller's next
+        # commits, which its first look may have missed, and sleep through them.
+        self.token = queue.change_token()
         self.cond = threading.Condition()
         self.seq = 0
         self.streams = 0
@@ -141,7 +145,7 @@ class _Waiter:
 
     def _run(self) -> None:
         try:
-            token = self.queue.change_token()
+            token = self.token
             while True:
                 changed = self.queue.wait_for_change(self.TIMEOUT, since=token)
                 with _WAITERS_LOCK:

@@ -229,6 +229,40 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
+    /// What `events.watch` relies on: a token taken before a commit of this very handle is
+    /// behind it, whether the commit lands before the wait starts or during it (from another
+    /// thread), and one taken after it is not. A stream's waiter takes its token before
+    /// `watch()` returns (events.py) and counts on exactly this.
+    #[test]
+    fn a_token_is_passed_by_this_handles_own_commits_on_each_backend() {
+        let never = AtomicBool::new(false);
+        for (backend, q, _guard) in crate::engine::queue::testutil::each_backend() {
+            let q = std::sync::Arc::new(q);
+            let token = q.change_token().unwrap();
+            q.enqueue(&NewTask::new("x", "null")).unwrap();
+            assert!(
+                q.wait_past(token, Duration::ZERO, &never).unwrap(),
+                "{backend}: a commit before the wait"
+            );
+            let after = q.change_token().unwrap();
+            // PostgreSQL's position moves with any write on the server (other tests' too).
+            if backend == "sqlite" {
+                let moved = q.wait_past(after, Duration::from_millis(20), &never);
+                assert!(!moved.unwrap(), "nothing committed since");
+            }
+            let writer = {
+                let q = q.clone();
+                std::thread::spawn(move || q.enqueue(&NewTask::new("x", "null")).unwrap())
+            };
+            // Only this handle writes: a wait that missed its commit would time out.
+            assert!(
+                q.wait_past(after, Duration::from_secs(30), &never).unwrap(),
+                "{backend}: a commit during the wait"
+            );
+            writer.join().unwrap();
+        }
+    }
+
     #[test]
     fn a_look_limit_out_of_range_is_refused() {
         let (_d, q) = file_queue();
