@@ -48,8 +48,8 @@ def next_matching(stream, predicate, limit=100):
 # ---------------------------------------------------------------------- events.watch
 @pytest.mark.timeout(60)
 def test_watch_reports_a_tasks_life_once_per_change(q, queue_url):
-    # The changes come through a second handle (on SQLite, a claim made through the watching
-    # handle itself was seen to leave the stream asleep until the next commit: not this slice's).
+    # The changes come through a second handle; tests/test_watch_own_writes.py covers writes
+    # through the watched handle itself (a late waiter thread once slept through them).
     with Queue(queue_url) as w:
         before = w.enqueue("old")
         with events.watch(q, interval=0.2, min_gap=0) as stream:
