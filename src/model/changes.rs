@@ -104,6 +104,63 @@ impl TaskChange {
     }
 }
 
+/// A task's row as a look of the change feed reads it, on either backend: what a `TaskChange`
+/// and a stream's memory of a running task are made of.
+pub(crate) struct FeedRow {
+    pub(crate) id: i64,
+    pub(crate) task_type: String,
+    pub(crate) queue: String,
+    pub(crate) status: Status,
+    pub(crate) progress: Option<f64>,
+    pub(crate) step: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) attempts: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) worker: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) started_at: Option<i64>,
+    /// Read by SQLite's diff (a task finished since the last look); PostgreSQL's feed has no use for it.
+    pub(crate) finished_at: Option<i64>,
+}
+
+impl FeedRow {
+    /// The event of `kind` this row makes: a creation is stamped with its creation time.
+    pub(crate) fn change(&self, kind: ChangeKind) -> TaskChange {
+        TaskChange {
+            kind,
+            id: self.id,
+            task_type: self.task_type.clone(),
+            queue: self.queue.clone(),
+            status: self.status,
+            progress: self.progress,
+            step: self.step.clone(),
+            message: self.message.clone(),
+            at: if kind == ChangeKind::Created {
+                self.created_at
+            } else {
+                self.updated_at
+            },
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            worker: self.worker.clone(),
+            error: self.error.clone(),
+        }
+    }
+
+    /// What a stream remembers of it while it runs.
+    pub(crate) fn snap(&self) -> Running {
+        Running {
+            started_at: self.started_at,
+            attempts: self.attempts,
+            progress: self.progress,
+            step: self.step.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
 /// A running task as a stream last saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Running {

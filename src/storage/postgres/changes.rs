@@ -24,7 +24,7 @@
 //! a cursor that has not looked for that long is told it fell behind instead of missing changes.
 
 use crate::model::changes::{
-    ChangeCursor, ChangeKind, ChangeToken, Changes, Running, SnapshotMark, TaskChange,
+    ChangeCursor, ChangeKind, ChangeToken, Changes, FeedRow, SnapshotMark,
 };
 use crate::model::error::{Error, Result};
 use crate::model::task::Status;
@@ -51,75 +51,26 @@ const SNAPSHOT: &str =
         ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x)
     FROM pg_current_snapshot() AS s";
 
-struct Row {
-    id: i64,
-    task_type: String,
-    queue: String,
-    status: Status,
-    progress: Option<f64>,
-    step: Option<String>,
-    message: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    attempts: i64,
-    max_attempts: i64,
-    worker: Option<String>,
-    error: Option<String>,
-    started_at: Option<i64>,
-}
-
-impl Row {
-    fn read(r: &postgres::Row) -> Result<Row> {
-        let status: String = r.try_get(3)?;
-        Ok(Row {
-            id: r.try_get(0)?,
-            task_type: r.try_get(1)?,
-            queue: r.try_get(2)?,
-            status: Status::parse(&status).unwrap_or(Status::Queued),
-            progress: r.try_get(4)?,
-            step: r.try_get(5)?,
-            message: r.try_get(6)?,
-            created_at: r.try_get(7)?,
-            updated_at: r.try_get(8)?,
-            attempts: r.try_get(9)?,
-            max_attempts: r.try_get(10)?,
-            worker: r.try_get(11)?,
-            error: r.try_get(12)?,
-            started_at: r.try_get(13)?,
-        })
-    }
-
-    fn change(&self, kind: ChangeKind) -> TaskChange {
-        TaskChange {
-            kind,
-            id: self.id,
-            task_type: self.task_type.clone(),
-            queue: self.queue.clone(),
-            status: self.status,
-            progress: self.progress,
-            step: self.step.clone(),
-            message: self.message.clone(),
-            at: if kind == ChangeKind::Created {
-                self.created_at
-            } else {
-                self.updated_at
-            },
-            attempts: self.attempts,
-            max_attempts: self.max_attempts,
-            worker: self.worker.clone(),
-            error: self.error.clone(),
-        }
-    }
-
-    fn snap(&self) -> Running {
-        Running {
-            started_at: self.started_at,
-            attempts: self.attempts,
-            progress: self.progress,
-            step: self.step.clone(),
-            message: self.message.clone(),
-        }
-    }
+/// A task's row as the feed reads it.
+fn read_row(r: &postgres::Row) -> Result<FeedRow> {
+    let status: String = r.try_get(3)?;
+    Ok(FeedRow {
+        id: r.try_get(0)?,
+        task_type: r.try_get(1)?,
+        queue: r.try_get(2)?,
+        status: Status::parse(&status).unwrap_or(Status::Queued),
+        progress: r.try_get(4)?,
+        step: r.try_get(5)?,
+        message: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+        attempts: r.try_get(9)?,
+        max_attempts: r.try_get(10)?,
+        worker: r.try_get(11)?,
+        error: r.try_get(12)?,
+        started_at: r.try_get(13)?,
+        finished_at: None,
+    })
 }
 
 /// The look's snapshot: (xmin, xmax, xip).
@@ -148,7 +99,7 @@ impl PgDriver {
                 &[],
             )?;
             for r in &rows {
-                let row = Row::read(r)?;
+                let row = read_row(r)?;
                 if queues.as_ref().is_none_or(|qs| qs.contains(&row.queue)) {
                     running.insert(row.id, row.snap());
                 }
@@ -296,12 +247,12 @@ fn look(tx: &mut Tx, cur: &mut ChangeCursor, limit: usize) -> Result<Changes> {
         more: !mark.backlog.is_empty(),
     };
     let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-    let mut rows: HashMap<i64, Row> = HashMap::with_capacity(ids.len());
+    let mut rows: HashMap<i64, FeedRow> = HashMap::with_capacity(ids.len());
     for r in tx.query(
         &format!("SELECT {COLS} FROM tasks WHERE id = ANY($1)"),
         &[&ids],
     )? {
-        let row = Row::read(&r)?;
+        let row = read_row(&r)?;
         rows.insert(row.id, row);
     }
     for (id, created) in batch {
@@ -316,7 +267,7 @@ fn look(tx: &mut Tx, cur: &mut ChangeCursor, limit: usize) -> Result<Changes> {
 }
 
 /// What one changed task's row says, against what the cursor saw of it.
-fn report(cur: &mut ChangeCursor, row: &Row, created: bool, out: &mut Changes) {
+fn report(cur: &mut ChangeCursor, row: &FeedRow, created: bool, out: &mut Changes) {
     if !cur.wants(&row.queue) {
         return;
     }

@@ -28,8 +28,7 @@ use crate::model::changes::ChangeCursor;
 use crate::model::changes::ChangeKind;
 use crate::model::changes::ChangeToken;
 use crate::model::changes::Changes;
-use crate::model::changes::Running;
-use crate::model::changes::TaskChange;
+use crate::model::changes::FeedRow;
 use crate::model::changes::FINISHED_MARGIN_MS;
 use crate::model::error::Result;
 use crate::model::task::Status;
@@ -47,98 +46,46 @@ const FINISHED_PER_LOOK: usize = 5_000;
 const COLS: &str = "id, type, queue, status, progress, step, message, created_at, updated_at, \
                     attempts, max_attempts, locked_by, error, started_at, finished_at";
 
-struct Row {
-    id: i64,
-    task_type: String,
-    queue: String,
-    status: Status,
-    progress: Option<f64>,
-    step: Option<String>,
-    message: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    attempts: i64,
-    max_attempts: i64,
-    worker: Option<String>,
-    error: Option<String>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
+/// Leniently: a damaged row (a column of the wrong type) must not stop the feed, so a value
+/// that is not what the column should hold reads as a neutral one.
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<FeedRow> {
+    use rusqlite::types::ValueRef;
+    let int = |i: usize| match r.get_ref(i) {
+        Ok(ValueRef::Integer(n)) => Some(n),
+        _ => None,
+    };
+    let text = |i: usize| match r.get_ref(i) {
+        Ok(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    };
+    let status = text(3).unwrap_or_default();
+    Ok(FeedRow {
+        id: r.get(0)?,
+        task_type: text(1).unwrap_or_default(),
+        queue: text(2).unwrap_or_default(),
+        status: Status::parse(&status).unwrap_or(Status::Queued),
+        progress: match r.get_ref(4)? {
+            ValueRef::Real(f) => Some(f),
+            ValueRef::Integer(n) => Some(n as f64),
+            _ => None,
+        },
+        step: text(5),
+        message: text(6),
+        created_at: int(7).unwrap_or(0),
+        updated_at: int(8).unwrap_or(0),
+        attempts: int(9).unwrap_or(0),
+        max_attempts: int(10).unwrap_or(0),
+        worker: text(11),
+        error: text(12),
+        started_at: int(13),
+        finished_at: int(14),
+    })
 }
 
-impl Row {
-    /// Leniently: a damaged row (a column of the wrong type) must not stop the feed, so a value
-    /// that is not what the column should hold reads as a neutral one.
-    fn read(r: &rusqlite::Row) -> rusqlite::Result<Row> {
-        use rusqlite::types::ValueRef;
-        let int = |i: usize| match r.get_ref(i) {
-            Ok(ValueRef::Integer(n)) => Some(n),
-            _ => None,
-        };
-        let text = |i: usize| match r.get_ref(i) {
-            Ok(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
-            _ => None,
-        };
-        let status = text(3).unwrap_or_default();
-        Ok(Row {
-            id: r.get(0)?,
-            task_type: text(1).unwrap_or_default(),
-            queue: text(2).unwrap_or_default(),
-            status: Status::parse(&status).unwrap_or(Status::Queued),
-            progress: match r.get_ref(4)? {
-                ValueRef::Real(f) => Some(f),
-                ValueRef::Integer(n) => Some(n as f64),
-                _ => None,
-            },
-            step: text(5),
-            message: text(6),
-            created_at: int(7).unwrap_or(0),
-            updated_at: int(8).unwrap_or(0),
-            attempts: int(9).unwrap_or(0),
-            max_attempts: int(10).unwrap_or(0),
-            worker: text(11),
-            error: text(12),
-            started_at: int(13),
-            finished_at: int(14),
-        })
-    }
-
-    fn change(&self, kind: ChangeKind) -> TaskChange {
-        TaskChange {
-            kind,
-            id: self.id,
-            task_type: self.task_type.clone(),
-            queue: self.queue.clone(),
-            status: self.status,
-            progress: self.progress,
-            step: self.step.clone(),
-            message: self.message.clone(),
-            at: if kind == ChangeKind::Created {
-                self.created_at
-            } else {
-                self.updated_at
-            },
-            attempts: self.attempts,
-            max_attempts: self.max_attempts,
-            worker: self.worker.clone(),
-            error: self.error.clone(),
-        }
-    }
-
-    fn snap(&self) -> Running {
-        Running {
-            started_at: self.started_at,
-            attempts: self.attempts,
-            progress: self.progress,
-            step: self.step.clone(),
-            message: self.message.clone(),
-        }
-    }
-}
-
-fn fetch(c: &Connection, id: i64) -> Result<Option<Row>> {
+fn fetch(c: &Connection, id: i64) -> Result<Option<FeedRow>> {
     Ok(
         c.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?
-            .query_row([id], Row::read)
+            .query_row([id], read_row)
             .optional()?,
     )
 }
@@ -176,7 +123,7 @@ impl SqliteDriver {
                 ))?;
                 let mut rows = stmt.query([])?;
                 while let Some(r) = rows.next()? {
-                    let row = Row::read(r)?;
+                    let row = read_row(r)?;
                     if queues.as_ref().is_none_or(|qs| qs.contains(&row.queue)) {
                         running.insert(row.id, row.snap());
                     }
@@ -283,7 +230,7 @@ struct Diff<'c> {
 }
 
 impl Diff<'_> {
-    fn status(&mut self, row: &Row, cur: &mut ChangeCursor) {
+    fn status(&mut self, row: &FeedRow, cur: &mut ChangeCursor) {
         if let Some(f) = row.finished_at {
             cur.seen_finished.insert(row.id, f);
         }
@@ -301,7 +248,7 @@ impl Diff<'_> {
             ))?;
             let mut rows = stmt.query(rusqlite::params![cur.max_id, limit as i64 + 1])?;
             while let Some(r) = rows.next()? {
-                new_rows.push(Row::read(r)?);
+                new_rows.push(read_row(r)?);
             }
         }
         if new_rows.len() > limit {
@@ -333,7 +280,7 @@ impl Diff<'_> {
             ))?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                let row = Row::read(r)?;
+                let row = read_row(r)?;
                 if row.id > self.horizon || !cur.wants(&row.queue) {
                     continue;
                 }
