@@ -3,7 +3,9 @@
 //! Only what both backends store is here: each backend derives its own columns (SQLite's race
 //! key and lease key, lanes) when it writes.
 
+use crate::model::claim::LaneKey;
 use crate::model::error::{Error, Result};
+use crate::model::new_task::requires_text;
 use crate::model::task::TaskRow;
 use serde::Serialize;
 
@@ -258,4 +260,22 @@ pub fn refuse_damaged(row: &TaskRow) -> Result<()> {
             row.damaged.join("; ")
         ),
     ))
+}
+
+/// The lane of a copied task, as enqueue derives it: its queue, type and canonical `requires`
+/// text (the destination makes or finds that lane; lane ids are each database's own).
+pub fn lane_key(row: &TaskRow) -> Result<LaneKey> {
+    let requires = match &row.requires {
+        Some(text) => {
+            let map = serde_json::from_str(text).map_err(|e| {
+                Error::invalid(format!(
+                    "task {}: its requires is not a JSON object: {e}",
+                    row.id
+                ))
+            })?;
+            requires_text(&Some(map))
+        }
+        None => String::new(),
+    };
+    Ok((row.queue.clone(), row.task_type.clone(), requires))
 }

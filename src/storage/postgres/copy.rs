@@ -5,11 +5,11 @@
 
 use crate::model::claim::LaneKey;
 use crate::model::copy::{
-    conflict, key_taken, task_difference, CopyAttempt, CopyImport, CopyKey, CopyLog, CopyRows,
-    CopyRun, CopySummary, CopyTable, CopyTask,
+    conflict, key_taken, lane_key, task_difference, CopyAttempt, CopyImport, CopyKey, CopyLog,
+    CopyRows, CopyRun, CopySummary, CopyTable, CopyTask,
 };
-use crate::model::error::{Error, Result};
-use crate::model::new_task::requires_text;
+use crate::model::error::Result;
+
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
@@ -71,24 +71,6 @@ fn run(r: &Row) -> Result<CopyRun> {
         updated_at: r.try_get(6)?,
         data: r.try_get(7)?,
     })
-}
-
-/// The lane of a copied task: its canonical `requires` text, as enqueue derives it.
-fn lane_key(t: &CopyTask) -> Result<LaneKey> {
-    let r = &t.row;
-    let requires = match &r.requires {
-        Some(text) => {
-            let map = serde_json::from_str(text).map_err(|e| {
-                Error::invalid(format!(
-                    "task {}: its requires is not a JSON object: {e}",
-                    r.id
-                ))
-            })?;
-            requires_text(&Some(map))
-        }
-        None => String::new(),
-    };
-    Ok((r.queue.clone(), r.task_type.clone(), requires))
 }
 
 /// Move `sequence` (a regclass expression) past `value`, never back: the next value it gives
@@ -482,7 +464,7 @@ impl PgDriver {
         t: &CopyTask,
     ) -> Result<()> {
         let r = &t.row;
-        let lane_id = self.lane_id_in(tx, &lane_key(t)?, lanes)?;
+        let lane_id = self.lane_id_in(tx, &lane_key(&t.row)?, lanes)?;
         (**tx).execute(
             insert,
             &[

@@ -5,11 +5,11 @@
 
 use crate::model::claim::LaneKey;
 use crate::model::copy::{
-    conflict, key_taken, refuse_damaged, task_difference, CopyAttempt, CopyImport, CopyKey,
-    CopyLog, CopyRows, CopyRun, CopySummary, CopyTable, CopyTask,
+    conflict, key_taken, lane_key, refuse_damaged, task_difference, CopyAttempt, CopyImport,
+    CopyKey, CopyLog, CopyRows, CopyRun, CopySummary, CopyTable, CopyTask,
 };
-use crate::model::error::{Error, Result};
-use crate::model::new_task::requires_text;
+use crate::model::error::Result;
+
 use crate::model::task::{Status, TaskRow};
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::clock::{LeaseClock, Now};
@@ -79,23 +79,6 @@ fn all<T>(
         .prepare_cached(sql)?
         .query_map(args, f)?
         .collect::<rusqlite::Result<_>>()?)
-}
-
-/// The lane of a copied task: its canonical `requires` text, as enqueue derives it.
-fn lane_key(row: &TaskRow) -> Result<LaneKey> {
-    let requires = match &row.requires {
-        Some(text) => {
-            let map = serde_json::from_str(text).map_err(|e| {
-                Error::invalid(format!(
-                    "task {}: its requires is not a JSON object: {e}",
-                    row.id
-                ))
-            })?;
-            requires_text(&Some(map))
-        }
-        None => String::new(),
-    };
-    Ok((row.queue.clone(), row.task_type.clone(), requires))
 }
 
 /// Where the writes of one batch stand: the transaction, the clocks, lanes made so far.
