@@ -33,9 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import sys
-import threading
 import time
 import uuid
 
@@ -44,6 +42,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from bench_core import percentiles, realistic_items  # noqa: E402
+from bench_worker import _worker_main  # noqa: E402  (Queue(url) opens a URL as it opens a path)
 
 from prismq_queue import Queue  # noqa: E402
 
@@ -193,37 +192,6 @@ def ours_claim_latency(server: str, depth: int, samples: int) -> dict:
             out[strategy] = percentiles(lat)
         out["queued_after"] = q.stats()["queued"]
     return out
-
-
-class _Registry:
-    def __init__(self, handlers):
-        self.handlers = handlers
-
-    def get_registered_types(self):
-        return set(self.handlers)
-
-    def get_handler(self, t):
-        return self.handlers[t]
-
-
-def _noop(ctx):
-    return None
-
-
-def _stamp(ctx):
-    return time.time()
-
-
-def _worker_main(url, concurrency, seconds, ready):
-    from prismq_queue.worker import Worker
-
-    q = Queue(url)
-    w = Worker(q, _Registry({"noop": _noop, "stamp": _stamp}), concurrency=concurrency)
-    timer = threading.Timer(seconds, w.stop)
-    timer.daemon = True
-    timer.start()
-    ready.set()
-    w.run()
 
 
 def worker_throughput(server: str, n: int, processes: int, concurrency: int) -> float:
