@@ -62,6 +62,19 @@ pub enum CopyKey {
     Name(String),
 }
 
+impl CopyKey {
+    /// The bounds an export reads after, as one parameter list for every table: `(a, b, name)`,
+    /// the lowest values where `after` is `None` or names another kind of key.
+    pub fn bounds(after: Option<&CopyKey>) -> (i64, i64, String) {
+        match after {
+            None => (i64::MIN, i64::MIN, String::new()),
+            Some(CopyKey::Id(a)) => (*a, i64::MIN, String::new()),
+            Some(CopyKey::Pair(a, b)) => (*a, *b, String::new()),
+            Some(CopyKey::Name(n)) => (i64::MIN, i64::MIN, n.clone()),
+        }
+    }
+}
+
 /// A task with every column both backends keep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyTask {

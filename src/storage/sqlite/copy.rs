@@ -124,12 +124,7 @@ impl SqliteDriver {
         after: Option<&CopyKey>,
         limit: usize,
     ) -> Result<CopyRows> {
-        let (a, b, name) = match after {
-            None => (i64::MIN, i64::MIN, String::new()),
-            Some(CopyKey::Id(a)) => (*a, i64::MIN, String::new()),
-            Some(CopyKey::Pair(a, b)) => (*a, *b, String::new()),
-            Some(CopyKey::Name(n)) => (i64::MIN, i64::MIN, n.clone()),
-        };
+        let (a, b, name) = CopyKey::bounds(after);
         let limit = limit as i64;
         self.db.read(|c| {
             Ok(match table {
