@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from bench_core import percentiles, realistic_items  # noqa: E402
-from bench_worker import _worker_main  # noqa: E402  (Queue(url) opens a URL as it opens a path)
+from bench_worker import _worker_main, pickup_latency  # noqa: E402  (Queue opens a URL as a path)
 
 from prismq_queue import Queue  # noqa: E402
 
@@ -233,36 +233,6 @@ def raw_commit_latency(server: str, samples: int) -> dict:
     return percentiles(lat)
 
 
-def pickup_latency(server: str, samples: int) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    url = schema_url(server)
-    Queue(url).close()
-    ready = ctx.Event()
-    p = ctx.Process(target=_worker_main, args=(url, 5, 600, ready))
-    p.start()
-    ready.wait()
-    time.sleep(1.0)  # let it go idle
-    lat, after_commit = [], []
-    with Queue(url) as q:
-        for _ in range(samples):
-            t0 = time.time()
-            tid = q.enqueue("stamp")
-            t1 = time.time()
-            while True:
-                t = q.get(tid)
-                if t.status == "completed":
-                    break
-                time.sleep(0.0005)
-            lat.append((t.result - t0) * 1000)
-            after_commit.append((t.result - t1) * 1000)
-            time.sleep(0.05)
-    p.terminate()
-    p.join()
-    # From the enqueue call (its own commit included), and from its return (the wake-up, the
-    # claim and the claim's commit).
-    return {**percentiles(lat), "after_commit": percentiles(after_commit)}
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -317,7 +287,7 @@ def main():
         n_w = 10_000 if args.quick else 40_000
         settings_w = [(1, 20), (2, 20)] if args.quick else [(1, 20), (1, 40), (2, 20), (2, 40), (4, 10)]
         r["worker"] = {f"{p}proc_c{c}": worker_throughput(server, n_w, p, c) for p, c in settings_w}
-        r["pickup"] = pickup_latency(server, 50 if args.quick else 300)
+        r["pickup"] = pickup_latency(50 if args.quick else 300, url=schema_url(server))
         r["raw_commit"] = raw_commit_latency(server, 100 if args.quick else 500)
     finally:
         if cluster is not None:
