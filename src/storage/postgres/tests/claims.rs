@@ -6,7 +6,7 @@ use super::{claim, ids, lease, task};
 use crate::model::claim::ClaimRequest;
 use crate::model::new_task::NewTask;
 use crate::model::strategy::{Candidate, Strategy};
-use crate::model::task::Status;
+use crate::model::task::{Status, TaskRow};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -232,4 +232,97 @@ fn concurrent_claimers_on_separate_connections_never_share_a_task() {
         "both sides claimed"
     );
     assert_eq!(q.stats(None).unwrap().counts["completed"], n);
+}
+
+/// A batch of COPY_FROM tasks or more without keys goes in by binary COPY, one with a key by the
+/// INSERT: both must write the same rows, so each task is enqueued both ways and compared.
+#[test]
+fn a_large_batch_goes_in_by_copy_writing_what_the_insert_writes() {
+    use crate::model::retry::RetryOverrides;
+    let (db, q) = pg_or_skip!();
+    let batch: Vec<NewTask> = (0..40)
+        .map(|i| {
+            let mut t = NewTask::new(
+                format!("t{}", i % 3),
+                format!(r#"{{"i": {i}, "s": "žluť 1.0"}}"#),
+            );
+            t.queue = ["a", "b"][i % 2].into();
+            t.priority = 1 + (i as i64 * 37) % 1000;
+            t.max_attempts = 1 + i as i64 % 4;
+            match i % 3 {
+                0 => t.delay_ms = Some(60_000),
+                1 => t.run_after = Some(1_000 + i as i64),
+                _ => {}
+            }
+            if i % 4 == 0 {
+                t.requires = json!({"gpu": true, "n": i}).as_object().cloned();
+                t.timeout_ms = Some(1_000 * (i as i64 + 1));
+                t.retry = Some(RetryOverrides {
+                    base: Some(0.5),
+                    ..RetryOverrides::default()
+                });
+            }
+            t
+        })
+        .collect();
+    let copied = q.enqueue_many(&batch).unwrap();
+    let mut inserted = Vec::new();
+    for t in &batch {
+        let mut keyed = t.clone();
+        keyed.idempotency_key = Some(format!("k{}", inserted.len()));
+        // A key sends it through the INSERT (COPY cannot skip a key that exists).
+        inserted.push(q.enqueue_many(&[keyed]).unwrap()[0]);
+    }
+    let shape = |r: TaskRow| {
+        (
+            r.task_type,
+            r.queue,
+            r.payload,
+            r.priority,
+            r.status,
+            r.max_attempts,
+            r.requires,
+            r.timeout_ms,
+            r.run_after
+                - if r.run_after > 1_000_000 {
+                    r.created_at
+                } else {
+                    0
+                },
+        )
+    };
+    for (c, i) in copied.iter().zip(&inserted) {
+        let (c, i) = (q.get(*c).unwrap(), q.get(*i).unwrap());
+        assert_eq!(c.idempotency_key, None);
+        assert_eq!(shape(c), shape(i));
+    }
+    // Retry overrides and race keys are not on TaskRow: read them from the table.
+    let mut client = db.client();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT retry_policy, wkey, (SELECT race_clock()) FROM {}.tasks WHERE id = ANY($1) ORDER BY id",
+                db.schema
+            ),
+            &[&copied],
+        )
+        .unwrap();
+    let policies: Vec<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(policies.iter().filter(|p| p.is_some()).count(), 10);
+    assert!(rows
+        .iter()
+        .all(|r| r.get::<_, f64>(1) >= r.get::<_, f64>(2)));
+    // The copied tasks are claimable as the inserted ones are: due, and requiring nothing of a
+    // worker without capabilities.
+    let got: HashSet<i64> = ids(&claim(&q, Strategy::WeightedRandom, 200, 60_000))
+        .into_iter()
+        .collect();
+    let claimed = |batch: &[i64]| -> Vec<usize> {
+        (0..batch.len())
+            .filter(|&i| got.contains(&batch[i]))
+            .collect()
+    };
+    let expected: Vec<usize> = (0..40).filter(|i| i % 3 != 0 && i % 4 != 0).collect();
+    assert_eq!(claimed(&copied), expected);
+    assert_eq!(claimed(&inserted), expected);
 }
