@@ -2,9 +2,9 @@
 //! feed's meaning (storage/sqlite/changes.rs) but not its method: ids from a sequence commit out
 //! of order, so "ids above the highest seen" could pass over a task committed later.
 //!
-//! Instead, triggers on `tasks` (schema V3) add a row `(xid, task_id, created)` to
-//! `task_changes` for every task a statement inserts or changes in what the feed reports, `xid`
-//! being the writing transaction's id. A look runs in one REPEATABLE READ snapshot and takes the
+//! Instead, triggers on `tasks` (schema V4; one array row per statement since V5) add a row
+//! `(xid, task_ids, created)` to `task_changes` for the tasks a statement inserts or changes in
+//! what the feed reports, `xid` being the writing transaction's id. A look runs in one REPEATABLE READ snapshot and takes the
 //! rows of the transactions that snapshot sees and the previous look's did not: those that were
 //! in flight then (`xip`) and those that began after it (`xid >= xmax`). A committed transaction
 //! is visible to exactly one first snapshot, so its rows are taken exactly once, whatever order
@@ -158,7 +158,7 @@ impl PgDriver {
 
     /// Delete change rows of transactions that ended more than `CHANGE_RETENTION_MS` ago: mark
     /// now (every transaction below the snapshot's xmin has ended), then cut at the newest mark
-    /// older than the retention. Returns the rows deleted.
+    /// older than the retention. Returns the task entries deleted (a row holds a statement's).
     pub fn prune_changes(&self) -> Result<u64> {
         self.prune_changes_older_than(CHANGE_RETENTION_MS)
     }
@@ -189,15 +189,19 @@ impl PgDriver {
         let Some(cut) = cut else { return Ok(0) };
         let mut deleted = 0;
         loop {
-            let n = self.write(|tx| {
-                Ok(tx.execute(
-                    "DELETE FROM task_changes WHERE ctid = ANY(ARRAY(
-                         SELECT ctid FROM task_changes WHERE xid < $1 LIMIT $2))",
+            let (rows, n) = self.write(|tx| {
+                let r = tx.query_one(
+                    "WITH gone AS (
+                         DELETE FROM task_changes WHERE ctid = ANY(ARRAY(
+                             SELECT ctid FROM task_changes WHERE xid < $1 LIMIT $2))
+                         RETURNING cardinality(task_ids) AS n)
+                     SELECT count(*), coalesce(sum(n), 0)::bigint FROM gone",
                     &[&cut, &PRUNE_BATCH],
-                )?)
+                )?;
+                Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?))
             })?;
-            deleted += n;
-            if n < PRUNE_BATCH as u64 {
+            deleted += n as u64;
+            if rows < PRUNE_BATCH {
                 return Ok(deleted);
             }
         }
@@ -219,9 +223,9 @@ fn look(tx: &mut Tx, cur: &mut ChangeCursor, limit: usize) -> Result<Changes> {
     }
     // Rows of transactions this snapshot sees and the last look's did not.
     let rows = tx.query(
-        "SELECT task_id, bool_or(created) FROM task_changes
-         WHERE xid >= $1 OR xid = ANY($2)
-         GROUP BY task_id ORDER BY min(xid), task_id",
+        "SELECT t.id, bool_or(c.created) FROM task_changes c, unnest(c.task_ids) AS t (id)
+         WHERE c.xid >= $1 OR c.xid = ANY($2)
+         GROUP BY t.id ORDER BY min(c.xid), t.id",
         &[&cur.snapshot.xmax, &cur.snapshot.xip],
     )?;
     let mark = &mut cur.snapshot;

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_FEED_ARRAYS];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -231,6 +231,36 @@ CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks REFERENCING NEW TABLE AS ins
 CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_updates();
+"#;
+
+/// The change feed's rows hold a statement's task ids as one array, not one row per task: a
+/// batch of 1,000 writes one row and one index entry instead of 1,000 (the per-row inserts were
+/// a third of `enqueue_many`'s server time). Rows already there become one-element arrays.
+const V_FEED_ARRAYS: &str = r#"
+ALTER TABLE task_changes ADD COLUMN task_ids bigint[];
+UPDATE task_changes SET task_ids = ARRAY[task_id];
+ALTER TABLE task_changes DROP COLUMN task_id, ALTER COLUMN task_ids SET NOT NULL;
+
+CREATE OR REPLACE FUNCTION tasks_record_inserts() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_changes (xid, task_ids, created)
+    SELECT pg_current_xact_id()::text::bigint, array_agg(id), true FROM inserted
+    HAVING count(*) > 0;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tasks_record_updates() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO task_changes (xid, task_ids, created)
+    SELECT pg_current_xact_id()::text::bigint, array_agg(n.id), false
+    FROM updated_new n JOIN updated_old o ON o.id = n.id
+    WHERE (n.status, n.attempts, n.started_at, n.progress, n.step, n.message, n.error)
+          IS DISTINCT FROM (o.status, o.attempts, o.started_at, o.progress, o.step, o.message, o.error)
+    HAVING count(*) > 0;
+    RETURN NULL;
+END $$;
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -34,7 +34,10 @@ fn kinds(ch: &Changes) -> Vec<(&'static str, i64, &'static str)> {
 
 fn rows(db: &super::util::TestDb) -> i64 {
     db.client()
-        .query_one("SELECT count(*) FROM task_changes", &[])
+        .query_one(
+            "SELECT coalesce(sum(cardinality(task_ids)), 0)::bigint FROM task_changes",
+            &[],
+        )
         .unwrap()
         .get(0)
 }
@@ -297,4 +300,69 @@ fn old_rows_are_pruned_and_a_cursor_behind_them_is_told() {
         .unwrap()
         .get(0);
     assert_eq!(marks, 0);
+}
+
+/// A schema of version 4 kept one feed row per task; opening it turns each into a one-element
+/// array, and from then on a statement writes one row for all its tasks.
+#[test]
+fn feed_rows_of_version_4_become_arrays_and_a_batch_writes_one_row() {
+    use crate::storage::postgres::schema::MIGRATIONS;
+    let Some(db) = super::util::TestDb::new() else {
+        return;
+    };
+    let mut c = db.client();
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0};
+         CREATE TABLE schema_version (version bigint NOT NULL); INSERT INTO schema_version VALUES (4);",
+        db.schema
+    ))
+    .unwrap();
+    for sql in &MIGRATIONS[..4] {
+        c.batch_execute(sql).unwrap();
+    }
+    c.batch_execute(
+        "INSERT INTO lanes (queue, type) VALUES ('default', 'x');
+         INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts, run_after, created_at, updated_at)
+         VALUES (1, 'x', 'default', 'null', 100, 'queued', 5, 0, 0, 0),
+                (1, 'x', 'default', 'null', 100, 'queued', 5, 0, 0, 0)",
+    )
+    .unwrap();
+    let old: i64 = c
+        .query_one("SELECT count(*) FROM task_changes", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(old, 2);
+    let q = db.open();
+    let arrays = |c: &mut postgres::Client| -> Vec<Vec<i64>> {
+        c.query(
+            "SELECT task_ids FROM task_changes ORDER BY xid, task_ids",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    assert_eq!(arrays(&mut c), [vec![1], vec![2]]);
+    let ids = q
+        .enqueue_many(
+            &(0..40)
+                .map(|_| NewTask::new("x", "null"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(
+        arrays(&mut c).len(),
+        3,
+        "the batch's forty tasks in one row"
+    );
+    assert_eq!(rows(&db), 42);
+    // A cursor reads every task of an array row.
+    let mut cur = cursor(&q, None);
+    q.set_priority(ids[0], 5).unwrap();
+    q.cancel(ids[1]).unwrap();
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        [("task.status", ids[1], "cancelled")]
+    );
 }
