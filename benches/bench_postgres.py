@@ -4,6 +4,7 @@ on the same server in the same run.
     pip install "psycopg[binary]"               # the RAW loop's client (bench only)
     python benches/bench_postgres.py            # full run (several minutes on 2 cores)
     python benches/bench_postgres.py --quick    # smoke run
+    python benches/bench_postgres.py --only enqueue_many,claim_complete_batch   # some figures
     python benches/bench_postgres.py --url postgresql://user@host/db   # an existing server
 
 Without --url it starts a throwaway cluster (tests/pg_cluster.py: initdb into a temporary
@@ -47,6 +48,7 @@ from bench_worker import _worker_main, pickup_latency  # noqa: E402  (Queue open
 from prismq_queue import Queue  # noqa: E402
 
 STRATEGIES = ("fifo", "lifo", "priority", "weighted_random")
+FIGURES = ("enqueue_many", "claim_complete_batch", "claim_latency", "worker", "pickup")
 TARGETS = {
     "enqueue_many": (">=", 100_000, "tasks/s"),
     "claim_complete_batch": (">=", 15_000, "tasks/s"),
@@ -266,7 +268,11 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--url", help="an existing server (default: a throwaway cluster)")
+    ap.add_argument("--only", help=f"comma-separated figures among {','.join(FIGURES)} (default: all)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else set(FIGURES)
+    if only - set(FIGURES):
+        ap.error(f"unknown figures {sorted(only - set(FIGURES))}; choose among {', '.join(FIGURES)}")
     cluster = None
     if args.url:
         server, settings = args.url, {}
@@ -279,16 +285,21 @@ def main():
     samples = 200 if args.quick else 1000
     r: dict = {"server": settings}
     try:
-        r["enqueue_many"] = ours_enqueue_many(server, n_enq)
-        r["enqueue_many_raw"] = raw_enqueue_many(server, n_enq)
-        r["claim_complete_batch"] = ours_claim_complete_batch(server, n_cc)
-        r["claim_complete_batch_raw"] = raw_claim_complete_batch(server, n_cc)
-        r["claim_latency"] = ours_claim_latency(server, depth, samples)
-        n_w = 10_000 if args.quick else 40_000
-        settings_w = [(1, 20), (2, 20)] if args.quick else [(1, 20), (1, 40), (2, 20), (2, 40), (4, 10)]
-        r["worker"] = {f"{p}proc_c{c}": worker_throughput(server, n_w, p, c) for p, c in settings_w}
-        r["pickup"] = pickup_latency(50 if args.quick else 300, url=schema_url(server))
-        r["raw_commit"] = raw_commit_latency(server, 100 if args.quick else 500)
+        if "enqueue_many" in only:
+            r["enqueue_many"] = ours_enqueue_many(server, n_enq)
+            r["enqueue_many_raw"] = raw_enqueue_many(server, n_enq)
+        if "claim_complete_batch" in only:
+            r["claim_complete_batch"] = ours_claim_complete_batch(server, n_cc)
+            r["claim_complete_batch_raw"] = raw_claim_complete_batch(server, n_cc)
+        if "claim_latency" in only:
+            r["claim_latency"] = ours_claim_latency(server, depth, samples)
+        if "worker" in only:
+            n_w = 10_000 if args.quick else 40_000
+            settings_w = [(1, 20), (2, 20)] if args.quick else [(1, 20), (1, 40), (2, 20), (2, 40), (4, 10)]
+            r["worker"] = {f"{p}proc_c{c}": worker_throughput(server, n_w, p, c) for p, c in settings_w}
+        if "pickup" in only:
+            r["pickup"] = pickup_latency(50 if args.quick else 300, url=schema_url(server))
+            r["raw_commit"] = raw_commit_latency(server, 100 if args.quick else 500)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -297,26 +308,28 @@ def main():
         return
     print(f"server: {r['server']}  load average before: {os.getloadavg()}")
     for k in ("enqueue_many", "claim_complete_batch"):
-        ours, raw = r[k], r[f"{k}_raw"]
-        print(f"  {k:<24} {ours:>10,.0f} tasks/s   raw {raw:>10,.0f}   ours/raw {ours / raw:.2f}   {check(k, ours)}")
-    for s in STRATEGIES:
+        if k in r:
+            ours, raw = r[k], r[f"{k}_raw"]
+            print(f"  {k:<24} {ours:>10,.0f} tasks/s   raw {raw:>10,.0f}   ours/raw {ours / raw:.2f}   {check(k, ours)}")
+    for s in STRATEGIES if "claim_latency" in r else ():
         v = r["claim_latency"][s]
         if "error" in v:
             print(f"  claim_p99_{s:<14} {v['error']}")
             continue
         print(f"  claim_p99_{s:<14} p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms  max {v['max_ms']:.2f} ms   {check('claim_p99_' + s, v['p99_ms'])}")
-    best = max(r["worker"].values())
-    for k, v in r["worker"].items():
-        print(f"  worker_{k:<17} {v:>10,.0f} tasks/s")
-    print(f"  worker_best              {best:>10,.0f} tasks/s   {check('worker_best', best)}")
-    pk = r["pickup"]
-    print(f"  pickup                   p50 {pk['p50_ms']:.2f} ms {check('pickup_p50', pk['p50_ms'])}   p99 {pk['p99_ms']:.2f} ms {check('pickup_p99', pk['p99_ms'])}")
-    ac = pk["after_commit"]
-    print(f"    from the enqueue's return: p50 {ac['p50_ms']:.2f} ms   p99 {ac['p99_ms']:.2f} ms")
-    rc = r["raw_commit"]
-    print(f"  raw durable commit (one-row INSERT): p50 {rc['p50_ms']:.2f} ms   p99 {rc['p99_ms']:.2f} ms"
-          "   (a pick-up holds two: the enqueue's and the claim's)")
-
+    if "worker" in r:
+        best = max(r["worker"].values())
+        for k, v in r["worker"].items():
+            print(f"  worker_{k:<17} {v:>10,.0f} tasks/s")
+        print(f"  worker_best              {best:>10,.0f} tasks/s   {check('worker_best', best)}")
+    if "pickup" in r:
+        pk = r["pickup"]
+        print(f"  pickup                   p50 {pk['p50_ms']:.2f} ms {check('pickup_p50', pk['p50_ms'])}   p99 {pk['p99_ms']:.2f} ms {check('pickup_p99', pk['p99_ms'])}")
+        ac = pk["after_commit"]
+        print(f"    from the enqueue's return: p50 {ac['p50_ms']:.2f} ms   p99 {ac['p99_ms']:.2f} ms")
+        rc = r["raw_commit"]
+        print(f"  raw durable commit (one-row INSERT): p50 {rc['p50_ms']:.2f} ms   p99 {rc['p99_ms']:.2f} ms"
+              "   (a pick-up holds two: the enqueue's and the claim's)")
 
 if __name__ == "__main__":
     main()
