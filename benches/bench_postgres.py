@@ -22,7 +22,9 @@ Figures (targets from issue 19):
                         (from the enqueue call, and from its return)
   raw_commit            one durable one-row commit through psycopg: the floor under a pick-up
 RAW (psycopg, one table with the claim's partial index):
-  enqueue_many: INSERT ... SELECT FROM unnest(...) of 1000 rows per statement (autocommit);
+  enqueue_many: INSERT ... SELECT FROM unnest(...) of 1000 rows per statement (autocommit), and
+  a binary COPY of the same rows, 1000 per transaction (our enqueue_many's path for a batch of 32
+  or more without idempotency keys);
   claim_complete_batch: claim 100 with UPDATE ... WHERE id IN (SELECT ... ORDER BY id LIMIT 100
   FOR UPDATE SKIP LOCKED) RETURNING, then one UPDATE completing them: two statements, two
   commits, like the queue's two calls.
@@ -102,6 +104,23 @@ def raw_enqueue_many(server: str, n: int, batch: int = 1000) -> float:
                 "INSERT INTO raw_tasks (type, payload) SELECT * FROM unnest(%s::text[], %s::text[])",
                 (types, payloads),
             )
+        rate = n / (time.perf_counter() - t0)
+        c.execute(f"DROP SCHEMA {s} CASCADE")
+    return rate
+
+
+def raw_copy_many(server: str, n: int, batch: int = 1000) -> float:
+    """The same rows by binary COPY, one transaction per batch: the floor under our COPY path."""
+    s = f"raw_{uuid.uuid4().hex[:12]}"
+    with raw_connect(server, s) as c:
+        c.execute(RAW_SCHEMA)
+        rows = [("email.send", json.dumps({"to": "a@example.com", "i": i})) for i in range(n)]
+        t0 = time.perf_counter()
+        for k in range(0, n, batch):
+            with c.transaction(), c.cursor().copy("COPY raw_tasks (type, payload) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "text"])
+                for row in rows[k : k + batch]:
+                    cp.write_row(row)
         rate = n / (time.perf_counter() - t0)
         c.execute(f"DROP SCHEMA {s} CASCADE")
     return rate
@@ -288,6 +307,7 @@ def main():
         if "enqueue_many" in only:
             r["enqueue_many"] = ours_enqueue_many(server, n_enq)
             r["enqueue_many_raw"] = raw_enqueue_many(server, n_enq)
+            r["enqueue_many_raw_copy"] = raw_copy_many(server, n_enq)
         if "claim_complete_batch" in only:
             r["claim_complete_batch"] = ours_claim_complete_batch(server, n_cc)
             r["claim_complete_batch_raw"] = raw_claim_complete_batch(server, n_cc)
@@ -311,6 +331,9 @@ def main():
         if k in r:
             ours, raw = r[k], r[f"{k}_raw"]
             print(f"  {k:<24} {ours:>10,.0f} tasks/s   raw {raw:>10,.0f}   ours/raw {ours / raw:.2f}   {check(k, ours)}")
+            if f"{k}_raw_copy" in r:
+                cp = r[f"{k}_raw_copy"]
+                print(f"  {'':<24} {'':>10}           raw COPY {cp:>7,.0f}   ours/raw COPY {ours / cp:.2f}")
     for s in STRATEGIES if "claim_latency" in r else ():
         v = r["claim_latency"][s]
         if "error" in v:
