@@ -4,6 +4,7 @@
 use crate::model::claim::LaneKey;
 use crate::model::error::Result;
 use crate::model::new_task::{requires_as_given, requires_text, NewTask};
+use crate::storage::postgres::dependencies;
 use crate::storage::postgres::PgDriver;
 use std::collections::HashMap;
 
@@ -106,6 +107,9 @@ impl PgDriver {
                 self.notify_in(tx, lane)?;
             }
             if inserted.len() == tasks.len() {
+                if tasks.iter().any(|t| !t.after.is_empty()) {
+                    dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
+                }
                 return Ok(c.ids);
             }
             // Keys that existed already: their tasks' ids.
@@ -124,14 +128,20 @@ impl PgDriver {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            Ok(c.ids
+            let ids: Vec<i64> = c
+                .ids
                 .iter()
                 .zip(&c.keys)
                 .map(|(id, key)| match key {
                     Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
                     _ => *id,
                 })
-                .collect())
+                .collect();
+            if tasks.iter().any(|t| !t.after.is_empty()) {
+                let fresh: Vec<bool> = c.ids.iter().map(|id| inserted.contains_key(id)).collect();
+                dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
+            }
+            Ok(ids)
         })?;
         // Only lanes whose creating transaction committed enter the cache.
         let mut cache = self.lanes.lock();
