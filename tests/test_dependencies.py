@@ -204,3 +204,17 @@ def test_a_worker_in_another_process_runs_a_task_released_here(q, queue_url):
         proc.join(timeout=30)
         if proc.is_alive():
             proc.kill()
+
+
+def test_a_project_status_shows_a_held_item_waiting_on_its_dependencies(q):
+    from fastapi.testclient import TestClient
+
+    from prismq_queue import web
+
+    first = q.enqueue("build", queue="project:p1")
+    held = q.enqueue("report", queue="project:p1", after=[first])
+    with TestClient(web.create_app(q, auth=web.Auth.disabled())) as client:
+        status = client.get("/api/projects/p1/queue/status").json()
+    items = {i["item_id"]: i for i in status["items"]}
+    assert (items[first]["position"], items[first]["waiting_on"]) == (0, None)
+    assert (items[held]["status"], items[held]["position"], items[held]["waiting_on"]) == ("queued", None, [first])
