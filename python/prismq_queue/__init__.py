@@ -31,6 +31,7 @@ from ._prismq_queue import (
     __version__,
     copy_queue,
 )
+from .dependencies import Group, chain, group
 from .enums import Status, Strategy
 from .errors import (
     DatabaseBusy,
@@ -97,6 +98,9 @@ __all__ = [
     "Worker",
     "TaskContext",
     "TaskCancelled",
+    "chain",
+    "group",
+    "Group",
     "WorkerSettings",
     "Run",
     "RunStatus",

@@ -87,6 +87,12 @@ class Task:
     @property
     def lease_token(self) -> int | None: ...
     @property
+    def after(self) -> list[int]:
+        """The tasks it was enqueued after (filled by ``get``; [] in listings and claims)."""
+    @property
+    def waiting_on(self) -> list[int]:
+        """Those of ``after`` it is still held on."""
+    @property
     def error(self) -> str | None:
         """The last failed attempt's error (``Queue.attempts`` has every attempt's)."""
     @property
@@ -259,6 +265,8 @@ class Queue:
         requires: Mapping[str, JSON] | None = None,
         timeout: Seconds | None = None,
         retry: Mapping[str, float] | None = None,
+        after: Iterable[int | Task] | None = None,
+        on_dependency_failure: Literal["cancel", "run"] | None = None,
     ) -> int: ...
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[int]: ...
 

@@ -22,7 +22,7 @@ class TaskCancelled(Exception):
 class TaskContext:
     """What a handler receives: the task, its payload, progress/log reporting and cancellation."""
 
-    __slots__ = ("task", "worker_id", "_queue", "_cancelled", "_loop_task")
+    __slots__ = ("task", "worker_id", "_queue", "_cancelled", "_loop_task", "_dependency_results")
 
     def __init__(self, task: Task, queue: Queue, worker_id: str) -> None:
         self.task = task
@@ -32,10 +32,28 @@ class TaskContext:
         # a lock) cost more than a no-op handler. Handlers poll it; nobody waits on it.
         self._cancelled = False
         self._loop_task: asyncio.Future[Any] | None = None
+        self._dependency_results: dict[int, Any] | None = None
 
     @property
     def payload(self) -> Any:
         return self.task.payload
+
+    @property
+    def dependency_results(self) -> dict[int, Any]:
+        """The results of the tasks this one was enqueued after (``enqueue(..., after=[...])``),
+        by task id: those that completed (one that failed or was cancelled, for a task that runs
+        anyway, or was purged meanwhile, is absent). Read on first use, then kept."""
+        if self._dependency_results is None:
+            results: dict[int, Any] = {}
+            for dep in self._queue.get(self.task.id).after:
+                try:
+                    t = self._queue.get(dep)
+                except TaskNotFound:
+                    continue
+                if t.status == "completed":
+                    results[dep] = t.result
+            self._dependency_results = results
+        return self._dependency_results
 
     @property
     def cancelled(self) -> bool:

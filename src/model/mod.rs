@@ -5,6 +5,7 @@ pub mod attempt;
 pub mod changes;
 pub mod claim;
 pub mod copy;
+pub mod dependencies;
 pub mod error;
 pub mod lease;
 pub mod listing;

@@ -1,5 +1,6 @@
 //! A task to enqueue, its defaults and the checks it passes before anything is written.
 
+use crate::model::dependencies::{check_after, OnFailure};
 use crate::model::error::{Error, Result};
 use crate::model::retry::RetryOverrides;
 use crate::model::time::{check_duration, check_time, Least};
@@ -35,6 +36,9 @@ pub struct NewTask {
     pub requires: Option<Map<String, Value>>,
     pub timeout_ms: Option<i64>,
     pub retry: Option<RetryOverrides>,
+    /// Tasks this one waits on (`model::dependencies`); empty for most.
+    pub after: Vec<i64>,
+    pub on_dependency_failure: OnFailure,
 }
 
 impl NewTask {
@@ -51,6 +55,8 @@ impl NewTask {
             requires: None,
             timeout_ms: None,
             retry: None,
+            after: Vec::new(),
+            on_dependency_failure: OnFailure::Cancel,
         }
     }
 
@@ -99,7 +105,7 @@ impl NewTask {
         if let Some(r) = &self.retry {
             r.validate()?;
         }
-        Ok(())
+        check_after(&self.after)
     }
 }
 

@@ -89,4 +89,8 @@ pub struct TaskRow {
     /// What could not be read as stored (a damaged row): one `"field: why"` line per column;
     /// empty for every row the queue wrote itself.
     pub damaged: Vec<String>,
+    /// The tasks it was enqueued after, and those it still waits on (`model::dependencies`),
+    /// filled by `get` only.
+    pub after: Vec<i64>,
+    pub waiting_on: Vec<i64>,
 }

@@ -80,6 +80,9 @@ pub(super) struct TaskArgs<'py> {
     pub(super) requires: Option<Bound<'py, PyAny>>,
     pub(super) timeout: Option<Bound<'py, PyAny>>,
     pub(super) retry: Option<Bound<'py, PyAny>>,
+    // Dependencies (`enqueue(..., after=[...])`).
+    pub(super) after: Option<Bound<'py, PyAny>>,
+    pub(super) on_dependency_failure: Option<Bound<'py, PyAny>>,
 }
 
 /// The argument when it was given and is not None.
@@ -125,6 +128,7 @@ pub(super) fn build_task(
     if let Some(r) = given(&a.retry) {
         t.retry = Some(retry_overrides(r)?);
     }
+    super::dependencies::set_after(&mut t, given(&a.after), given(&a.on_dependency_failure))?;
     Ok(t)
 }
 

@@ -5,6 +5,7 @@ mod args;
 mod changes;
 mod convert;
 mod copy;
+mod dependencies;
 mod errors;
 mod maintenance;
 mod queue;

@@ -101,10 +101,13 @@ pub(super) fn tasks_arg(items: &Bound<PyAny>) -> PyResult<Vec<NewTask>> {
                     "requires" => args.requires = Some(v),
                     "timeout" => args.timeout = Some(v),
                     "retry" => args.retry = Some(v),
+                    "after" => args.after = Some(v),
+                    "on_dependency_failure" => args.on_dependency_failure = Some(v),
                     other => {
                         return Err(invalid(format!(
                             "item {i}: unknown key {other:?}; the keys are enqueue's: type, payload, queue, priority, delay, \
-                             run_after, max_attempts, idempotency_key, requires, timeout, retry"
+                             run_after, max_attempts, idempotency_key, requires, timeout, retry, after, \
+                             on_dependency_failure"
                         )))
                     }
                 }

@@ -135,6 +135,16 @@ impl PyTask {
     fn lease_token(&self) -> Option<i64> {
         self.row.lease_token
     }
+    /// The tasks it was enqueued after (`get` only: a listing's or claim's Task shows []).
+    #[getter]
+    fn after(&self) -> Vec<i64> {
+        self.row.after.clone()
+    }
+    /// Those of `after` it is still held on: neither completed nor failed/cancelled yet.
+    #[getter]
+    fn waiting_on(&self) -> Vec<i64> {
+        self.row.waiting_on.clone()
+    }
     #[getter]
     fn error(&self) -> Option<&str> {
         self.row.error.as_deref()

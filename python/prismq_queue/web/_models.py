@@ -382,7 +382,12 @@ class ProjectItem(BaseModel):
     position: Optional[int] = Field(
         None,
         description="Queue.position: how many queued tasks of its queue and type a priority-claiming pool runs "
-        "before it (0: next); null unless queued.",
+        "before it (0: next); null unless queued (and not held on dependencies).",
+    )
+    waiting_on: Optional[list[int]] = Field(
+        None,
+        description="The tasks it is held on (enqueued with after=[...]): queued but in no line until they "
+        "complete; null when it waits on none.",
     )
     progress: Optional[float] = None
     step: Optional[str] = None

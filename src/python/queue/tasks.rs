@@ -13,7 +13,8 @@ use pyo3::types::PyList;
 #[pymethods]
 impl PyQueue {
     #[pyo3(signature = (r#type, payload=None, *, queue=None, priority=None, delay=None, run_after=None,
-                        max_attempts=None, idempotency_key=None, requires=None, timeout=None, retry=None))]
+                        max_attempts=None, idempotency_key=None, requires=None, timeout=None, retry=None,
+                        after=None, on_dependency_failure=None))]
     #[allow(clippy::too_many_arguments)]
     fn enqueue<'py>(
         &self,
@@ -29,6 +30,8 @@ impl PyQueue {
         requires: Option<Bound<'py, PyAny>>,
         timeout: Option<Bound<'py, PyAny>>,
         retry: Option<Bound<'py, PyAny>>,
+        after: Option<Bound<'py, PyAny>>,
+        on_dependency_failure: Option<Bound<'py, PyAny>>,
     ) -> PyResult<i64> {
         let args = TaskArgs {
             queue,
@@ -40,6 +43,8 @@ impl PyQueue {
             requires,
             timeout,
             retry,
+            after,
+            on_dependency_failure,
         };
         let task = build_task(r#type, payload, &args)?;
         let q = self.handle()?;

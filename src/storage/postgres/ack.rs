@@ -6,9 +6,11 @@
 
 use crate::model::attempt::{Outcome, Running};
 use crate::model::claim::ClaimRequest;
+use crate::model::dependencies::Ending;
 use crate::model::error::{Error, Result};
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled, Verdict};
 use crate::storage::postgres::attempts::record_in;
+use crate::storage::postgres::dependencies;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 
@@ -47,19 +49,26 @@ pub(crate) fn apply_verdict(tx: &mut Tx, task_id: i64, verdict: &Verdict, now: i
             &[&task_id, &error, &now],
         )?,
     };
+    if verdict.outcome == FailOutcome::DeadLettered {
+        let ending = Ending::Failed(error.to_string());
+        dependencies::ended(tx, vec![(task_id, ending)], now)?;
+    }
     log_in(tx, task_id, now, verdict.log_level, &verdict.log_message)
 }
 
 impl PgDriver {
     fn complete_in(tx: &mut Tx, lease: Lease, result: Option<&str>) -> Result<bool> {
-        let n = tx.execute(
+        let row = tx.query_opt(
             "UPDATE tasks SET status = 'completed', result = $3, finished_at = now.ms, updated_at = now.ms,
                     lease_until = NULL, lease_token = NULL, progress = 100.0
              FROM (SELECT now_ms() AS ms) AS now
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'
+             RETURNING now.ms",
             &[&lease.task_id, &lease.token, &result.unwrap_or("null")],
         )?;
-        Ok(n == 1)
+        let Some(row) = row else { return Ok(false) };
+        dependencies::ended(tx, vec![(lease.task_id, Ending::Completed)], row.get(0))?;
+        Ok(true)
     }
 
     /// Mark the task completed with `result` (JSON text); `NotHeld` if this claim no longer holds it.
@@ -94,9 +103,13 @@ impl PgDriver {
                    ORDER BY id, token, n) AS a,
                   (SELECT now_ms() AS ms) AS now
              WHERE tasks.id = a.id AND tasks.lease_token = a.token AND tasks.status = 'running'
-             RETURNING tasks.id, a.token",
+             RETURNING tasks.id, a.token, now.ms",
             &[&ids, &tokens, &results],
         )?;
+        if let Some(first) = rows.first() {
+            let done = rows.iter().map(|r| (r.get(0), Ending::Completed)).collect();
+            dependencies::ended(tx, done, first.get(2))?;
+        }
         let mut held: std::collections::HashSet<(i64, i64)> =
             rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         // The first occurrence of a held (task, token) takes it; a repeat finds it gone.

@@ -60,7 +60,12 @@ impl PgDriver {
     /// The task, with the traceback of its last failure.
     pub fn get(&self, id: i64) -> Result<TaskRow> {
         self.read(|tx| match tx.query_opt(&detail_sql("id = $1"), &[&id])? {
-            Some(r) => detail_row(&r),
+            Some(r) => {
+                let mut row = detail_row(&r)?;
+                let waits = crate::storage::postgres::dependencies::waits(tx, id)?;
+                (row.after, row.waiting_on) = (waits.after, waits.waiting_on);
+                Ok(row)
+            }
             None => Err(Error::TaskNotFound(id)),
         })
     }
@@ -141,6 +146,7 @@ impl PgDriver {
             )?;
             if n == 1 {
                 log_in(tx, id, now, "info", "cancelled")?;
+                crate::storage::postgres::dependencies::cancelled(tx, id, now)?;
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

@@ -6,6 +6,7 @@
 use crate::model::claim::LaneKey;
 use crate::model::error::Result;
 use crate::model::new_task::{requires_as_given, requires_text, NewTask};
+use crate::storage::postgres::dependencies;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
 use postgres::binary_copy::BinaryCopyInWriter;
@@ -30,7 +31,7 @@ const INSERT: &str = "
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, lane_id";
 
-/// The same columns for COPY, the race key drawn here (`Columns::race_key`).
+/// The same columns for COPY, the race key drawn by `copy_in`.
 const COPY: &str = "
     COPY tasks (id, lane_id, type, queue, payload, priority, status, max_attempts, run_after,
                 created_at, updated_at, requires, timeout_ms, retry_policy, wkey)
@@ -117,6 +118,9 @@ impl PgDriver {
                 for lane in lanes {
                     self.notify_in(tx, lane)?;
                 }
+                if tasks.iter().any(|t| !t.after.is_empty()) {
+                    dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
+                }
                 return Ok(c.ids);
             }
             let inserted: HashMap<i64, i64> = tx
@@ -149,6 +153,9 @@ impl PgDriver {
                 self.notify_in(tx, lane)?;
             }
             if inserted.len() == tasks.len() {
+                if tasks.iter().any(|t| !t.after.is_empty()) {
+                    dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
+                }
                 return Ok(c.ids);
             }
             // Keys that existed already: their tasks' ids.
@@ -167,14 +174,20 @@ impl PgDriver {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            Ok(c.ids
+            let ids: Vec<i64> = c
+                .ids
                 .iter()
                 .zip(&c.keys)
                 .map(|(id, key)| match key {
                     Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
                     _ => *id,
                 })
-                .collect())
+                .collect();
+            if tasks.iter().any(|t| !t.after.is_empty()) {
+                let fresh: Vec<bool> = c.ids.iter().map(|id| inserted.contains_key(id)).collect();
+                dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
+            }
+            Ok(ids)
         })?;
         // Only lanes whose creating transaction committed enter the cache.
         let mut cache = self.lanes.lock();

@@ -11,6 +11,7 @@ pub mod attempts;
 pub mod changes;
 pub mod claim;
 pub mod copy;
+pub mod dependencies;
 pub mod driver;
 pub mod enqueue;
 pub mod errors;

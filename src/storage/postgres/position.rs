@@ -44,7 +44,8 @@ impl PgDriver {
             let (status, queue, task_type): (String, String, String) =
                 (row.get(0), row.get(1), row.get(2));
             let (priority, run_after, wkey): (i64, i64, f64) = (row.get(3), row.get(4), row.get(5));
-            if status != "queued" {
+            // A task held on its dependencies is in no line yet (`model::dependencies`).
+            if status != "queued" || run_after == crate::model::dependencies::HELD_UNTIL {
                 return Ok(None);
             }
             let now = db_now(tx)?;

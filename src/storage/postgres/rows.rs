@@ -42,6 +42,8 @@ pub fn task_row(r: &Row) -> Result<TaskRow> {
         timeout_ms: r.try_get(23)?,
         traceback: None,
         damaged: Vec::new(),
+        after: Vec::new(),
+        waiting_on: Vec::new(),
     })
 }
 

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_FEED_ARRAYS];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_FEED_ARRAYS, V_DEPENDENCIES];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -261,6 +261,26 @@ BEGIN
     HAVING count(*) > 0;
     RETURN NULL;
 END $$;
+"#;
+
+/// Task dependencies (`storage::postgres::dependencies`): who waits on whom, and the holds.
+const V_DEPENDENCIES: &str = r#"
+-- One row per (dependent, dependency), kept after release (`get`, the dependencies' results);
+-- a finished task's acknowledgement probes task_dependents once per statement.
+CREATE TABLE task_dependencies (
+    task_id  bigint NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    after_id bigint NOT NULL,
+    PRIMARY KEY (task_id, after_id)
+);
+CREATE INDEX task_dependents ON task_dependencies (after_id);
+-- A held task (queued, run_after at the far-future sentinel): dependencies still awaited,
+-- whether it runs when one fails, and its own due time, restored at release.
+CREATE TABLE task_holds (
+    task_id    bigint PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+    waiting    bigint NOT NULL,
+    run_anyway boolean NOT NULL,
+    due        bigint NOT NULL
+);
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -5,6 +5,7 @@
 
 use crate::model::attempt::{Outcome, Running};
 use crate::model::claim::ClaimRequest;
+use crate::model::dependencies::Ending;
 use crate::model::error::{Error, Result};
 use crate::model::lease::Failure;
 use crate::model::lease::Lease;
@@ -14,6 +15,7 @@ use crate::model::time::now_ms;
 use crate::storage::sqlite::attempts::record_in;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::dependencies;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params, OptionalExtension};
 
@@ -59,6 +61,10 @@ impl SqliteDriver {
                  WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
             )?
             .execute(params![lease.task_id, lease.token, result.unwrap_or("null"), now])?;
+        // Tasks held on this one move: the claim memory no longer follows the queue.
+        if n == 1 && dependencies::ended(tx, lease.task_id, Ending::Completed, now)? {
+            self.heads.forget();
+        }
         Ok(n == 1)
     }
 
@@ -165,6 +171,8 @@ impl SqliteDriver {
                      WHERE id = ?1",
                 )?
                 .execute(params![task_id, error, now])?;
+                // The claim memory: `fail_in` forgot it, a rescue clears the lanes it moved.
+                dependencies::ended(tx, task_id, Ending::Failed(error.to_string()), now)?;
             }
         }
         log_in(tx, task_id, now, verdict.log_level, &verdict.log_message)

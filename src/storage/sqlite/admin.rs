@@ -78,10 +78,14 @@ impl SqliteDriver {
     /// The task, with the traceback of its last failure.
     pub fn get(&self, id: i64) -> Result<TaskRow> {
         self.db.read(|c| {
-            c.prepare_cached(&detail_sql("id = ?1"))?
+            let mut row = c
+                .prepare_cached(&detail_sql("id = ?1"))?
                 .query_row([id], detail_row)
                 .optional()?
-                .ok_or(Error::TaskNotFound(id))
+                .ok_or(Error::TaskNotFound(id))?;
+            let waits = crate::storage::sqlite::dependencies::waits(c, id)?;
+            (row.after, row.waiting_on) = (waits.after, waits.waiting_on);
+            Ok(row)
         })
     }
 
@@ -179,6 +183,7 @@ impl SqliteDriver {
                 .execute(params![id, now])?;
             if n == 1 {
                 log_in(tx, id, now, "info", "cancelled")?;
+                crate::storage::sqlite::dependencies::cancelled(tx, id, now)?;
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

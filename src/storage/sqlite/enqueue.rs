@@ -8,6 +8,7 @@ use crate::model::new_task::NewTask;
 use crate::model::time::now_ms;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::dependencies;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params_from_iter, ToSql};
 use std::sync::LazyLock;
@@ -201,6 +202,8 @@ impl SqliteDriver {
             let now = now_ms();
             let (race, mut floor) = read_insert_meta(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
+            // Whether each task was inserted (not found by its key), for its dependencies.
+            let mut fresh = Vec::with_capacity(tasks.len());
             let mut insert = tx.prepare_cached(&INSERT_ONE)?;
             let mut insert_keyed = tx.prepare_cached(&INSERT_KEYED)?;
             let lane_ids = lane_keys
@@ -251,29 +254,36 @@ impl SqliteDriver {
                     // this transaction holds the write lock: the ids are consecutive.
                     let last = tx.last_insert_rowid();
                     ids.extend(last - n as i64 + 1..=last);
+                    fresh.resize(ids.len(), true);
                     i += n;
                     continue;
                 }
                 let t = &tasks[i];
                 let placed = place(i)?;
                 let row = row_params(t, &placed, &now, &requires_json[i], &retry_texts[i]);
-                let id = match &t.idempotency_key {
+                let (id, new) = match &t.idempotency_key {
                     None => {
                         insert.execute(&row[..])?;
-                        floor.place(tx, tx.last_insert_rowid())?
+                        (floor.place(tx, tx.last_insert_rowid())?, true)
                     }
                     Some(key) => {
                         let keyed = row.into_iter().chain([key as &dyn ToSql]);
                         if insert_keyed.execute(params_from_iter(keyed))? == 1 {
-                            floor.place(tx, tx.last_insert_rowid())?
+                            (floor.place(tx, tx.last_insert_rowid())?, true)
                         } else {
-                            tx.prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
-                                .query_row([key], |r| r.get(0))?
+                            let id = tx
+                                .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+                                .query_row([key], |r| r.get(0))?;
+                            (id, false)
                         }
                     }
                 };
                 ids.push(id);
+                fresh.push(new);
                 i += 1;
+            }
+            if tasks.iter().any(|t| !t.after.is_empty()) {
+                dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
             }
             Ok(ids)
         })?;

@@ -10,6 +10,7 @@ pub mod claim;
 pub mod clock;
 pub mod copy;
 pub mod db;
+pub mod dependencies;
 pub mod driver;
 pub mod enqueue;
 pub mod errors;

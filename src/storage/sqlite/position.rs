@@ -72,7 +72,8 @@ impl SqliteDriver {
             let Some((status, queue, task_type, priority, run_after, wkey)) = row else {
                 return Err(Error::TaskNotFound(id));
             };
-            if status != "queued" {
+            // A task held on its dependencies is in no line yet (`model::dependencies`).
+            if status != "queued" || run_after == crate::model::dependencies::HELD_UNTIL {
                 return Ok(None);
             }
             let lanes: Vec<i64> = tx

@@ -55,6 +55,8 @@ impl TaskRow {
             timeout_ms: d.opt_int(r, 23, "timeout_ms")?,
             traceback: None,
             damaged: Vec::new(),
+            after: Vec::new(),
+            waiting_on: Vec::new(),
         };
         row.damaged = d.0;
         Ok(row)

@@ -7,7 +7,7 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_DEPENDENCIES];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -216,6 +216,26 @@ CREATE TABLE task_attempts (
     error        TEXT NOT NULL,              -- at most 16 KiB, its beginning
     traceback    TEXT,                       -- at most 64 KiB, its end
     UNIQUE (task_id, seq)
+);
+"#;
+
+/// Task dependencies (`storage::sqlite::dependencies`): who waits on whom, and the holds.
+const V_DEPENDENCIES: &str = r#"
+-- One row per (dependent, dependency), kept after release: `get` shows them and a worker reads
+-- the dependencies' results. A finished task's acknowledgement probes task_dependents once.
+CREATE TABLE task_dependencies (
+    task_id  INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    after_id INTEGER NOT NULL,                  -- no reference: a purged dependency keeps the edge
+    PRIMARY KEY (task_id, after_id)
+) WITHOUT ROWID;
+CREATE INDEX task_dependents ON task_dependencies (after_id);
+-- A held task (queued, run_after at the far-future sentinel): how many dependencies it still
+-- waits on, whether it runs when one fails, and its own due time, restored at release.
+CREATE TABLE task_holds (
+    task_id    INTEGER PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+    waiting    INTEGER NOT NULL,
+    run_anyway INTEGER NOT NULL,
+    due        INTEGER NOT NULL
 );
 "#;
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from ..._prismq_queue import Queue, Task
+from ...dependencies import is_held
 from ...errors import TaskNotFound
 from .._context import RouterContext
 from .._errors import ApiError, FieldInvalid
@@ -62,6 +63,7 @@ def project_item(t: Task, project_id: str, position: Optional[int]) -> dict[str,
         "status": t.status,
         "priority": t.priority,
         "position": position,
+        "waiting_on": list(t.waiting_on) or None,
         "progress": t.progress,
         "step": t.step,
         "message": t.message,
@@ -117,6 +119,8 @@ def queued_items(queue: Queue, project_id: str, queued: list[Task], whole: bool,
     items = []
     for t in queued[:limit]:
         position = bisect_left(due_keys.get(t.type, []), _claim_key(t)) if whole else queue.position(t.id)
+        if is_held(t):  # waiting on its dependencies, in no line yet: `get` says on which
+            t, position = queue.get(t.id), None
         items.append(project_item(t, project_id, position))
     return items
 

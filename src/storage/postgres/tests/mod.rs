@@ -5,6 +5,7 @@ mod acks;
 mod changes;
 mod claims;
 mod copy;
+mod dependencies;
 mod faults;
 mod listen;
 mod observe;
