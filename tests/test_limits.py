@@ -11,8 +11,8 @@ import os
 import signal
 
 import pytest
-
 from limits_helpers import claim_loop, hold_and_hang
+
 from prismq_queue import InvalidArgument, Queue
 
 
@@ -248,7 +248,7 @@ def test_a_per_key_limit_holds_across_processes_and_starves_no_key(queue_url, qu
     queue.set_limit("q", concurrency=1, per="project")
     procs, out = run_workers(queue_url, "q", 3, 2, 0.02)
     sample_running(queue, "q", procs)
-    for p in procs:
+    for _ in procs:
         out.get(timeout=30)
     ta, tb = [queue.get(i) for i in a], [queue.get(i) for i in b]
     assert all(t.status == "completed" for t in ta + tb)

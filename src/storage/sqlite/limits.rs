@@ -244,3 +244,98 @@ impl SqliteDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::claim::ClaimRequest;
+    use crate::model::lease::Lease;
+    use crate::model::limits::{LimitSpec, PER_KEY_SCAN};
+    use crate::model::new_task::NewTask;
+    use crate::model::strategy::Strategy;
+    use crate::model::task::TaskRow;
+    use crate::storage::sqlite::testutil::file_driver;
+    use crate::storage::sqlite::SqliteDriver;
+
+    fn claim(q: &SqliteDriver, n: usize) -> Vec<TaskRow> {
+        let mut req = ClaimRequest::new("w");
+        req.limit = n;
+        q.claim(&req).unwrap()
+    }
+
+    fn lease(t: &TaskRow) -> Lease {
+        Lease {
+            task_id: t.id,
+            token: t.lease_token.unwrap(),
+        }
+    }
+
+    #[test]
+    fn single_and_batch_claims_stop_at_the_limit_and_resume_on_complete() {
+        let (_d, q) = file_driver();
+        let tasks: Vec<NewTask> = (0..10)
+            .map(|i| NewTask::new(format!("t{}", i % 2), "null"))
+            .collect();
+        q.enqueue_many(&tasks).unwrap();
+        // The memory of single claims was warm before the limit came: it must not bypass it.
+        let first = claim(&q, 1);
+        q.limit_set(&LimitSpec::new("default", None, Some(3), None, None).unwrap())
+            .unwrap();
+        assert_eq!(claim(&q, 1).len(), 1);
+        assert_eq!(claim(&q, 5).len(), 1);
+        assert!(claim(&q, 1).is_empty());
+        q.complete(lease(&first[0]), None).unwrap();
+        assert_eq!(claim(&q, 5).len(), 1);
+        assert!(q.limit_remove("default", "").unwrap());
+        assert_eq!(claim(&q, 10).len(), 6);
+    }
+
+    #[test]
+    fn per_key_claims_read_a_bounded_number_of_rows_past_full_keys() {
+        let (_d, q) = file_driver();
+        let mut tasks: Vec<NewTask> = (0..PER_KEY_SCAN + 1)
+            .map(|_| NewTask::new("t", r#"{"p": "a"}"#))
+            .collect();
+        tasks.push(NewTask::new("t", r#"{"p": "b"}"#));
+        q.enqueue_many(&tasks).unwrap();
+        q.limit_set(&LimitSpec::new("default", None, Some(1), Some("p"), None).unwrap())
+            .unwrap();
+        let mut req = ClaimRequest::new("w");
+        req.strategy = Strategy::Fifo;
+        assert_eq!(q.claim(&req).unwrap().len(), 1);
+        // b sits past PER_KEY_SCAN rows of the full key a: this claim does not reach it.
+        assert!(q.claim(&req).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rescued_lease_frees_its_slot() {
+        let (_d, q) = file_driver();
+        let tasks: Vec<NewTask> = (0..4).map(|_| NewTask::new("t", "null")).collect();
+        q.enqueue_many(&tasks).unwrap();
+        q.limit_set(&LimitSpec::new("default", None, Some(2), None, None).unwrap())
+            .unwrap();
+        let mut req = ClaimRequest::new("w");
+        req.limit = 4;
+        req.lease_ms = 1;
+        assert_eq!(q.claim(&req).unwrap().len(), 2);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // The claim puts the expired leases back first, then counts: two slots again.
+        req.lease_ms = 60_000;
+        assert_eq!(q.claim(&req).unwrap().len(), 2);
+        assert_eq!(q.limit_list(None).unwrap()[0].running, 2);
+    }
+
+    #[test]
+    fn a_rate_limit_spends_and_keeps_its_tokens() {
+        let (_d, q) = file_driver();
+        let tasks: Vec<NewTask> = (0..10).map(|_| NewTask::new("t", "null")).collect();
+        q.enqueue_many(&tasks).unwrap();
+        q.limit_set(&LimitSpec::new("default", Some("t"), None, None, Some("4/h")).unwrap())
+            .unwrap();
+        assert_eq!(claim(&q, 3).len(), 3);
+        assert_eq!(claim(&q, 3).len(), 1);
+        assert!(claim(&q, 3).is_empty());
+        let info = &q.limit_list(None).unwrap()[0];
+        assert_eq!((info.running, info.waiting), (4, 6));
+        assert!(info.tokens.unwrap() < 0.1, "{info:?}");
+    }
+}
