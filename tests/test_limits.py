@@ -298,3 +298,22 @@ def test_a_rate_limit_never_exceeds_its_quota(queue_url, queue):
     for i in range(len(starts)):
         for j in range(i, len(starts)):
             assert j - i + 1 <= n + n * (starts[j] - starts[i]) / per_ms + 1e-6, (i, j)
+
+
+def test_worker_runtimes_settle_and_batch_claims_respect_the_limit(queue_url, queue):
+    # The worker runtime claims in batches and settles (completes and claims the next in one
+    # transaction): both go through the limited claim.
+    from backend_helpers import drain_with_worker
+
+    ids = [queue.enqueue("drain", i) for i in range(40)]
+    queue.set_limit("default", concurrency=3)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=drain_with_worker, args=(queue_url, f"w{i}", out), daemon=True) for i in range(2)]
+    for p in procs:
+        p.start()
+    seen = sample_running(queue, "default", procs)
+    ran = sorted(i for _ in procs for i in out.get(timeout=30)[2])
+    assert ran == ids
+    assert max(seen) <= 3
+    assert max_overlap([queue.get(i) for i in ids]) <= 3
