@@ -2,7 +2,7 @@
 //! runs in one IMMEDIATE transaction, so counting the running rows there is atomic: no other
 //! process can start or finish a task between the count and the claim's own update.
 
-use crate::model::claim::LaneFilter;
+use crate::model::claim::{ClaimRequest, LaneFilter};
 use crate::model::error::Result;
 use crate::model::limits::{
     figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, LimitState, NamedLane, Observed, Rate,
@@ -135,6 +135,23 @@ impl SqliteDriver {
             }
         }
         Ok(false)
+    }
+
+    /// The candidates of a claim over `lanes` within the limits that cover them, and those
+    /// limits as the claim leaves them; `None` when no limit covers the lanes.
+    pub(crate) fn limited_claim(
+        &self,
+        tx: &WriteTx,
+        req: &ClaimRequest,
+        lanes: &[i64],
+        now: i64,
+    ) -> Result<Option<(Vec<Candidate>, ClaimLimits)>> {
+        let named = self.lanes_named(lanes);
+        let Some(mut cl) = self.claim_limits(tx, &named, now)? else {
+            return Ok(None);
+        };
+        let cands = self.limited_candidates(tx, req.strategy, &named, &mut cl, now, req.limit)?;
+        Ok(Some((cands, cl)))
     }
 
     /// The limits covering any of `lanes`, with what runs under them now, or `None` when no

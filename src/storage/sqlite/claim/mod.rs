@@ -58,17 +58,14 @@ impl SqliteDriver {
         indexes::ensure_index(tx, req.strategy, &self.claim_indexes)?;
         let refresh = heads.as_ref().is_none_or(|h| !h.trusted());
         let lanes = self.eligible_lanes(tx, &req.filter, refresh)?;
+        // A claim that a limit covers chooses within it (`limits`).
+        let limits = match limited {
+            true => self.limited_claim(tx, req, &lanes, now)?,
+            false => None,
+        };
         let mut cands: Vec<Candidate> = Vec::new();
-        let mut limits = None;
-        if limited {
-            let named = self.lanes_named(&lanes);
-            limits = self.claim_limits(tx, &named, now)?;
-            if let Some(cl) = limits.as_mut() {
-                cands = self.limited_candidates(tx, req.strategy, &named, cl, now, limit)?;
-            }
-        }
-        if limits.is_some() {
-            // Chosen above, within the limits.
+        if let Some((chosen, _)) = &limits {
+            cands.clone_from(chosen);
         } else if let Some(mut heads) = heads {
             // One task: each lane's candidate from the handle's memory where it is known.
             let mut best: Option<(Candidate, i64)> = None;
@@ -145,7 +142,7 @@ impl SqliteDriver {
             }
             out.push(read.query_row([c.id], TaskRow::from_row)?);
         }
-        if let Some(cl) = &limits {
+        if let Some((_, cl)) = &limits {
             self.save_buckets(tx, cl, now)?;
         }
         if req.strategy == Strategy::WeightedRandom {
