@@ -8,6 +8,7 @@ pub mod copy;
 pub mod dependencies;
 pub mod error;
 pub mod lease;
+pub mod limits;
 pub mod listing;
 pub mod maintenance;
 pub mod metrics;

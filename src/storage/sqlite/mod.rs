@@ -14,6 +14,7 @@ pub mod dependencies;
 pub mod driver;
 pub mod enqueue;
 pub mod errors;
+pub mod limits;
 pub mod listener;
 pub mod logs;
 pub mod maintenance;

@@ -7,6 +7,7 @@ mod claims;
 mod copy;
 mod dependencies;
 mod faults;
+mod limits;
 mod listen;
 mod observe;
 mod open;
