@@ -235,6 +235,9 @@ CALLS = {
     "set_retry_policy.factor": lambda q, v: q.set_retry_policy("default", factor=v),
     "set_retry_policy.cap": lambda q, v: q.set_retry_policy("default", cap=v),
     "set_retry_policy.jitter": lambda q, v: q.set_retry_policy("default", jitter=v),
+    "set_default_timeout.queue": lambda q, v: q.set_default_timeout(v, 5),
+    "set_default_timeout.timeout": lambda q, v: q.set_default_timeout("default", v),
+    "default_timeout.queue": lambda q, v: q.default_timeout(v),
     # consuming
     "claim.worker_id": lambda q, v: q.claim(v),
     "claim.limit": lambda q, v: q.claim("w", limit=v),
@@ -304,6 +307,7 @@ NUMBERS = {
     "enqueue_many.delay", "enqueue_many.timeout", "enqueue_many.run_after", "metrics.window",
     "changes_since.timeout", "changes_since.min_gap", "wait_for_change.timeout",
     "set_retry_policy.base", "set_retry_policy.factor", "set_retry_policy.cap", "set_retry_policy.jitter",
+    "set_default_timeout.timeout",
     "claim.lease", "settle.lease", "renew.lease", "progress.percent", "purge.older_than",
     "save_run.created_at", "save_run.completed_at", "purge_runs.completed_before", "start_run.lease",
 }

@@ -108,7 +108,9 @@ class Task:
     @property
     def requires(self) -> dict[str, JSON] | None: ...
     @property
-    def timeout(self) -> float | None: ...
+    def timeout(self) -> float | None:
+        """Seconds the attempt may run before the worker fails it: the task's own ``timeout``, else
+        its queue's default (``Queue.set_default_timeout``, 300 s unless set); ``None``: no limit."""
     @property
     def damaged(self) -> list[str]:
         """What this task's row holds that could not be read as stored (a damaged row), one
@@ -288,6 +290,10 @@ class Queue:
         cap: float | None = None,
         jitter: float | None = None,
     ) -> None: ...
+    def set_default_timeout(self, queue: str, timeout: Seconds | None) -> None:
+        """Tasks of ``queue`` without a ``timeout`` of their own run at most ``timeout`` seconds;
+        ``None``: without a limit. 300 s for a queue that never set one."""
+    def default_timeout(self, queue: str) -> float | None: ...
 
     # consuming
     def claim(

@@ -19,3 +19,4 @@ pub mod runs;
 pub mod strategy;
 pub mod task;
 pub mod time;
+pub mod timeouts;

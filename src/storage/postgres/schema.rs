@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_QUEUE_TIMEOUTS];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -231,6 +231,15 @@ CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks REFERENCING NEW TABLE AS ins
 CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_updates();
+"#;
+
+/// Each queue's default execution timeout (`model::timeouts`): a queue without a row has the
+/// built-in 300 s; a row with NULL runs its tasks without a timeout.
+const V_QUEUE_TIMEOUTS: &str = r#"
+CREATE TABLE queue_timeouts (
+    queue      text PRIMARY KEY,
+    timeout_ms bigint CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
+);
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

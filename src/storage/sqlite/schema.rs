@@ -7,7 +7,7 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_QUEUE_TIMEOUTS];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -217,6 +217,15 @@ CREATE TABLE task_attempts (
     traceback    TEXT,                       -- at most 64 KiB, its end
     UNIQUE (task_id, seq)
 );
+"#;
+
+/// Each queue's default execution timeout (`model::timeouts`): a queue without a row has the
+/// built-in 300 s; a row with NULL runs its tasks without a timeout.
+const V_QUEUE_TIMEOUTS: &str = r#"
+CREATE TABLE queue_timeouts (
+    queue      TEXT PRIMARY KEY,
+    timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
+) WITHOUT ROWID;
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the
