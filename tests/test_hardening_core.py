@@ -258,6 +258,7 @@ CALLS = {
     "heartbeat.host": lambda q, v: q.heartbeat("w", host=v),
     "heartbeat.pid": lambda q, v: q.heartbeat("w", pid=v),
     "heartbeat.tasks_done": lambda q, v: q.heartbeat("w", tasks_done=v),
+    "heartbeat.concurrency": lambda q, v: q.heartbeat("w", concurrency=v),
     "heartbeat.queues": lambda q, v: q.heartbeat("w", queues=[v]),
     "remove_worker.worker_id": lambda q, v: q.remove_worker(v),
     "log.task_id": lambda q, v: q.log(v, "info", "m"),
@@ -299,7 +300,7 @@ INTS = {
     "get.task_id", "list.limit", "list.after_id", "logs.task_id", "logs.limit", "position.task_id", "attempts.task_id",
     "changes_since.limit", "wait_for_change.since", "cancel.task_id", "retry.task_id",
     "set_priority.task_id", "set_priority.priority", "claim.limit", "settle.limit", "heartbeat.pid",
-    "heartbeat.tasks_done", "log.task_id", "purge.batch_size", "list_runs.limit",
+    "heartbeat.tasks_done", "heartbeat.concurrency", "log.task_id", "purge.batch_size", "list_runs.limit",
     "start_run.rerun_attempts",
 }
 NUMBERS = {

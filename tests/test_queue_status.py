@@ -72,8 +72,9 @@ def test_status_gives_counts_running_capacity_and_positions_in_claim_order(queue
         assert (s["queue"], s["queued_tasks"], [i["position"] for i in s["queued"]]) == ("elsewhere", 1, [0])
 
 
-def test_status_without_a_capacity_and_its_refusals(queue):
-    with client_for(queue) as client:
+def test_without_a_capacity_given_it_is_the_live_workers_concurrency(queue):
+    q = queue
+    with client_for(q) as client:
         s = client.get("/queue/status", headers=READ).json()
         assert (s["capacity"], s["available_slots"], s["total_tasks"], s["queued"], s["running"]) == (
             None,
@@ -82,6 +83,43 @@ def test_status_without_a_capacity_and_its_refusals(queue):
             [],
             [],
         )
+        q.heartbeat("all-queues", concurrency=3)
+        q.heartbeat("default-only", queues=["default", "mail"], concurrency=2)
+        q.heartbeat("elsewhere", queues=["elsewhere"], concurrency=7)
+        q.heartbeat("old-build")  # says nothing: counts for nothing
+        q.enqueue("render")
+        q.claim("all-queues")
+        s = client.get("/queue/status", headers=READ).json()
+        assert (s["capacity"], s["available_slots"], s["processing_tasks"]) == (5, 4, 1)
+        s = client.get("/queue/status?queue=elsewhere", headers=READ).json()
+        assert (s["capacity"], s["available_slots"]) == (10, 10)
+    said = {w.id: w.concurrency for w in q.workers()}
+    assert said == {"all-queues": 3, "default-only": 2, "elsewhere": 7, "old-build": None}
+
+
+def test_a_worker_reports_its_concurrency(queue):
+    import threading
+    import time
+
+    from prismq_queue.worker import Worker
+    from worker_handlers import Registry
+
+    w = Worker(queue, Registry({"x": lambda ctx: None}), worker_id="w-1", concurrency=4, poll_interval=0.05)
+    seen = []
+
+    def stop_once_seen():
+        while not seen:
+            seen.extend(x.concurrency for x in queue.workers() if x.id == "w-1")
+            time.sleep(0.01)
+        w.stop()
+
+    threading.Thread(target=stop_once_seen, daemon=True).start()
+    w.run(install_signal_handlers=False)
+    assert seen[0] == 4
+
+
+def test_refusals(queue):
+    with client_for(queue) as client:
         assert client.get("/queue/status").status_code == 401
         assert client.get("/queue/status", headers={"Authorization": "Bearer w"}).status_code == 403
         for bad in ("limit=0", "limit=1001", "queue="):

@@ -144,6 +144,9 @@ class WorkerInfo:
     def tasks_done(self) -> int: ...
     @property
     def stale(self) -> bool: ...
+    @property
+    def concurrency(self) -> int | None:
+        """How many tasks it runs at once, as its last heartbeat said; None: not said."""
 
 @final
 class TaskLog:
@@ -344,6 +347,7 @@ class Queue:
         host: str | None = None,
         pid: int | None = None,
         tasks_done: int | None = None,
+        concurrency: int | None = None,
     ) -> None: ...
     def workers(self) -> builtins.list[WorkerInfo]: ...
     def remove_worker(self, worker_id: str) -> bool: ...

@@ -353,8 +353,8 @@ class QueueStatusResponse(QueueStatsResponse):
     queue: str = Field(..., description="The queue described (?queue=, default 'default').")
     capacity: Optional[int] = Field(
         None,
-        description="How many tasks the workers run at once, as given to create_router(capacity=...); "
-        "null when not configured.",
+        description="How many tasks may run at once: create_router(capacity=...), else the concurrency the live "
+        "workers taking the queue report in their heartbeats, added up; null when neither says.",
     )
     available_slots: Optional[int] = Field(
         None, description="capacity - processing_tasks, at least 0; null without a capacity."

@@ -58,8 +58,8 @@ def create_router(
     default ``max_payload_bytes``, plus 64 KiB: raise both together). ``ws_auth_timeout``: seconds
     a WebSocket may take to send its token; ``ws_max_unauthenticated``: WebSockets waiting for
     their token at once, the oldest is closed when one more arrives (see ``_live``).
-    ``capacity``: how many tasks the workers run at once, as ``GET /queue/status`` reports it
-    (workers x their concurrency, say); None: not reported.
+    ``capacity``: how many tasks may run at once, as ``GET /queue/status`` reports it; None (the
+    default): the concurrency the live workers report in their heartbeats, added up.
     """
     _check_options(threads, cache_ttl, max_body_bytes, auth)
     if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):

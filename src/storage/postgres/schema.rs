@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_QUEUE_TIMEOUTS];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_QUEUE_TIMEOUTS, V_WORKER_CONCURRENCY];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -240,6 +240,11 @@ CREATE TABLE queue_timeouts (
     queue      text PRIMARY KEY,
     timeout_ms bigint CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
 );
+"#;
+
+/// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
+const V_WORKER_CONCURRENCY: &str = r#"
+ALTER TABLE workers ADD COLUMN concurrency bigint;   -- NULL: the worker did not say
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -7,7 +7,19 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_QUEUE_TIMEOUTS];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V6,
+    V7,
+    V8,
+    V9,
+    V_QUEUE_TIMEOUTS,
+    V_WORKER_CONCURRENCY,
+];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -226,6 +238,11 @@ CREATE TABLE queue_timeouts (
     queue      TEXT PRIMARY KEY,
     timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
 ) WITHOUT ROWID;
+"#;
+
+/// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
+const V_WORKER_CONCURRENCY: &str = r#"
+ALTER TABLE workers ADD COLUMN concurrency INTEGER;   -- NULL: the worker did not say
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the

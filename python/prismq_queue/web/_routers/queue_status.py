@@ -2,7 +2,9 @@
 capacity the workers offer, and its queued tasks in claim order, each with its position.
 
 The older system answered this for its one queue; here ``?queue=`` names the queue (default
-``default``, where ``POST /queue/enqueue`` puts tasks). Positions are Queue.position (every type of
+``default``, where ``POST /queue/enqueue`` puts tasks). The capacity is the app's
+(``create_router(capacity=...)``), else the sum of the concurrency the live workers taking the
+queue report in their heartbeats. Positions are Queue.position (every type of
 the queue, in priority claim order), counted from the queue's listing as a project's status does
 (``projects.in_claim_order``).
 """
@@ -20,9 +22,19 @@ from .projects import in_claim_order, queued_of
 from .queue_api import TAGS, legacy_task
 
 
+def workers_capacity(queue: Queue, name: str) -> Optional[int]:
+    """How many tasks the live workers that take queue ``name`` run at once, from their heartbeats
+    (None when none said: workers of builds before heartbeats carried it, or none alive)."""
+    said = [w.concurrency for w in queue.workers() if not w.stale and (w.queues is None or name in w.queues)]
+    known = [n for n in said if n is not None]
+    return sum(known) if known else None
+
+
 def read_queue_status(queue: Queue, name: str, limit: int, scan_limit: int, capacity: Optional[int]) -> dict[str, Any]:
-    """``GET /queue/status``'s answer for queue ``name``."""
+    """``GET /queue/status``'s answer for queue ``name``; ``capacity`` None: the workers'."""
     s = queue.stats(queue=name)
+    if capacity is None:
+        capacity = workers_capacity(queue, name)
     running = queue.list(status="running", queue=name, limit=limit) if s["running"] else []
     queued, whole = queued_of(queue, name, scan_limit) if s["queued"] else ([], True)
     return {
@@ -49,7 +61,7 @@ def build(
 ) -> APIRouter:
     """``queued_scan_limit()``: how many queued tasks are read to sort them into claim order (past
     it, positions come from the core one by one); ``capacity()``: how many tasks may run at once,
-    None when unknown. Both asked at each request."""
+    None to add up the live workers' concurrency. Both asked at each request."""
     router = ctx.router()
     q = ctx.queue
 

@@ -17,6 +17,7 @@ fn heartbeats_keep_what_they_are_not_told_and_workers_can_be_removed() {
         capabilities: Some(r#"{"gpu": true}"#.into()),
         queues: None,
         tasks_done: None,
+        concurrency: None,
     };
     q.heartbeat(&hb).unwrap();
     hb.host = None;
