@@ -336,6 +336,9 @@ def downgrade_to_v8(path):
         assert V8_TABLES <= set(tables)
         for name in set(tables) - V8_TABLES - {"sqlite_sequence", "sqlite_stat1"}:
             con.execute(f'DROP TABLE "{name}"')
+        # ... and the columns they added to its tables.
+        if "concurrency" in [r[1] for r in con.execute("PRAGMA table_info(workers)")]:
+            con.execute("ALTER TABLE workers DROP COLUMN concurrency")
         con.execute("PRAGMA user_version = 8")
         con.commit()
     finally:

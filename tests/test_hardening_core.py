@@ -235,6 +235,9 @@ CALLS = {
     "set_retry_policy.factor": lambda q, v: q.set_retry_policy("default", factor=v),
     "set_retry_policy.cap": lambda q, v: q.set_retry_policy("default", cap=v),
     "set_retry_policy.jitter": lambda q, v: q.set_retry_policy("default", jitter=v),
+    "set_default_timeout.queue": lambda q, v: q.set_default_timeout(v, 5),
+    "set_default_timeout.timeout": lambda q, v: q.set_default_timeout("default", v),
+    "default_timeout.queue": lambda q, v: q.default_timeout(v),
     # consuming
     "claim.worker_id": lambda q, v: q.claim(v),
     "claim.limit": lambda q, v: q.claim("w", limit=v),
@@ -255,6 +258,7 @@ CALLS = {
     "heartbeat.host": lambda q, v: q.heartbeat("w", host=v),
     "heartbeat.pid": lambda q, v: q.heartbeat("w", pid=v),
     "heartbeat.tasks_done": lambda q, v: q.heartbeat("w", tasks_done=v),
+    "heartbeat.concurrency": lambda q, v: q.heartbeat("w", concurrency=v),
     "heartbeat.queues": lambda q, v: q.heartbeat("w", queues=[v]),
     "remove_worker.worker_id": lambda q, v: q.remove_worker(v),
     "log.task_id": lambda q, v: q.log(v, "info", "m"),
@@ -296,7 +300,7 @@ INTS = {
     "get.task_id", "list.limit", "list.after_id", "logs.task_id", "logs.limit", "position.task_id", "attempts.task_id",
     "changes_since.limit", "wait_for_change.since", "cancel.task_id", "retry.task_id",
     "set_priority.task_id", "set_priority.priority", "claim.limit", "settle.limit", "heartbeat.pid",
-    "heartbeat.tasks_done", "log.task_id", "purge.batch_size", "list_runs.limit",
+    "heartbeat.tasks_done", "heartbeat.concurrency", "log.task_id", "purge.batch_size", "list_runs.limit",
     "start_run.rerun_attempts",
 }
 NUMBERS = {
@@ -304,6 +308,7 @@ NUMBERS = {
     "enqueue_many.delay", "enqueue_many.timeout", "enqueue_many.run_after", "metrics.window",
     "changes_since.timeout", "changes_since.min_gap", "wait_for_change.timeout",
     "set_retry_policy.base", "set_retry_policy.factor", "set_retry_policy.cap", "set_retry_policy.jitter",
+    "set_default_timeout.timeout",
     "claim.lease", "settle.lease", "renew.lease", "progress.percent", "purge.older_than",
     "save_run.created_at", "save_run.completed_at", "purge_runs.completed_before", "start_run.lease",
 }

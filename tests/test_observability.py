@@ -135,29 +135,32 @@ def test_metrics_on_memory_queue():
 
 
 def test_position_counts_what_its_worker_pool_runs_first(queue):
+    # Every lane of the task's queue is in its line: other types and `requires` variants too
+    # (issue 20: a worker taking the whole queue claims across types in one order).
     q = queue
     low = q.enqueue("render", {"n": 0}, priority=500)
     urgent = q.enqueue("render", {"n": 1}, priority=1)
     normal = [q.enqueue("render", {"n": 2 + i}, priority=100) for i in range(3)]
-    gpu = q.enqueue("render", {"n": 9}, priority=50, requires={"gpu": True})  # another lane, same pool
-    q.enqueue("email", {}, priority=1)  # another type: another pool
-    q.enqueue("render", {}, queue="other", priority=1)  # another queue: another pool
+    gpu = q.enqueue("render", {"n": 9}, priority=50, requires={"gpu": True})  # another lane, same line
+    email = q.enqueue("email", {}, priority=1)  # another type of the same queue: same line
+    q.enqueue("render", {}, queue="other", priority=1)  # another queue: another line
     later = q.enqueue("render", {}, priority=1, delay=3600)  # not due: ahead of nobody
 
     assert q.position(urgent) == 0
-    assert q.position(gpu) == 1
-    assert [q.position(t) for t in normal] == [2, 3, 4]
-    assert q.position(low) == 5
-    assert q.position(later) == 1  # only the due task with a smaller (priority, run_after, id)
+    assert q.position(email) == 1
+    assert q.position(gpu) == 2
+    assert [q.position(t) for t in normal] == [3, 4, 5]
+    assert q.position(low) == 6
+    assert q.position(later) == 2  # only the due tasks with a smaller (priority, run_after, id)
     assert q.position(normal[0], strategy="fifo") == 2  # low and urgent were enqueued first
     assert q.position(low, strategy="fifo") == 0
-    assert q.position(low, strategy="lifo") == 5
-    assert q.position(later, strategy="fifo") == 6  # every due task of its pool
-    assert 0 <= q.position(low, strategy="weighted_random") <= 5
+    assert q.position(low, strategy="lifo") == 6
+    assert q.position(later, strategy="fifo") == 7  # every due task of its queue
+    assert 0 <= q.position(low, strategy="weighted_random") <= 6
 
     [head] = q.claim("w", types=["render"], queues=["default"], capabilities={"gpu": True})
     assert head.id == urgent and q.position(urgent) is None
-    assert q.position(gpu) == 0 and q.position(low) == 4
+    assert q.position(email) == 0 and q.position(gpu) == 1 and q.position(low) == 5
     with pytest.raises(KeyError):
         q.position(10**9)
     with pytest.raises(InvalidArgument):

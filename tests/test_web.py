@@ -309,7 +309,7 @@ def test_project_status_positions_progress_and_counts(client, queue):
 @pytest.mark.parametrize("scan_limit", [None, 10], ids=["whole queue read", "backlog deeper than the scan"])
 def test_project_status_positions_are_queue_position_for_every_item(client, queue, monkeypatch, scan_limit):
     """Positions counted from the listing (or, past the scan limit, asked of the core) are the
-    core's Queue.position: per type, due tasks only, every `requires` variant in the same line."""
+    core's Queue.position: every type of the queue, due tasks only, every `requires` variant in the same line."""
     from prismq_queue.web import _router
 
     if scan_limit is not None:

@@ -114,7 +114,9 @@ class Task:
     @property
     def requires(self) -> dict[str, JSON] | None: ...
     @property
-    def timeout(self) -> float | None: ...
+    def timeout(self) -> float | None:
+        """Seconds the attempt may run before the worker fails it: the task's own ``timeout``, else
+        its queue's default (``Queue.set_default_timeout``, 300 s unless set); ``None``: no limit."""
     @property
     def damaged(self) -> list[str]:
         """What this task's row holds that could not be read as stored (a damaged row), one
@@ -148,6 +150,9 @@ class WorkerInfo:
     def tasks_done(self) -> int: ...
     @property
     def stale(self) -> bool: ...
+    @property
+    def concurrency(self) -> int | None:
+        """How many tasks it runs at once, as its last heartbeat said; None: not said."""
 
 @final
 class TaskLog:
@@ -296,6 +301,10 @@ class Queue:
         cap: float | None = None,
         jitter: float | None = None,
     ) -> None: ...
+    def set_default_timeout(self, queue: str, timeout: Seconds | None) -> None:
+        """Tasks of ``queue`` without a ``timeout`` of their own run at most ``timeout`` seconds;
+        ``None``: without a limit. 300 s for a queue that never set one."""
+    def default_timeout(self, queue: str) -> float | None: ...
 
     # limits (docs/limits.md): each dict of limits() has queue, type, concurrency, per, rate,
     # running, waiting, tokens
@@ -360,6 +369,7 @@ class Queue:
         host: str | None = None,
         pid: int | None = None,
         tasks_done: int | None = None,
+        concurrency: int | None = None,
     ) -> None: ...
     def workers(self) -> builtins.list[WorkerInfo]: ...
     def remove_worker(self, worker_id: str) -> bool: ...

@@ -332,7 +332,13 @@ class Worker:
             log.warning("heartbeat failed: %s", e)
 
     def _send_heartbeat(self) -> None:
-        self.queue.heartbeat(self.worker_id, self.capabilities, queues=self.queues, tasks_done=self.tasks_done)
+        self.queue.heartbeat(
+            self.worker_id,
+            self.capabilities,
+            queues=self.queues,
+            tasks_done=self.tasks_done,
+            concurrency=self.concurrency,
+        )
 
     def _wait_done(self, timeout: float) -> None:
         """Block until a handler finishes, then linger briefly so that handlers finishing together

@@ -87,8 +87,9 @@ impl Queue {
         if let Some(req) = claim {
             req.validate()?;
         }
-        let settled = self.driver.task_settle(completes, fails, claim)?;
+        let mut settled = self.driver.task_settle(completes, fails, claim)?;
         log_failures(fails, &settled.failed);
+        settled.claimed = self.with_timeouts(std::mem::take(&mut settled.claimed));
         Ok(settled)
     }
 

@@ -10,11 +10,14 @@ use crate::model::task::TaskRow;
 impl Queue {
     /// The task, with the traceback of its last failure.
     pub fn get(&self, id: i64) -> Result<TaskRow> {
-        self.driver.task_get(id)
+        Ok(self.with_timeout(self.driver.task_get(id)?))
     }
 
     pub fn find_by_idempotency_key(&self, key: &str) -> Result<Option<TaskRow>> {
-        self.driver.task_get_by_key(key)
+        Ok(self
+            .driver
+            .task_get_by_key(key)?
+            .map(|t| self.with_timeout(t)))
     }
 
     /// Queued or running -> cancelled. False when the task had already finished.

@@ -9,7 +9,7 @@ use crate::model::task::TaskRow;
 impl Queue {
     pub fn claim(&self, req: &ClaimRequest) -> Result<Vec<TaskRow>> {
         req.validate()?;
-        self.driver.task_get_available(req)
+        Ok(self.with_timeouts(self.driver.task_get_available(req)?))
     }
 
     /// `EXPLAIN QUERY PLAN` of the per-lane search `claim` runs for `strategy`, as it runs it:

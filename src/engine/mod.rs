@@ -9,5 +9,6 @@ pub mod limits;
 pub mod queue;
 pub mod retry;
 pub mod run_rules;
+pub mod timeouts;
 pub mod wait;
 pub mod wakeup;

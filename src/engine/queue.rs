@@ -13,6 +13,8 @@ pub struct Queue {
     pub(crate) opts: QueueOptions,
     /// Wakes this handle's waiters on its own commits and on the driver's listener.
     pub(crate) wakeup: Wakeup,
+    /// The queues' default execution timeouts as last read (`engine::timeouts`).
+    pub(crate) timeouts: super::timeouts::TimeoutCache,
 }
 
 impl Queue {
@@ -31,6 +33,7 @@ impl Queue {
             driver,
             opts,
             wakeup,
+            timeouts: Default::default(),
         })
     }
 

@@ -21,3 +21,4 @@ pub mod runs;
 pub mod strategy;
 pub mod task;
 pub mod time;
+pub mod timeouts;

@@ -40,6 +40,9 @@ pub struct LogRow {
     pub details: Option<String>,
 }
 
+/// The most tasks a worker may say it runs at once.
+pub const MAX_CONCURRENCY: i64 = 1_000_000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
     pub worker_id: String,
@@ -51,12 +54,21 @@ pub struct Heartbeat {
     pub queues: Option<String>,
     /// Tasks this worker has finished so far (as counted by the worker).
     pub tasks_done: Option<i64>,
+    /// How many tasks it runs at once (`GET /queue/status`'s capacity adds them up).
+    pub concurrency: Option<i64>,
 }
 
 impl Heartbeat {
     pub fn validate(&self) -> Result<()> {
         if self.worker_id.trim().is_empty() {
             return Err(Error::invalid("worker_id must be a non-empty string"));
+        }
+        if let Some(n) = self.concurrency {
+            if !(1..=MAX_CONCURRENCY).contains(&n) {
+                return Err(Error::invalid(format!(
+                    "concurrency must be between 1 and {MAX_CONCURRENCY}, got {n}"
+                )));
+            }
         }
         Ok(())
     }
@@ -73,6 +85,8 @@ pub struct WorkerRow {
     pub last_heartbeat: i64,
     pub tasks_done: i64,
     pub stale: bool,
+    /// How many tasks it runs at once, as its last heartbeat said (`None`: not said).
+    pub concurrency: Option<i64>,
 }
 
 /// The default window of `metrics()`: five minutes.

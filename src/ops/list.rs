@@ -12,7 +12,7 @@ use crate::model::task::TaskRow;
 impl Queue {
     pub fn list(&self, f: &ListFilter) -> Result<Vec<TaskRow>> {
         f.validate()?;
-        self.driver.task_list(f)
+        Ok(self.with_timeouts(self.driver.task_list(f)?))
     }
 
     pub fn stats(&self, queue: Option<&str>) -> Result<Stats> {
@@ -21,7 +21,7 @@ impl Queue {
         Ok(s)
     }
 
-    /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
+    /// How many queued, due tasks of its queue (every type) run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
         self.driver.task_position(id, strategy)

@@ -39,6 +39,7 @@ mod tests {
                 capabilities: None,
                 queues: None,
                 tasks_done: None,
+                concurrency: None,
             };
             let e = q.heartbeat(&hb).unwrap_err();
             assert!(
@@ -49,6 +50,32 @@ mod tests {
             hb.worker_id = "w1".into();
             q.heartbeat(&hb).unwrap();
             assert_eq!(q.workers().unwrap()[0].id, "w1");
+            assert_eq!(q.workers().unwrap()[0].concurrency, None);
+        }
+    }
+
+    /// A worker's concurrency is kept until a heartbeat says another; out of range is refused.
+    #[test]
+    fn a_heartbeat_keeps_the_worker_s_concurrency() {
+        for (backend, q, _guard) in each_backend() {
+            let mut hb = Heartbeat {
+                worker_id: "w1".into(),
+                host: None,
+                pid: None,
+                capabilities: None,
+                queues: None,
+                tasks_done: None,
+                concurrency: Some(5),
+            };
+            q.heartbeat(&hb).unwrap();
+            hb.concurrency = None; // not said: kept
+            q.heartbeat(&hb).unwrap();
+            assert_eq!(q.workers().unwrap()[0].concurrency, Some(5), "{backend}");
+            for bad in [0, -1, crate::model::observe::MAX_CONCURRENCY + 1] {
+                hb.concurrency = Some(bad);
+                assert!(matches!(q.heartbeat(&hb), Err(Error::InvalidArgument(_))));
+            }
+            assert_eq!(q.workers().unwrap()[0].concurrency, Some(5), "{backend}");
         }
     }
 }

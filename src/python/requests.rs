@@ -166,6 +166,7 @@ pub(super) fn list_filter(
 }
 
 /// A worker's heartbeat; the host and pid default to this process's.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn heartbeat_arg(
     py: Python<'_>,
     worker_id: &Bound<PyAny>,
@@ -174,9 +175,11 @@ pub(super) fn heartbeat_arg(
     host: Option<&Bound<PyAny>>,
     pid: Option<&Bound<PyAny>>,
     tasks_done: Option<&Bound<PyAny>>,
+    concurrency: Option<&Bound<PyAny>>,
 ) -> PyResult<Heartbeat> {
     let pid = opt_int(pid, "pid")?;
     let tasks_done = opt_int(tasks_done, "tasks_done")?;
+    let concurrency = opt_int(concurrency, "concurrency")?;
     let host = match opt_text(host, "host")? {
         Some(h) => Some(h),
         None => py
@@ -198,5 +201,6 @@ pub(super) fn heartbeat_arg(
             .map(|v| names_arg(v, "queues").map(|n| serde_json::to_string(&n).unwrap()))
             .transpose()?,
         tasks_done,
+        concurrency,
     })
 }

@@ -337,6 +337,11 @@ impl PyWorkerInfo {
     fn stale(&self) -> bool {
         self.row.stale
     }
+    /// How many tasks it runs at once, as its last heartbeat said (None: not said).
+    #[getter]
+    fn concurrency(&self) -> Option<i64> {
+        self.row.concurrency
+    }
     fn __repr__(&self) -> String {
         format!(
             "WorkerInfo(id={:?}, host={:?}, pid={:?}, stale={})",

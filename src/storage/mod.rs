@@ -41,6 +41,7 @@ use crate::model::runs::{
 };
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
+use crate::model::timeouts::QueueTimeouts;
 use std::collections::BTreeMap;
 
 /// What runs after each commit of a handle; given by the layer above (the engine wakes its
@@ -166,6 +167,10 @@ pub trait Driver: Send + Sync {
     fn task_set_priority(&self, id: i64, priority: i64) -> Result<bool>;
     fn task_retry(&self, id: i64) -> Result<bool>;
     fn queue_set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()>;
+    // Default execution timeouts per queue (issue 20, `model::timeouts`): set one (`None`: no
+    // timeout), and read every queue's.
+    fn queue_set_timeout(&self, queue: &str, timeout_ms: Option<i64>) -> Result<()>;
+    fn queue_timeouts(&self) -> Result<QueueTimeouts>;
     fn log_insert(
         &self,
         task_id: i64,

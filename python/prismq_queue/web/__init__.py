@@ -21,6 +21,10 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
   marked a cancelled task ``failed``); here a cancelled task stays ``cancelled``, ``failed_tasks``
   counts only dead letters, and stats add ``cancelled_tasks`` and ``scheduled_tasks``. Task
   responses add fields the older API did not have (``queue``, ``result``, ``progress``, ...).
+  ``GET /queue/status?queue=&limit=`` [read]: one queue's counts (the stats' fields), its running
+  tasks, ``capacity`` and ``available_slots`` (``create_router(capacity=...)``, else the live
+  workers' concurrency from their heartbeats), and its queued tasks in claim order, each with its
+  ``position`` (Queue.position).
 - Projects: a task belongs to project ``P`` when its queue is named ``project:P`` (workers of a
   project claim with ``queues=["project:P"]``). ``GET /projects/{P}/queue/status`` [read],
   ``POST /projects/{P}/queue/add`` [write] (201; 200 when the idempotency key, which is unique

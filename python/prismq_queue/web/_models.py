@@ -336,6 +336,33 @@ class QueueStatsResponse(BaseModel):
     scheduled_tasks: int = Field(..., description="Queued tasks whose run_after is still in the future.")
 
 
+class QueuedTaskStatus(TaskStatusResponse):
+    """A queued task of ``GET /queue/status``, with its place in line."""
+
+    position: Optional[int] = Field(
+        None,
+        description="Queue.position: how many queued tasks of its queue, of every type, a priority-claiming "
+        "worker runs before it (0: next, then 1, 2, ... in claim order).",
+    )
+
+
+class QueueStatusResponse(QueueStatsResponse):
+    """``GET /queue/status``: one queue's counts (``/queue/stats``' fields), its running tasks, the
+    capacity the workers offer, and its queued tasks in claim order with their positions."""
+
+    queue: str = Field(..., description="The queue described (?queue=, default 'default').")
+    capacity: Optional[int] = Field(
+        None,
+        description="How many tasks may run at once: create_router(capacity=...), else the concurrency the live "
+        "workers taking the queue report in their heartbeats, added up; null when neither says.",
+    )
+    available_slots: Optional[int] = Field(
+        None, description="capacity - processing_tasks, at least 0; null without a capacity."
+    )
+    running: list[TaskStatusResponse] = Field(..., description="Running tasks (status 'processing'), at most ?limit.")
+    queued: list[QueuedTaskStatus] = Field(..., description="Queued tasks in claim order, at most ?limit.")
+
+
 # ---------------------------------------------------------------- task snapshots (new endpoints)
 class TaskModel(BaseModel):
     """A task as prismq_queue knows it (statuses: queued, running, completed, failed, cancelled)."""
@@ -381,8 +408,9 @@ class ProjectItem(BaseModel):
     priority: int
     position: Optional[int] = Field(
         None,
-        description="Queue.position: how many queued tasks of its queue and type a priority-claiming pool runs "
-        "before it (0: next); null unless queued (and not held on dependencies).",
+        description="Queue.position: how many queued tasks of the project's queue, of every type, a "
+        "priority-claiming worker runs before it (0: next, then 1, 2, ... in claim order); null unless queued "
+        "(and not held on dependencies).",
     )
     waiting_on: Optional[list[int]] = Field(
         None,

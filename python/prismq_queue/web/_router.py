@@ -14,7 +14,7 @@ from . import _live, _redact
 from ._auth import Auth
 from ._context import RouterContext, SnapshotCache
 from ._monitor import Monitor
-from ._routers import dashboard, live, operations, projects, queue_api
+from ._routers import dashboard, live, operations, projects, queue_api, queue_status
 from ._routers.projects import PROJECT_QUEUE_PREFIX, project_queue
 from ._threads import ThreadPool
 
@@ -42,6 +42,7 @@ def create_router(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ws_auth_timeout: float = _live.AUTH_TIMEOUT,
     ws_max_unauthenticated: int = _live.MAX_UNAUTHENTICATED,
+    capacity: Optional[int] = None,
 ) -> APIRouter:
     """A ``fastapi.APIRouter`` with the whole REST API, to mount under any prefix.
 
@@ -57,8 +58,12 @@ def create_router(
     default ``max_payload_bytes``, plus 64 KiB: raise both together). ``ws_auth_timeout``: seconds
     a WebSocket may take to send its token; ``ws_max_unauthenticated``: WebSockets waiting for
     their token at once, the oldest is closed when one more arrives (see ``_live``).
+    ``capacity``: how many tasks may run at once, as ``GET /queue/status`` reports it; None (the
+    default): the concurrency the live workers report in their heartbeats, added up.
     """
     _check_options(threads, cache_ttl, max_body_bytes, auth)
+    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
+        raise ValueError(f"capacity must be an integer >= 1 or None, got {capacity!r}")
     _redact.install()  # ?token= in uvicorn's request lines, whatever logging the host app set up
     if not auth.enabled:
         log.warning(
@@ -82,6 +87,7 @@ def create_router(
 
     router = APIRouter()
     router.include_router(queue_api.build(ctx))
+    router.include_router(queue_status.build(ctx, queued_scan_limit=lambda: MAX_QUEUED_SCAN, capacity=lambda: capacity))
     router.include_router(projects.build(ctx, queued_scan_limit=lambda: MAX_QUEUED_SCAN))
     router.include_router(operations.build(ctx))
     router.include_router(live_router)

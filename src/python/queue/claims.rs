@@ -200,7 +200,8 @@ impl PyQueue {
             .py()
     }
 
-    #[pyo3(signature = (worker_id, capabilities=None, *, queues=None, host=None, pid=None, tasks_done=None))]
+    #[pyo3(signature = (worker_id, capabilities=None, *, queues=None, host=None, pid=None, tasks_done=None,
+                        concurrency=None))]
     #[allow(clippy::too_many_arguments)]
     fn heartbeat(
         &self,
@@ -211,8 +212,18 @@ impl PyQueue {
         host: Option<&Bound<PyAny>>,
         pid: Option<&Bound<PyAny>>,
         tasks_done: Option<&Bound<PyAny>>,
+        concurrency: Option<&Bound<PyAny>>,
     ) -> PyResult<()> {
-        let hb = heartbeat_arg(py, worker_id, capabilities, queues, host, pid, tasks_done)?;
+        let hb = heartbeat_arg(
+            py,
+            worker_id,
+            capabilities,
+            queues,
+            host,
+            pid,
+            tasks_done,
+            concurrency,
+        )?;
         let q = self.handle()?;
         py.detach(move || q.heartbeat(&hb)).py()
     }

@@ -9,6 +9,7 @@ mod maintenance;
 mod observe;
 mod runs;
 mod tasks;
+mod timeouts;
 
 use super::errors::{QueueError, ToPy};
 use super::requests::{queue_options, queue_path};

@@ -83,7 +83,7 @@ impl PyQueue {
         to_python(py, &v)
     }
 
-    /// How many queued, due tasks its worker pool (same queue and type) runs before this one
+    /// How many queued, due tasks of its queue (every type) a worker runs before this one
     /// under `strategy` (0: next); None when the task is not queued. See `crate::storage::sqlite::position`.
     #[pyo3(signature = (task_id, *, strategy=None))]
     fn position(

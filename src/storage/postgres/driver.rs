@@ -19,6 +19,7 @@ use crate::model::retry::RetryOverrides;
 use crate::model::runs::{RecoverRuns, RecoveredRun, RunQuery, RunRecord, StartRun};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
+use crate::model::timeouts::QueueTimeouts;
 use crate::storage::{Capabilities, Driver};
 use std::collections::BTreeMap;
 
@@ -161,6 +162,14 @@ impl Driver for PgDriver {
 
     fn queue_set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()> {
         PgDriver::set_retry_policy(self, queue, policy)
+    }
+
+    fn queue_set_timeout(&self, queue: &str, timeout_ms: Option<i64>) -> Result<()> {
+        PgDriver::set_queue_timeout(self, queue, timeout_ms)
+    }
+
+    fn queue_timeouts(&self) -> Result<QueueTimeouts> {
+        PgDriver::queue_timeouts(self)
     }
 
     fn log_insert(

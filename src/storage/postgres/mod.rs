@@ -26,6 +26,7 @@ pub mod run_tasks;
 pub mod runs;
 pub mod schema;
 pub mod statements;
+pub mod timeouts;
 pub mod tls;
 pub mod url;
 pub mod workers;

@@ -1,5 +1,5 @@
-//! A queued task's position in line: how many queued, due tasks of the lanes with its queue and
-//! type (every `requires` variant) a claim of `strategy` takes before it, as on SQLite (see
+//! A queued task's position in line: how many queued, due tasks of the lanes of its queue (every
+//! type and `requires` variant) a claim of `strategy` takes before it, as on SQLite (see
 //! storage/sqlite/position.rs). Each count is a range of the strategy's claim index per lane,
 //! bounded by the task's own key (a row comparison the index can seek). For weighted random
 //! that key is the race key: the count is exactly the number of tasks that run first if nothing
@@ -9,41 +9,40 @@ use crate::model::error::{Error, Result};
 use crate::model::strategy::Strategy;
 use crate::storage::postgres::{db_now, PgDriver};
 
-/// $1 queue, $2 type, $3 now, then the task's key: ($4 priority, $5 run_after, $6 id) for
-/// priority, ($4 run_after, $5 id) for FIFO and LIFO, ($4 wkey, $5 id) for weighted random.
+/// $1 queue, $2 now, then the task's key: ($3 priority, $4 run_after, $5 id) for priority,
+/// ($3 run_after, $4 id) for FIFO and LIFO, ($3 wkey, $4 id) for weighted random.
 fn count_sql(strategy: Strategy) -> String {
     let ahead = match strategy {
-        Strategy::Priority => "(priority, run_after, id) < ($4, $5, $6) AND run_after <= $3",
+        Strategy::Priority => "(priority, run_after, id) < ($3, $4, $5) AND run_after <= $2",
         // The bound is the task's (run_after, id), or (now, max) for a task not due yet:
-        // either way everything below it is due ($3 is named for its type only).
-        Strategy::Fifo => "(run_after, id) < ($4, $5) AND $3::bigint IS NOT NULL",
-        Strategy::Lifo => "(run_after, id) > ($4, $5) AND run_after <= $3",
-        Strategy::WeightedRandom => "(wkey, id) < ($4::float8, $5) AND run_after <= $3",
+        // either way everything below it is due ($2 is named for its type only).
+        Strategy::Fifo => "(run_after, id) < ($3, $4) AND $2::bigint IS NOT NULL",
+        Strategy::Lifo => "(run_after, id) > ($3, $4) AND run_after <= $2",
+        Strategy::WeightedRandom => "(wkey, id) < ($3::float8, $4) AND run_after <= $2",
     };
     format!(
         "SELECT count(*) FROM tasks
-         WHERE lane_id IN (SELECT id FROM lanes WHERE queue = $1 AND type = $2)
+         WHERE lane_id IN (SELECT id FROM lanes WHERE queue = $1)
            AND status = 'queued' AND {ahead}"
     )
 }
 
 impl PgDriver {
-    /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
+    /// How many queued, due tasks of its queue (any type) run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
         self.ensure_claim_index(strategy)?;
         let sql = count_sql(strategy);
         self.read(|tx| {
             let Some(row) = tx.query_opt(
-                "SELECT status, queue, type, priority, run_after, wkey FROM tasks WHERE id = $1",
+                "SELECT status, queue, priority, run_after, wkey FROM tasks WHERE id = $1",
                 &[&id],
             )?
             else {
                 return Err(Error::TaskNotFound(id));
             };
-            let (status, queue, task_type): (String, String, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let (priority, run_after, wkey): (i64, i64, f64) = (row.get(3), row.get(4), row.get(5));
+            let (status, queue): (String, String) = (row.get(0), row.get(1));
+            let (priority, run_after, wkey): (i64, i64, f64) = (row.get(2), row.get(3), row.get(4));
             // A task held on its dependencies is in no line yet (`model::dependencies`).
             if status != "queued" || run_after == crate::model::dependencies::HELD_UNTIL {
                 return Ok(None);
@@ -54,14 +53,11 @@ impl PgDriver {
                 _ => (run_after, id),
             };
             let row = match strategy {
-                Strategy::Priority => tx.query_one(
-                    &sql,
-                    &[&queue, &task_type, &now, &priority, &run_after, &id],
-                )?,
-                Strategy::WeightedRandom => {
-                    tx.query_one(&sql, &[&queue, &task_type, &now, &wkey, &id])?
+                Strategy::Priority => {
+                    tx.query_one(&sql, &[&queue, &now, &priority, &run_after, &id])?
                 }
-                _ => tx.query_one(&sql, &[&queue, &task_type, &now, &ra, &bound_id])?,
+                Strategy::WeightedRandom => tx.query_one(&sql, &[&queue, &now, &wkey, &id])?,
+                _ => tx.query_one(&sql, &[&queue, &now, &ra, &bound_id])?,
             };
             let n: i64 = row.get(0);
             Ok(Some(n))

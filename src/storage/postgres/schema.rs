@@ -12,7 +12,17 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_FEED_ARRAYS, V_DEPENDENCIES, V_LIMITS];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V3,
+    V4,
+    V_FEED_ARRAYS,
+    V_DEPENDENCIES,
+    V_LIMITS,
+    V_QUEUE_TIMEOUTS,
+    V_WORKER_CONCURRENCY,
+];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -298,6 +308,20 @@ CREATE TABLE limits (
     refilled_at bigint NOT NULL,
     PRIMARY KEY (queue, type)
 );
+"#;
+
+/// Each queue's default execution timeout (`model::timeouts`): a queue without a row has the
+/// built-in 300 s; a row with NULL runs its tasks without a timeout.
+const V_QUEUE_TIMEOUTS: &str = r#"
+CREATE TABLE queue_timeouts (
+    queue      text PRIMARY KEY,
+    timeout_ms bigint CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
+);
+"#;
+
+/// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
+const V_WORKER_CONCURRENCY: &str = r#"
+ALTER TABLE workers ADD COLUMN concurrency bigint;   -- NULL: the worker did not say
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -14,15 +14,16 @@ impl PgDriver {
     pub fn heartbeat(&self, hb: &Heartbeat) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO workers AS w (id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done)
-                 VALUES ($1, $2, $3, $4, $5, now_ms(), now_ms(), coalesce($6::bigint, 0))
+                "INSERT INTO workers AS w (id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done, concurrency)
+                 VALUES ($1, $2, $3, $4, $5, now_ms(), now_ms(), coalesce($6::bigint, 0), $7)
                  ON CONFLICT (id) DO UPDATE SET
                     host = coalesce(excluded.host, w.host), pid = coalesce(excluded.pid, w.pid),
                     capabilities = coalesce(excluded.capabilities, w.capabilities),
                     queues = coalesce(excluded.queues, w.queues),
                     last_heartbeat = excluded.last_heartbeat,
-                    tasks_done = coalesce($6, w.tasks_done)",
-                &[&hb.worker_id, &hb.host, &hb.pid, &hb.capabilities, &hb.queues, &hb.tasks_done],
+                    tasks_done = coalesce($6, w.tasks_done),
+                    concurrency = coalesce(excluded.concurrency, w.concurrency)",
+                &[&hb.worker_id, &hb.host, &hb.pid, &hb.capabilities, &hb.queues, &hb.tasks_done, &hb.concurrency],
             )?;
             Ok(())
         })
@@ -34,7 +35,8 @@ impl PgDriver {
         self.read(|tx| {
             let now = db_now(tx)?;
             let rows = tx.query(
-                "SELECT id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done
+                "SELECT id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done,
+                        concurrency
                  FROM workers ORDER BY last_heartbeat DESC",
                 &[],
             )?;
@@ -51,6 +53,7 @@ impl PgDriver {
                         last_heartbeat: last,
                         tasks_done: r.try_get(7)?,
                         stale: now.saturating_sub(last) > self.stale_worker_after_ms,
+                        concurrency: r.try_get(8)?,
                     })
                 })
                 .collect()

@@ -18,6 +18,7 @@ use crate::model::retry::RetryOverrides;
 use crate::model::runs::{RecoverRuns, RecoveredRun, RunQuery, RunRecord, StartRun};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
+use crate::model::timeouts::QueueTimeouts;
 use crate::storage::{Capabilities, Driver};
 use std::collections::BTreeMap;
 
@@ -139,6 +140,14 @@ impl Driver for SqliteDriver {
 
     fn queue_set_retry_policy(&self, queue: &str, policy: RetryOverrides) -> Result<()> {
         SqliteDriver::set_retry_policy(self, queue, policy)
+    }
+
+    fn queue_set_timeout(&self, queue: &str, timeout_ms: Option<i64>) -> Result<()> {
+        SqliteDriver::set_queue_timeout(self, queue, timeout_ms)
+    }
+
+    fn queue_timeouts(&self) -> Result<QueueTimeouts> {
+        SqliteDriver::queue_timeouts(self)
     }
 
     fn log_insert(

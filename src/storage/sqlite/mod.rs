@@ -26,6 +26,7 @@ pub mod rows;
 pub mod run_tasks;
 pub mod runs;
 pub mod schema;
+pub mod timeouts;
 pub mod vfs;
 pub mod workers;
 

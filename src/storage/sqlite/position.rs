@@ -1,11 +1,12 @@
 //! A queued task's position in line: how many tasks its worker pool would run before it.
 //!
-//! The pool of a task is every worker that takes its queue and type, so the tasks that compete
-//! with it are the queued, due tasks of the lanes with the same queue and type (every `requires`
-//! variant). "Before it" is the order of the strategy's claim index, the same order a claim
-//! walks: the count is one range of that index per lane, bounded by the task's own key, so it
-//! costs O(lanes x (log n + position)) index entries and never visits a task behind it, nor
-//! anything outside its lanes. (SQLite's B-trees keep no subtree counts, so counting k entries
+//! The tasks that compete with it are the queued, due tasks of every lane of its queue (every
+//! type and `requires` variant): a claim merges the heads of the lanes it may take in the
+//! strategy's order, so a worker taking every type of the queue runs them in one order across
+//! types, and a project (one queue) sees its items numbered 0, 1, 2, ... in claim order. "Before
+//! it" is the order of the strategy's claim index, the same order a claim walks: the count is one
+//! range of that index per lane, bounded by the task's own key, so it costs O(lanes x (log n +
+//! position)) index entries and never visits a task behind it, nor anything outside its queue. (SQLite's B-trees keep no subtree counts, so counting k entries
 //! means stepping over them: a task far down a deep backlog costs more than the head's.)
 //!
 //! - priority: tasks with a smaller (priority, run_after, id) that are due now;
@@ -53,7 +54,7 @@ fn count_sql(strategy: Strategy) -> &'static str {
 }
 
 impl SqliteDriver {
-    /// How many queued, due tasks of its queue and type run before task `id` under `strategy`
+    /// How many queued, due tasks of its queue (any type) run before task `id` under `strategy`
     /// (0: it is next). `None` when the task is not queued; `TaskNotFound` when there is none.
     pub fn position(&self, id: i64, strategy: Strategy) -> Result<Option<i64>> {
         // Counted over the strategy's claim index, which the file's first claim of that strategy
@@ -61,15 +62,15 @@ impl SqliteDriver {
         self.ensure_claim_index(strategy)?;
         self.db.read(|c| {
             let tx = c.unchecked_transaction()?; // the task and the counts from one snapshot
-            let row: Option<(String, String, String, i64, i64, f64)> = tx
+            let row: Option<(String, String, i64, i64, f64)> = tx
                 .prepare_cached(
-                    "SELECT status, queue, type, priority, run_after, wkey FROM tasks WHERE id = ?1",
+                    "SELECT status, queue, priority, run_after, wkey FROM tasks WHERE id = ?1",
                 )?
                 .query_row([id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            let Some((status, queue, task_type, priority, run_after, wkey)) = row else {
+            let Some((status, queue, priority, run_after, wkey)) = row else {
                 return Err(Error::TaskNotFound(id));
             };
             // A task held on its dependencies is in no line yet (`model::dependencies`).
@@ -77,8 +78,8 @@ impl SqliteDriver {
                 return Ok(None);
             }
             let lanes: Vec<i64> = tx
-                .prepare_cached("SELECT id FROM lanes WHERE queue = ?1 AND type = ?2")?
-                .query_map(params![queue, task_type], |r| r.get(0))?
+                .prepare_cached("SELECT id FROM lanes WHERE queue = ?1")?
+                .query_map([queue], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let now = now_ms();
             let mut stmt = tx.prepare_cached(count_sql(strategy))?;
@@ -121,7 +122,8 @@ mod tests {
         n
     }
 
-    /// Every strategy's position equals the number of claims it takes before the task comes out.
+    /// Every strategy's position equals the number of claims, by a worker taking every type of
+    /// the queue, before the task comes out: types interleave, so positions count across them.
     #[test]
     fn position_matches_the_claim_order() {
         for strategy in [
@@ -133,12 +135,14 @@ mod tests {
             let (_d, q) = file_driver();
             let mut ids = Vec::new();
             for i in 0..30 {
-                let mut t = task("x", [5, 1, 9][i % 3]);
+                let mut t = task(["x", "y", "z"][i % 3], [5, 1, 9, 3][i % 4]);
                 if i % 4 == 0 {
                     t.requires = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
                 }
                 ids.push(q.enqueue(&t).unwrap());
-                q.enqueue(&task("other-type", 1)).unwrap();
+                let mut other = task("x", 1);
+                other.queue = "other-queue".into(); // another queue's tasks are never ahead
+                q.enqueue(&other).unwrap();
             }
             let expected: Vec<(i64, i64)> = ids
                 .iter()
@@ -146,7 +150,7 @@ mod tests {
                 .collect();
             let mut req = ClaimRequest::new("w");
             req.strategy = strategy;
-            req.filter.types = Some(vec!["x".into()]);
+            req.filter.queues = Some(vec!["default".into()]);
             req.filter.capabilities = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
             for n in 0..30 {
                 let t = q.claim(&req).unwrap().pop().unwrap();

@@ -7,7 +7,21 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_DEPENDENCIES, V_LIMITS];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V6,
+    V7,
+    V8,
+    V9,
+    V_DEPENDENCIES,
+    V_LIMITS,
+    V_QUEUE_TIMEOUTS,
+    V_WORKER_CONCURRENCY,
+];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -254,6 +268,20 @@ CREATE TABLE limits (
     refilled_at INTEGER NOT NULL,
     PRIMARY KEY (queue, type)
 ) WITHOUT ROWID;
+"#;
+
+/// Each queue's default execution timeout (`model::timeouts`): a queue without a row has the
+/// built-in 300 s; a row with NULL runs its tasks without a timeout.
+const V_QUEUE_TIMEOUTS: &str = r#"
+CREATE TABLE queue_timeouts (
+    queue      TEXT PRIMARY KEY,
+    timeout_ms INTEGER CHECK (timeout_ms IS NULL OR timeout_ms > 0)   -- NULL: no timeout
+) WITHOUT ROWID;
+"#;
+
+/// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
+const V_WORKER_CONCURRENCY: &str = r#"
+ALTER TABLE workers ADD COLUMN concurrency INTEGER;   -- NULL: the worker did not say
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the

@@ -14,16 +14,17 @@ impl SqliteDriver {
         self.db.write(|tx| {
             let now = now_ms();
             tx.prepare_cached(
-                "INSERT INTO workers (id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, coalesce(?7, 0))
+                "INSERT INTO workers (id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done, concurrency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, coalesce(?7, 0), ?8)
                  ON CONFLICT (id) DO UPDATE SET
                     host = coalesce(excluded.host, host), pid = coalesce(excluded.pid, pid),
                     capabilities = coalesce(excluded.capabilities, capabilities),
                     queues = coalesce(excluded.queues, queues),
                     last_heartbeat = excluded.last_heartbeat,
-                    tasks_done = coalesce(?7, tasks_done)",
+                    tasks_done = coalesce(?7, tasks_done),
+                    concurrency = coalesce(excluded.concurrency, concurrency)",
             )?
-            .execute(params![hb.worker_id, hb.host, hb.pid, hb.capabilities, hb.queues, now, hb.tasks_done])?;
+            .execute(params![hb.worker_id, hb.host, hb.pid, hb.capabilities, hb.queues, now, hb.tasks_done, hb.concurrency])?;
             Ok(())
         })
     }
@@ -35,7 +36,8 @@ impl SqliteDriver {
         let stale_after = self.opts.stale_worker_after_ms;
         self.db.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done
+                "SELECT id, host, pid, capabilities, queues, started_at, last_heartbeat, tasks_done,
+                        concurrency
                  FROM workers ORDER BY last_heartbeat DESC",
             )?;
             // Leniently: a damaged row (a column of the wrong type) must not fail the listing.
@@ -56,6 +58,7 @@ impl SqliteDriver {
                     last_heartbeat: last,
                     tasks_done: int(7).unwrap_or(0),
                     stale: now.saturating_sub(last) > stale_after,
+                    concurrency: int(8),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

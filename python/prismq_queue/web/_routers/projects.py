@@ -100,29 +100,32 @@ def _claim_key(t: Task) -> tuple[Any, ...]:
     return (t.priority, t.run_after, t.id)
 
 
-def queued_items(queue: Queue, project_id: str, queued: list[Task], whole: bool, limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` queued items in the order a priority claim takes them: due tasks by
-    (priority, run_after, id), then those not yet due.
+def in_claim_order(queue: Queue, queued: list[Task], whole: bool, limit: int) -> list[tuple[Task, Optional[int]]]:
+    """The first ``limit`` of ``queued`` (tasks of one queue) in the order a priority claim takes
+    them: due tasks by (priority, run_after, id), then those not yet due; each with its position.
 
-    ``position`` is Queue.position: the due tasks of the same queue and type whose (priority,
-    run_after, id) is smaller, so with several types it restarts at 0 for each. With the whole
-    queue in hand (``whole``) that is counted here, from the keys of the due tasks per type
-    (sorted already), instead of one index walk in the core per item shown; a backlog too deep
-    to read asks the core for each item."""
+    ``position`` is Queue.position: the due tasks of the queue, every type, whose (priority,
+    run_after, id) is smaller, so items number 0, 1, 2, ... in claim order whatever their types.
+    With the whole queue in hand (``whole``) that is counted here, from the keys of the due tasks
+    (sorted already), instead of one index walk in the core per item shown; a backlog too deep to
+    read asks the core for each item."""
     now = datetime.now(timezone.utc)
     queued.sort(key=lambda t: (t.run_after > now, *_claim_key(t)))
-    due_keys: dict[str, list[tuple[Any, ...]]] = {}
-    if whole:
-        for t in queued:
-            if t.run_after <= now:
-                due_keys.setdefault(t.type, []).append(_claim_key(t))
-    items = []
-    for t in queued[:limit]:
-        position = bisect_left(due_keys.get(t.type, []), _claim_key(t)) if whole else queue.position(t.id)
-        if is_held(t):  # waiting on its dependencies, in no line yet: `get` says on which
-            t, position = queue.get(t.id), None
-        items.append(project_item(t, project_id, position))
-    return items
+    due_keys = [_claim_key(t) for t in queued if t.run_after <= now] if whole else []
+    return [
+        # A task waiting on its dependencies is in no line yet: no position.
+        (t, None if is_held(t) else bisect_left(due_keys, _claim_key(t)) if whole else queue.position(t.id))
+        for t in queued[:limit]
+    ]
+
+
+def queued_items(queue: Queue, project_id: str, queued: list[Task], whole: bool, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` queued items in claim order, with their positions (``in_claim_order``);
+    a held item as ``get`` reads it, which says what it waits on."""
+    return [
+        project_item(queue.get(t.id) if is_held(t) else t, project_id, position)
+        for t, position in in_claim_order(queue, queued, whole, limit)
+    ]
 
 
 def finished_items(queue: Queue, project_id: str, limit: int) -> list[dict[str, Any]]:

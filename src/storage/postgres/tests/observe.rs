@@ -17,6 +17,7 @@ fn heartbeats_keep_what_they_are_not_told_and_workers_can_be_removed() {
         capabilities: Some(r#"{"gpu": true}"#.into()),
         queues: None,
         tasks_done: None,
+        concurrency: None,
     };
     q.heartbeat(&hb).unwrap();
     hb.host = None;
@@ -95,19 +96,22 @@ fn purge_deletes_old_finished_tasks_in_batches() {
     assert!(next > ids[6], "{next}");
 }
 
-/// Each strategy's position equals the number of claims taken before the task comes out.
+/// Each strategy's position equals the number of claims, by a worker taking every type of the
+/// queue, before the task comes out: types interleave, so positions count across them.
 #[test]
 fn position_matches_the_claim_order() {
     let (db, q) = pg_or_skip!();
     for strategy in [Strategy::Priority, Strategy::Fifo, Strategy::Lifo] {
         let mut ids = Vec::new();
         for i in 0..24 {
-            let mut t = task("x", [5, 1, 9][i % 3]);
+            let mut t = task(["x", "y", "z"][i % 3], [5, 1, 9, 3][i % 4]);
             if i % 4 == 0 {
                 t.requires = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
             }
             ids.push(q.enqueue(&t).unwrap());
-            q.enqueue(&task("other-type", 1)).unwrap();
+            let mut other = task("x", 1);
+            other.queue = "other-queue".into(); // another queue's tasks are never ahead
+            q.enqueue(&other).unwrap();
         }
         let expected: Vec<(i64, i64)> = ids
             .iter()
@@ -115,7 +119,7 @@ fn position_matches_the_claim_order() {
             .collect();
         let mut req = crate::model::claim::ClaimRequest::new("w");
         req.strategy = strategy;
-        req.filter.types = Some(vec!["x".into()]);
+        req.filter.queues = Some(vec!["default".into()]);
         req.filter.capabilities = Some(serde_json::from_str(r#"{"gpu": true}"#).unwrap());
         for n in 0..24 {
             let t = q.claim(&req).unwrap().pop().unwrap();

@@ -142,12 +142,14 @@ fn position_counts_the_tasks_the_race_takes_first() {
     let (_db, q) = pg_or_skip!();
     let mut ids_x = Vec::new();
     for i in 0..30usize {
-        let mut t = task("x", [5, 1, 9][i % 3]);
+        let mut t = task(["x", "y", "z"][i % 3], [5, 1, 9, 3][i % 4]);
         if i % 4 == 0 {
             t.requires = serde_json::json!({"gpu": true}).as_object().cloned();
         }
         ids_x.push(q.enqueue(&t).unwrap());
-        q.enqueue(&task("other-type", 1)).unwrap();
+        let mut other = task("x", 1);
+        other.queue = "other-queue".into(); // another queue's race keys are never ahead
+        q.enqueue(&other).unwrap();
     }
     let expected: HashMap<i64, i64> = ids_x
         .iter()
@@ -155,7 +157,7 @@ fn position_counts_the_tasks_the_race_takes_first() {
         .collect();
     let mut req = crate::model::claim::ClaimRequest::new("w");
     req.strategy = W;
-    req.filter.types = Some(vec!["x".into()]);
+    req.filter.queues = Some(vec!["default".into()]);
     req.filter.capabilities = serde_json::json!({"gpu": true}).as_object().cloned();
     for n in 0..30 {
         let t = q.claim(&req).unwrap().pop().unwrap();
