@@ -329,6 +329,7 @@ def downgrade_to_v8(path):
     con = sqlite3.connect(path)
     try:
         con.execute("DROP TABLE task_attempts")
+        con.execute("DROP TABLE schedules")  # schema 10's
         con.execute("PRAGMA user_version = 8")
         con.commit()
     finally:
@@ -336,7 +337,7 @@ def downgrade_to_v8(path):
 
 
 def test_a_file_of_the_previous_schema_migrates_and_its_failures_show_their_last_error(db_path):
-    assert SCHEMA_VERSION == 9
+    assert SCHEMA_VERSION == 10
     with Queue(db_path) as q:
         old = q.enqueue("x", max_attempts=1)
         [t] = q.claim("w")

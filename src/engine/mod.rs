@@ -8,5 +8,6 @@ pub mod fencing;
 pub mod queue;
 pub mod retry;
 pub mod run_rules;
+pub mod schedules;
 pub mod wait;
 pub mod wakeup;

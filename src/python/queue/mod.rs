@@ -7,6 +7,7 @@ mod claims;
 mod maintenance;
 mod observe;
 mod runs;
+mod schedules;
 mod tasks;
 
 use super::errors::{QueueError, ToPy};

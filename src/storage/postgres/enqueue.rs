@@ -4,6 +4,7 @@
 use crate::model::claim::LaneKey;
 use crate::model::error::Result;
 use crate::model::new_task::{requires_as_given, requires_text, NewTask};
+use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
 use std::collections::HashMap;
 
@@ -53,10 +54,30 @@ impl PgDriver {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
         let mut new_lanes = Vec::new();
         let ids = self.write(|tx| {
             new_lanes.clear();
+            self.insert_in(tx, tasks, &mut new_lanes)
+        })?;
+        // Only lanes whose creating transaction committed enter the cache.
+        let mut cache = self.lanes.lock();
+        for (key, id) in new_lanes {
+            cache.remember(key, id);
+        }
+        Ok(ids)
+    }
+
+    /// The insert of `enqueue_many` inside the caller's transaction `tx` (the scheduler adds its
+    /// due tasks in the transaction that advances the schedule); lanes it creates are added to
+    /// `new_lanes`, for the cache once the transaction committed.
+    pub(crate) fn insert_in(
+        &self,
+        tx: &mut Tx,
+        tasks: &[NewTask],
+        new_lanes: &mut Vec<(LaneKey, i64)>,
+    ) -> Result<Vec<i64>> {
+        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
+        {
             let row = tx.query_one(
                 "SELECT now_ms(), array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))",
                 &[&(tasks.len() as i64)],
@@ -71,7 +92,7 @@ impl PgDriver {
                 let lane = match lane_of.get(key) {
                     Some(id) => *id,
                     None => {
-                        let id = self.lane_id_in(tx, key, &mut new_lanes)?;
+                        let id = self.lane_id_in(tx, key, new_lanes)?;
                         *lane_of.entry(key).or_insert(id)
                     }
                 };
@@ -132,13 +153,7 @@ impl PgDriver {
                     _ => *id,
                 })
                 .collect())
-        })?;
-        // Only lanes whose creating transaction committed enter the cache.
-        let mut cache = self.lanes.lock();
-        for (key, id) in new_lanes {
-            cache.remember(key, id);
         }
-        Ok(ids)
     }
 }
 

@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_SCHEDULES];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -231,6 +231,25 @@ CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks REFERENCING NEW TABLE AS ins
 CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_updates();
+"#;
+
+/// Periodic tasks (storage/postgres/schedules.rs), as on SQLite.
+const V_SCHEDULES: &str = r#"
+-- One row per schedule; `definition` is the JSON of model::schedule::ScheduleSpec. A due time
+-- is enqueued in the transaction that moves next_run past it, only if next_run and revision are
+-- still what the scheduler read: a concurrent scheduler's UPDATE waits on the row lock, then
+-- finds next_run moved and enqueues nothing.
+CREATE TABLE schedules (
+    name       text PRIMARY KEY,
+    definition text NOT NULL,
+    paused     boolean NOT NULL DEFAULT false,
+    next_run   bigint NOT NULL,               -- ms since epoch, UTC
+    last_run   bigint,                        -- the latest due time enqueued
+    revision   bigint NOT NULL DEFAULT 1,     -- bumped by every change of definition or pause
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_run) WHERE NOT paused;
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

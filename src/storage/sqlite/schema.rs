@@ -7,7 +7,7 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_SCHEDULES];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -217,6 +217,25 @@ CREATE TABLE task_attempts (
     traceback    TEXT,                       -- at most 64 KiB, its end
     UNIQUE (task_id, seq)
 );
+"#;
+
+/// Periodic tasks (storage/sqlite/schedules.rs).
+const V_SCHEDULES: &str = r#"
+-- One row per schedule. `definition` is the JSON of model::schedule::ScheduleSpec: the same
+-- arguments give the same text, so a repeated schedule() call changes nothing. A due time is
+-- enqueued in the transaction that moves next_run past it, only if next_run and revision are
+-- still what the scheduler read (several schedulers never enqueue a time twice).
+CREATE TABLE schedules (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    next_run   INTEGER NOT NULL,              -- ms since epoch, UTC
+    last_run   INTEGER,                       -- the latest due time enqueued
+    revision   INTEGER NOT NULL DEFAULT 1,    -- bumped by every change of definition or pause
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_run) WHERE paused = 0;
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the
