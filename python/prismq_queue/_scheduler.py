@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
-from .errors import QueueError
+from .errors import DatabaseError, QueueError
 
 #: Seconds between two passes: a due time is enqueued within about this long.
 SCHEDULER_INTERVAL = 1.0
@@ -19,11 +19,19 @@ log = logging.getLogger("prismq_queue.scheduler")
 
 
 class SchedulerTimer:
-    """Runs a pass when ``tick`` is called at least ``interval`` after the previous one."""
+    """Runs a pass when ``tick`` is called at least ``interval`` after the previous one. A
+    ``DatabaseError`` goes to ``on_database_error`` when given (a Worker's outage handling, as
+    for its heartbeats); other errors are logged and the next pass retries."""
 
-    def __init__(self, queue: Any, interval: float = SCHEDULER_INTERVAL) -> None:
+    def __init__(
+        self,
+        queue: Any,
+        interval: float = SCHEDULER_INTERVAL,
+        on_database_error: Optional[Callable[[DatabaseError], None]] = None,
+    ) -> None:
         self.queue = queue
         self.interval = interval
+        self._on_database_error = on_database_error
         self._next = 0.0
         self._failing = False
 
@@ -33,6 +41,11 @@ class SchedulerTimer:
         self._next = now + self.interval
         try:
             n = self.queue.run_schedules()
+        except DatabaseError as e:
+            if self._on_database_error is None:
+                raise
+            self._on_database_error(e)
+            return
         except QueueError as e:  # the next pass retries; say so once per failing stretch
             if not self._failing:
                 log.warning("periodic tasks not enqueued: %s (retried every %.0fs)", e, self.interval)
@@ -56,7 +69,10 @@ class SchedulerThread:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._timer.tick(time.monotonic())
+            try:
+                self._timer.tick(time.monotonic())
+            except DatabaseError as e:  # serve's maintenance thread logs the database's state
+                log.warning("periodic tasks not enqueued: %s", e)
             self._stop.wait(self._timer.interval)
 
     def stop(self) -> None:

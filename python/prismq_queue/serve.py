@@ -45,8 +45,8 @@ from urllib.parse import quote
 
 from ._location import for_opening, is_url, shown
 from ._prismq_queue import Queue
-from .errors import DatabaseError, InvalidArgument, QueueError
 from ._scheduler import SchedulerThread
+from .errors import DatabaseError, InvalidArgument, QueueError
 from .maintenance import Maintenance, Schedule
 
 log = logging.getLogger("prismq_queue.serve")

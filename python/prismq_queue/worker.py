@@ -104,7 +104,7 @@ class Worker:
         # Claim a few more than the free slots? No: a claimed task is leased; claim only what runs.
         self.batch_size = batch_size or concurrency
         # Periodic tasks: this worker enqueues what is due about once a second (_scheduler.py).
-        self._scheduler = SchedulerTimer(queue) if run_schedules else None
+        self._scheduler = SchedulerTimer(queue, on_database_error=self._db_failed) if run_schedules else None
         self.tasks_done = 0
         self.tasks_failed = 0
         #: Set when ``run()`` returns: running tasks handed back to the queue at shutdown; finished

@@ -51,7 +51,7 @@ pub enum Error {
     TaskNotFound(i64),
 
     /// A schedule name no schedule has (pause, resume); `unschedule` answers false instead.
-    #[error("no schedule is named {0:?}: see schedules() for the names")]
+    #[error("no schedule is named '{0}': see schedules() for the names")]
     ScheduleNotFound(String),
 
     /// A fenced operation (complete, fail, renew, progress) whose lease token is no longer the task's.
