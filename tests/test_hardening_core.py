@@ -292,6 +292,20 @@ CALLS = {
     "recover_runs.rerun_queue": lambda q, v: q.recover_runs(rerun_queue=v, rerun_types=["m"]),
     "recover_runs.rerun_types": lambda q, v: q.recover_runs(rerun_types=[v]),
     "recover_runs.dead_holders": lambda q, v: q.recover_runs(dead_holders=[v]),
+    # periodic tasks
+    "schedule.name": lambda q, v: q.schedule(v, "t", every=60),
+    "schedule.type": lambda q, v: q.schedule("s", v, every=60),
+    "schedule.cron": lambda q, v: q.schedule("s", "t", cron=v),
+    "schedule.tz": lambda q, v: q.schedule("s", "t", cron="0 6 * * *", tz=v),
+    "schedule.missed": lambda q, v: q.schedule("s", "t", every=60, missed=v),
+    "schedule.queue": lambda q, v: q.schedule("s", "t", every=60, queue=v),
+    "schedule.every": lambda q, v: q.schedule("s", "t", every=v),
+    "schedule.priority": lambda q, v: q.schedule("s", "t", every=60, priority=v),
+    "schedule.payload": lambda q, v: q.schedule("s", "t", every=60, payload={"k": v}),
+    "run_schedules.now": lambda q, v: q.run_schedules(now=v),
+    "pause_schedule.name": lambda q, v: q.pause_schedule(v),
+    "resume_schedule.name": lambda q, v: q.resume_schedule(v),
+    "unschedule.name": lambda q, v: q.unschedule(v),
 }
 
 # Which kind of bad value each argument gets: ints, numbers (floats too), or strings.
@@ -301,7 +315,7 @@ INTS = {
     "changes_since.limit", "wait_for_change.since", "cancel.task_id", "retry.task_id",
     "set_priority.task_id", "set_priority.priority", "claim.limit", "settle.limit", "heartbeat.pid",
     "heartbeat.tasks_done", "heartbeat.concurrency", "log.task_id", "purge.batch_size", "list_runs.limit",
-    "start_run.rerun_attempts",
+    "start_run.rerun_attempts", "schedule.priority",
 }
 NUMBERS = {
     "enqueue.delay", "enqueue.timeout", "enqueue.run_after", "enqueue.retry.cap", "enqueue.retry.jitter",
@@ -311,10 +325,11 @@ NUMBERS = {
     "set_default_timeout.timeout",
     "claim.lease", "settle.lease", "renew.lease", "progress.percent", "purge.older_than",
     "save_run.created_at", "save_run.completed_at", "purge_runs.completed_before", "start_run.lease",
+    "schedule.every", "run_schedules.now",
 }
 STRINGS = set(CALLS) - INTS - NUMBERS
 # JSON values (payloads, requirements, results) that are refused as not JSON for a surrogate.
-JSON_VALUES = {"enqueue.payload", "enqueue.requires", "claim.capabilities", "complete.result"}
+JSON_VALUES = {"enqueue.payload", "enqueue.requires", "claim.capabilities", "complete.result", "schedule.payload"}
 
 
 def _bad_values(name):
@@ -370,7 +385,7 @@ def test_every_public_queue_method_is_covered():
     no_range_args = {
         "close", "path", "closed", "complete_many", "fail", "fail_many", "release", "sweep",
         "workers", "change_token", "wake", "backup", "restore", "vacuum", "analyze",
-        "integrity_check", "import_legacy", "inspect_legacy", "lease_clock",
+        "integrity_check", "import_legacy", "inspect_legacy", "lease_clock", "schedules",
     }
     methods = {m for m in dir(Queue) if not m.startswith("_")}
     covered = {name.split(".")[0] for name in CALLS}

@@ -25,6 +25,18 @@ class TaskNotFound(QueueError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ScheduleNotFound(QueueError, KeyError):
+    """No schedule has this name (``pause_schedule``, ``resume_schedule``): a ``KeyError``, as
+    a missing task is, since a name is a key; ``unschedule`` answers ``False`` instead."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class LeaseLost(QueueError):
     """This claim no longer holds the task: its lease expired and it was taken over, or it was
     completed, failed or cancelled meanwhile. Nothing was changed."""
@@ -106,6 +118,7 @@ __all__ = [
     "QueueError",
     "InvalidArgument",
     "TaskNotFound",
+    "ScheduleNotFound",
     "LeaseLost",
     "SchemaVersionError",
     "DatabaseError",

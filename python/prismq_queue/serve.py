@@ -45,6 +45,7 @@ from urllib.parse import quote
 
 from ._location import for_opening, is_url, shown
 from ._prismq_queue import Queue
+from ._scheduler import SchedulerThread
 from .errors import DatabaseError, InvalidArgument, QueueError
 from .maintenance import Maintenance, Schedule
 
@@ -460,6 +461,7 @@ def run(opts: ServeOptions) -> int:
     maint_queue = Queue(db)
     maintenance = Maintenance(maint_queue, opts.schedule)
     say(f"  maintenance: {maintenance.describe()}")
+    scheduler = SchedulerThread(maint_queue)  # periodic tasks, even with --workers 0
 
     host_tag = socket.gethostname().split(".")[0]
     slots = [
@@ -502,6 +504,7 @@ def run(opts: ServeOptions) -> int:
     try:
         supervisor.start()
         maintenance.start()
+        scheduler.start()
         if opts.demo and opts.workers:
             from .demo import trickle
 
@@ -522,6 +525,7 @@ def run(opts: ServeOptions) -> int:
         demo_stop.set()
         clean = supervisor.stop(opts.shutdown_grace + 10.0)
         maintenance.stop()
+        scheduler.stop()
         if demo_thread is not None:
             demo_thread.join(5)
         maint_queue.close()

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from ._prismq_queue import Queue, Task
+from ._scheduler import SchedulerTimer
 from ._worker_state import (
     FailedAttempt,
     HandlerResult,
@@ -86,6 +87,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         heartbeat_interval: float = 5.0,
         batch_size: int | None = None,
+        run_schedules: bool = True,
     ) -> None:
         check_worker_options(concurrency, lease, poll_interval, heartbeat_interval, shutdown_grace, strategy)
         self.queue = queue
@@ -101,6 +103,8 @@ class Worker:
         self.heartbeat_interval = float(heartbeat_interval)
         # Claim a few more than the free slots? No: a claimed task is leased; claim only what runs.
         self.batch_size = batch_size or concurrency
+        # Periodic tasks: this worker enqueues what is due about once a second (_scheduler.py).
+        self._scheduler = SchedulerTimer(queue, on_database_error=self._db_failed) if run_schedules else None
         self.tasks_done = 0
         self.tasks_failed = 0
         #: Set when ``run()`` returns: running tasks handed back to the queue at shutdown; finished
@@ -220,6 +224,8 @@ class Worker:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
+                if self._scheduler is not None:
+                    self._scheduler.tick(now)
                 if now >= next_check and self._running:
                     self._renew_and_enforce(now)
                     next_check = now + min(0.25, self.lease / 4)

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod queue;
 pub mod retry;
 pub mod run_rules;
+pub mod schedules;
 pub mod timeouts;
 pub mod wait;
 pub mod wakeup;

@@ -50,6 +50,10 @@ pub enum Error {
     #[error("task {0} does not exist (it may have been purged)")]
     TaskNotFound(i64),
 
+    /// A schedule name no schedule has (pause, resume); `unschedule` answers false instead.
+    #[error("no schedule is named '{0}': see schedules() for the names")]
+    ScheduleNotFound(String),
+
     /// A fenced operation (complete, fail, renew, progress) whose lease token is no longer the task's.
     #[error("{0}")]
     LeaseLost(String),

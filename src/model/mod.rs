@@ -18,6 +18,7 @@ pub mod options;
 pub mod paths;
 pub mod retry;
 pub mod runs;
+pub mod schedule;
 pub mod strategy;
 pub mod task;
 pub mod time;

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 pyo3::import_exception!(prismq_queue.errors, QueueError);
 pyo3::import_exception!(prismq_queue.errors, InvalidArgument);
 pyo3::import_exception!(prismq_queue.errors, TaskNotFound);
+pyo3::import_exception!(prismq_queue.errors, ScheduleNotFound);
 pyo3::import_exception!(prismq_queue.errors, LeaseLost);
 pyo3::import_exception!(prismq_queue.errors, SchemaVersionError);
 pyo3::import_exception!(prismq_queue.errors, DatabaseError);
@@ -31,6 +32,7 @@ pub fn to_py(e: Error) -> PyErr {
     match e {
         Error::InvalidArgument(_) => InvalidArgument::new_err(msg),
         Error::TaskNotFound(id) => TaskNotFound::new_err((msg, id)),
+        Error::ScheduleNotFound(name) => ScheduleNotFound::new_err((msg, name)),
         Error::LeaseLost(_) | Error::NotHeld { .. } => LeaseLost::new_err(msg),
         Error::SchemaVersion { .. } => SchemaVersionError::new_err(msg),
         Error::Unsupported {

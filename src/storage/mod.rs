@@ -39,6 +39,7 @@ use crate::model::runs::{
     HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunQuery, RunRecord, RunStartNote,
     RunVerdict, StartRun,
 };
+use crate::model::schedule::{ScheduleFire, ScheduleRow, ScheduleSpec};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
 use crate::model::timeouts::QueueTimeouts;
@@ -226,6 +227,24 @@ pub trait Driver: Send + Sync {
     fn run_purge(&self, completed_before: i64) -> Result<usize>;
     fn run_start(&self, s: &StartRun) -> Result<TaskRow>;
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>>;
+
+    // Periodic tasks (schedules): stored definitions, and due times fired exactly once.
+    /// Create or replace; the same definition changes nothing, a new one is next due at `next_run`.
+    fn schedule_put(&self, spec: &ScheduleSpec, next_run: i64) -> Result<ScheduleRow>;
+    /// Every schedule by name, or the one named.
+    fn schedule_list(&self, name: Option<&str>) -> Result<Vec<ScheduleRow>>;
+    /// Unpaused schedules whose next run is at or before `now`, at most `limit`.
+    fn schedule_due(&self, now: i64, limit: i64) -> Result<Vec<ScheduleRow>>;
+    /// Pause or resume (a paused schedule resumed is next due at `resume_at`); `None`: no such name.
+    fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        resume_at: i64,
+    ) -> Result<Option<ScheduleRow>>;
+    fn schedule_remove(&self, name: &str) -> Result<bool>;
+    /// Advance the schedule and insert its due tasks in one transaction, if it is unchanged.
+    fn schedule_fire(&self, fire: &ScheduleFire) -> Result<bool>;
 
     // Capabilities: refused unless the backend declares them.
     fn checkpoint(&self, mode: &str) -> Result<CheckpointResult> {

@@ -14,7 +14,7 @@ from . import _live, _redact
 from ._auth import Auth
 from ._context import RouterContext, SnapshotCache
 from ._monitor import Monitor
-from ._routers import dashboard, live, operations, projects, queue_api, queue_status
+from ._routers import dashboard, live, operations, projects, queue_api, queue_status, schedules
 from ._routers.projects import PROJECT_QUEUE_PREFIX, project_queue
 from ._threads import ThreadPool
 
@@ -90,6 +90,7 @@ def create_router(
     router.include_router(queue_status.build(ctx, queued_scan_limit=lambda: MAX_QUEUED_SCAN, capacity=lambda: capacity))
     router.include_router(projects.build(ctx, queued_scan_limit=lambda: MAX_QUEUED_SCAN))
     router.include_router(operations.build(ctx))
+    router.include_router(schedules.build(ctx))
     router.include_router(live_router)
     router.include_router(dashboard.build(ctx))
     # For create_app's app.state, diagnostics and tests.

@@ -8,6 +8,7 @@ mod limits;
 mod maintenance;
 mod observe;
 mod runs;
+mod schedules;
 mod tasks;
 mod timeouts;
 

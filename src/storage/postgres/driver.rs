@@ -17,6 +17,7 @@ use crate::model::new_task::NewTask;
 use crate::model::observe::{Heartbeat, LogRow, WorkerRow};
 use crate::model::retry::RetryOverrides;
 use crate::model::runs::{RecoverRuns, RecoveredRun, RunQuery, RunRecord, StartRun};
+use crate::model::schedule::{ScheduleFire, ScheduleRow, ScheduleSpec};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
 use crate::model::timeouts::QueueTimeouts;
@@ -298,6 +299,35 @@ impl Driver for PgDriver {
 
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
         PgDriver::recover_runs(self, r)
+    }
+
+    fn schedule_put(&self, spec: &ScheduleSpec, next_run: i64) -> Result<ScheduleRow> {
+        PgDriver::schedule_put(self, spec, next_run)
+    }
+
+    fn schedule_list(&self, name: Option<&str>) -> Result<Vec<ScheduleRow>> {
+        PgDriver::schedule_list(self, name)
+    }
+
+    fn schedule_due(&self, now: i64, limit: i64) -> Result<Vec<ScheduleRow>> {
+        PgDriver::schedule_due(self, now, limit)
+    }
+
+    fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        resume_at: i64,
+    ) -> Result<Option<ScheduleRow>> {
+        PgDriver::schedule_set_paused(self, name, paused, resume_at)
+    }
+
+    fn schedule_remove(&self, name: &str) -> Result<bool> {
+        PgDriver::schedule_remove(self, name)
+    }
+
+    fn schedule_fire(&self, fire: &ScheduleFire) -> Result<bool> {
+        PgDriver::schedule_fire(self, fire)
     }
 
     fn copy_summary(&self) -> Result<CopySummary> {

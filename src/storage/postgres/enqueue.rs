@@ -84,115 +84,127 @@ impl PgDriver {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
         let mut new_lanes = Vec::new();
         let ids = self.write(|tx| {
             new_lanes.clear();
-            let row = tx.query_one(
-                "SELECT now_ms(), race_clock(),
-                        array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))",
-                &[&(tasks.len() as i64)],
-            )?;
-            let now: i64 = row.get(0);
-            let race_clock: f64 = row.get(1);
-            let mut c = Columns {
-                ids: row.get(2),
-                ..Columns::default()
-            };
-            let mut lane_of: HashMap<&LaneKey, i64> = HashMap::new();
-            for (t, key) in tasks.iter().zip(&lane_keys) {
-                let lane = match lane_of.get(key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = self.lane_id_in(tx, key, &mut new_lanes)?;
-                        *lane_of.entry(key).or_insert(id)
-                    }
-                };
-                c.push(t, lane, now)?;
-            }
-            if tasks.len() >= COPY_FROM && c.keys.iter().all(Option::is_none) {
-                copy_in(tx, &c, now, race_clock)?;
-                let mut lanes = c.lanes.clone();
-                lanes.sort_unstable();
-                lanes.dedup();
-                for lane in lanes {
-                    self.notify_in(tx, lane)?;
-                }
-                if tasks.iter().any(|t| !t.after.is_empty()) {
-                    dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
-                }
-                return Ok(c.ids);
-            }
-            let inserted: HashMap<i64, i64> = tx
-                .query(
-                    INSERT,
-                    &[
-                        &c.ids,
-                        &c.lanes,
-                        &c.types,
-                        &c.queues,
-                        &c.payloads,
-                        &c.priorities,
-                        &c.max_attempts,
-                        &c.run_after,
-                        &c.requires,
-                        &c.timeouts,
-                        &c.retry,
-                        &c.keys,
-                        &now,
-                        &race_clock,
-                    ],
-                )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let mut lanes: Vec<i64> = inserted.values().copied().collect();
-            lanes.sort_unstable();
-            lanes.dedup();
-            for lane in lanes {
-                self.notify_in(tx, lane)?;
-            }
-            if inserted.len() == tasks.len() {
-                if tasks.iter().any(|t| !t.after.is_empty()) {
-                    dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
-                }
-                return Ok(c.ids);
-            }
-            // Keys that existed already: their tasks' ids.
-            let wanted: Vec<&str> = c
-                .ids
-                .iter()
-                .zip(&c.keys)
-                .filter(|(id, _)| !inserted.contains_key(id))
-                .filter_map(|(_, k)| k.as_deref())
-                .collect();
-            let existing: HashMap<String, i64> = tx
-                .query(
-                    "SELECT idempotency_key, id FROM tasks WHERE idempotency_key = ANY($1)",
-                    &[&wanted],
-                )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let ids: Vec<i64> = c
-                .ids
-                .iter()
-                .zip(&c.keys)
-                .map(|(id, key)| match key {
-                    Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
-                    _ => *id,
-                })
-                .collect();
-            if tasks.iter().any(|t| !t.after.is_empty()) {
-                let fresh: Vec<bool> = c.ids.iter().map(|id| inserted.contains_key(id)).collect();
-                dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
-            }
-            Ok(ids)
+            self.insert_in(tx, tasks, &mut new_lanes)
         })?;
         // Only lanes whose creating transaction committed enter the cache.
         let mut cache = self.lanes.lock();
         for (key, id) in new_lanes {
             cache.remember(key, id);
+        }
+        Ok(ids)
+    }
+
+    /// The insert of `enqueue_many` inside the caller's transaction `tx` (the scheduler adds its
+    /// due tasks in the transaction that advances the schedule); lanes it creates are added to
+    /// `new_lanes`, for the cache once the transaction committed.
+    pub(crate) fn insert_in(
+        &self,
+        tx: &mut Tx,
+        tasks: &[NewTask],
+        new_lanes: &mut Vec<(LaneKey, i64)>,
+    ) -> Result<Vec<i64>> {
+        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
+        let row = tx.query_one(
+            "SELECT now_ms(), race_clock(),
+                        array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))",
+            &[&(tasks.len() as i64)],
+        )?;
+        let now: i64 = row.get(0);
+        let race_clock: f64 = row.get(1);
+        let mut c = Columns {
+            ids: row.get(2),
+            ..Columns::default()
+        };
+        let mut lane_of: HashMap<&LaneKey, i64> = HashMap::new();
+        for (t, key) in tasks.iter().zip(&lane_keys) {
+            let lane = match lane_of.get(key) {
+                Some(id) => *id,
+                None => {
+                    let id = self.lane_id_in(tx, key, new_lanes)?;
+                    *lane_of.entry(key).or_insert(id)
+                }
+            };
+            c.push(t, lane, now)?;
+        }
+        if tasks.len() >= COPY_FROM && c.keys.iter().all(Option::is_none) {
+            copy_in(tx, &c, now, race_clock)?;
+            let mut lanes = c.lanes.clone();
+            lanes.sort_unstable();
+            lanes.dedup();
+            for lane in lanes {
+                self.notify_in(tx, lane)?;
+            }
+            if tasks.iter().any(|t| !t.after.is_empty()) {
+                dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
+            }
+            return Ok(c.ids);
+        }
+        let inserted: HashMap<i64, i64> = tx
+            .query(
+                INSERT,
+                &[
+                    &c.ids,
+                    &c.lanes,
+                    &c.types,
+                    &c.queues,
+                    &c.payloads,
+                    &c.priorities,
+                    &c.max_attempts,
+                    &c.run_after,
+                    &c.requires,
+                    &c.timeouts,
+                    &c.retry,
+                    &c.keys,
+                    &now,
+                    &race_clock,
+                ],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut lanes: Vec<i64> = inserted.values().copied().collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        for lane in lanes {
+            self.notify_in(tx, lane)?;
+        }
+        if inserted.len() == tasks.len() {
+            if tasks.iter().any(|t| !t.after.is_empty()) {
+                dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
+            }
+            return Ok(c.ids);
+        }
+        // Keys that existed already: their tasks' ids.
+        let wanted: Vec<&str> = c
+            .ids
+            .iter()
+            .zip(&c.keys)
+            .filter(|(id, _)| !inserted.contains_key(id))
+            .filter_map(|(_, k)| k.as_deref())
+            .collect();
+        let existing: HashMap<String, i64> = tx
+            .query(
+                "SELECT idempotency_key, id FROM tasks WHERE idempotency_key = ANY($1)",
+                &[&wanted],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids: Vec<i64> = c
+            .ids
+            .iter()
+            .zip(&c.keys)
+            .map(|(id, key)| match key {
+                Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
+                _ => *id,
+            })
+            .collect();
+        if tasks.iter().any(|t| !t.after.is_empty()) {
+            let fresh: Vec<bool> = c.ids.iter().map(|id| inserted.contains_key(id)).collect();
+            dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
         }
         Ok(ids)
     }

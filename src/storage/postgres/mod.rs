@@ -24,6 +24,7 @@ pub mod rescue;
 pub mod rows;
 pub mod run_tasks;
 pub mod runs;
+pub mod schedules;
 pub mod schema;
 pub mod statements;
 pub mod timeouts;

@@ -136,7 +136,7 @@ impl PgDriver {
         Ok(out)
     }
 
-    fn remember_lanes(&self, created: Vec<(LaneKey, i64)>) {
+    pub(crate) fn remember_lanes(&self, created: Vec<(LaneKey, i64)>) {
         if !created.is_empty() {
             let mut cache = self.lanes.lock();
             for (key, id) in created {

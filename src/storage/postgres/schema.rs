@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[&str] = &[
     V_LIMITS,
     V_QUEUE_TIMEOUTS,
     V_WORKER_CONCURRENCY,
+    V_SCHEDULES,
 ];
 
 /// The newest schema version this build understands.
@@ -322,6 +323,25 @@ CREATE TABLE queue_timeouts (
 /// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
 const V_WORKER_CONCURRENCY: &str = r#"
 ALTER TABLE workers ADD COLUMN concurrency bigint;   -- NULL: the worker did not say
+"#;
+
+/// Periodic tasks (storage/postgres/schedules.rs), as on SQLite.
+const V_SCHEDULES: &str = r#"
+-- One row per schedule; `definition` is the JSON of model::schedule::ScheduleSpec. A due time
+-- is enqueued in the transaction that moves next_run past it, only if next_run and revision are
+-- still what the scheduler read: a concurrent scheduler's UPDATE waits on the row lock, then
+-- finds next_run moved and enqueues nothing.
+CREATE TABLE schedules (
+    name       text PRIMARY KEY,
+    definition text NOT NULL,
+    paused     boolean NOT NULL DEFAULT false,
+    next_run   bigint NOT NULL,               -- ms since epoch, UTC
+    last_run   bigint,                        -- the latest due time enqueued
+    revision   bigint NOT NULL DEFAULT 1,     -- bumped by every change of definition or pause
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_run) WHERE NOT paused;
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -16,6 +16,7 @@ use crate::model::new_task::NewTask;
 use crate::model::observe::{Heartbeat, LogRow, WorkerRow};
 use crate::model::retry::RetryOverrides;
 use crate::model::runs::{RecoverRuns, RecoveredRun, RunQuery, RunRecord, StartRun};
+use crate::model::schedule::{ScheduleFire, ScheduleRow, ScheduleSpec};
 use crate::model::strategy::Strategy;
 use crate::model::task::{Status, TaskRow};
 use crate::model::timeouts::QueueTimeouts;
@@ -293,6 +294,35 @@ impl Driver for SqliteDriver {
 
     fn run_recover(&self, r: &RecoverRuns) -> Result<Vec<RecoveredRun>> {
         SqliteDriver::recover_runs(self, r)
+    }
+
+    fn schedule_put(&self, spec: &ScheduleSpec, next_run: i64) -> Result<ScheduleRow> {
+        SqliteDriver::schedule_put(self, spec, next_run)
+    }
+
+    fn schedule_list(&self, name: Option<&str>) -> Result<Vec<ScheduleRow>> {
+        SqliteDriver::schedule_list(self, name)
+    }
+
+    fn schedule_due(&self, now: i64, limit: i64) -> Result<Vec<ScheduleRow>> {
+        SqliteDriver::schedule_due(self, now, limit)
+    }
+
+    fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        resume_at: i64,
+    ) -> Result<Option<ScheduleRow>> {
+        SqliteDriver::schedule_set_paused(self, name, paused, resume_at)
+    }
+
+    fn schedule_remove(&self, name: &str) -> Result<bool> {
+        SqliteDriver::schedule_remove(self, name)
+    }
+
+    fn schedule_fire(&self, fire: &ScheduleFire) -> Result<bool> {
+        SqliteDriver::schedule_fire(self, fire)
     }
 
     fn copy_summary(&self) -> Result<CopySummary> {

@@ -181,24 +181,35 @@ impl SqliteDriver {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        // `requires` as stored (JSON text as given, or NULL when empty).
-        let requires_json: Vec<Option<String>> = tasks
-            .iter()
-            .map(|t| requires_as_given(&t.requires))
-            .collect();
-        let (lane_keys, lane_of) = batch_lanes(tasks, &requires_json);
-        let retry_texts: Vec<Option<String>> = tasks
-            .iter()
-            .map(|t| {
-                t.retry
-                    .filter(|r| !r.is_empty())
-                    .map(|r| serde_json::to_string(&r).unwrap())
-            })
-            .collect();
-
+        let batch = Batch::of(tasks);
         let mut new_lanes = Vec::new();
         let ids = self.db.write(|tx| {
             new_lanes.clear();
+            self.insert_in(tx, &batch, &mut new_lanes)
+        })?;
+        // Only lanes whose creating transaction committed enter the cache.
+        self.remember_lanes(new_lanes);
+        Ok(ids)
+    }
+
+    /// The inserts of `enqueue_many` inside the caller's transaction `tx` (the scheduler adds
+    /// its due tasks in the transaction that advances the schedule); lanes it creates are added
+    /// to `new_lanes`.
+    pub(crate) fn insert_in(
+        &self,
+        tx: &WriteTx,
+        batch: &Batch,
+        new_lanes: &mut Vec<(LaneKey, i64)>,
+    ) -> Result<Vec<i64>> {
+        let Batch {
+            tasks,
+            requires_json,
+            lane_keys,
+            lane_of,
+            retry_texts,
+        } = batch;
+        let tasks: &[NewTask] = tasks;
+        {
             let now = now_ms();
             let (race, mut floor) = read_insert_meta(tx)?;
             let mut ids = Vec::with_capacity(tasks.len());
@@ -208,7 +219,7 @@ impl SqliteDriver {
             let mut insert_keyed = tx.prepare_cached(&INSERT_KEYED)?;
             let lane_ids = lane_keys
                 .iter()
-                .map(|k| self.lane_id_in(tx, k, &mut new_lanes))
+                .map(|k| self.lane_id_in(tx, k, new_lanes))
                 .collect::<Result<Vec<i64>>>()?;
             // What a row needs beyond the task itself: its lane, due time and race key.
             let place = |i: usize| -> Result<(i64, i64, f64)> {
@@ -286,15 +297,43 @@ impl SqliteDriver {
                 dependencies::hold_new(tx, tasks, &ids, &fresh, now)?;
             }
             Ok(ids)
-        })?;
-        // Only lanes whose creating transaction committed enter the cache.
-        if !new_lanes.is_empty() {
-            let mut cache = self.lanes.lock();
-            for (key, id) in new_lanes.drain(..) {
-                cache.remember(key, id);
-            }
         }
-        Ok(ids)
+    }
+}
+
+/// A batch of tasks with what its inserts need computed once, outside the transaction (which
+/// may run more than once): `requires` as stored (JSON text as given, or NULL when empty), the
+/// distinct lanes and each task's, and the retry policies as JSON text.
+pub(crate) struct Batch<'a> {
+    tasks: &'a [NewTask],
+    requires_json: Vec<Option<String>>,
+    lane_keys: Vec<LaneKey>,
+    lane_of: Vec<usize>,
+    retry_texts: Vec<Option<String>>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn of(tasks: &'a [NewTask]) -> Batch<'a> {
+        let requires_json: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| requires_as_given(&t.requires))
+            .collect();
+        let (lane_keys, lane_of) = batch_lanes(tasks, &requires_json);
+        let retry_texts: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| {
+                t.retry
+                    .filter(|r| !r.is_empty())
+                    .map(|r| serde_json::to_string(&r).unwrap())
+            })
+            .collect();
+        Batch {
+            tasks,
+            requires_json,
+            lane_keys,
+            lane_of,
+            retry_texts,
+        }
     }
 }
 

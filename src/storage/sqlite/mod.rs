@@ -25,6 +25,7 @@ pub mod rescuer;
 pub mod rows;
 pub mod run_tasks;
 pub mod runs;
+pub mod schedules;
 pub mod schema;
 pub mod timeouts;
 pub mod vfs;

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     V_LIMITS,
     V_QUEUE_TIMEOUTS,
     V_WORKER_CONCURRENCY,
+    V_SCHEDULES,
 ];
 
 /// The newest schema version this build understands.
@@ -282,6 +283,25 @@ CREATE TABLE queue_timeouts (
 /// How many tasks each worker runs at once, from its heartbeat (`GET /queue/status`'s capacity).
 const V_WORKER_CONCURRENCY: &str = r#"
 ALTER TABLE workers ADD COLUMN concurrency INTEGER;   -- NULL: the worker did not say
+"#;
+
+/// Periodic tasks (storage/sqlite/schedules.rs).
+const V_SCHEDULES: &str = r#"
+-- One row per schedule. `definition` is the JSON of model::schedule::ScheduleSpec: the same
+-- arguments give the same text, so a repeated schedule() call changes nothing. A due time is
+-- enqueued in the transaction that moves next_run past it, only if next_run and revision are
+-- still what the scheduler read (several schedulers never enqueue a time twice).
+CREATE TABLE schedules (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    next_run   INTEGER NOT NULL,              -- ms since epoch, UTC
+    last_run   INTEGER,                       -- the latest due time enqueued
+    revision   INTEGER NOT NULL DEFAULT 1,    -- bumped by every change of definition or pause
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_run) WHERE paused = 0;
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the

@@ -12,6 +12,7 @@ import { DepthChart } from "./chart.js";
 import { setServerNow, tickAges } from "./dom.js";
 import { LiveStream } from "./live.js";
 import * as panels from "./panels.js";
+import { renderSchedules } from "./schedules.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,6 +32,9 @@ const loaders = {
     panels.renderWorkers(s.workers, openTask);
     panels.renderFailures(s.failures, retryNotes, retry, openTask);
     panels.renderDeadLetters(s.dead_letters, retryNotes, retry, openTask);
+  },
+  async schedules() {
+    renderSchedules(await api("queue/schedules"));
   },
   async history() {
     const body = await api("queue/history");
@@ -213,6 +217,7 @@ function wire() {
   });
   setInterval(tickAges, 1000);
   setInterval(() => started && schedule("snapshot", 0), 5000);
+  setInterval(() => started && schedule("schedules", 0), 5000);
   // uPlot is a deferred script: it has run by the time the window's load event fires.
   window.addEventListener("load", () => chart && chart.mount());
 }
