@@ -59,8 +59,10 @@ which the ``prismq_queue.web`` logger records the details. Every response also c
 Caching: ``/queue/stats`` and project status count and list rows across the table, which costs
 milliseconds per call at tens of thousands of tasks; their results are reused for ``cache_ttl``
 seconds (default 1; the older API cached its stats for 2 s), a project's as soon as a request
-through this router or a live event stream of this router sees a change in that project.
-``cache_ttl=0`` turns that off. Task endpoints are always read fresh.
+through this router or a live event stream of this router sees a change in that project. A
+client reads its own writes: after a write request through this router (by its token, or its
+address with authentication off), its next reads compute afresh; everyone else keeps the cached
+value. ``cache_ttl=0`` turns caching off. Task endpoints are always read fresh.
 
 Threads: endpoints are ``async def`` and run their queue calls, all of one request in one
 function, in thread pools of the router's own (``threads=4`` for reads, half as many for writes,

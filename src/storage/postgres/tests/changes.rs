@@ -65,12 +65,18 @@ fn a_task_seen_through_its_life() {
         (ch.changes[0].progress, ch.changes[0].step.as_deref()),
         (Some(20.0), Some("b"))
     );
-    // A renew and a priority change are not reported, and write no row.
+    // A renew is not reported, and writes no row.
     let before = rows(&_db);
     q.renew(lease(&t), 60_000).unwrap();
-    q.set_priority(id, 7).unwrap();
     assert_eq!(rows(&_db), before);
     assert!(look(&q, &mut cur).changes.is_empty());
+    // A priority change reorders the queue (issue 20): one row, reported as the task's status.
+    q.set_priority(id, 7).unwrap();
+    assert_eq!(rows(&_db), before + 1);
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", id, "queued")]
+    );
     q.fail_attempt(&Failure::new(lease(&t), "boom", true))
         .unwrap();
     assert_eq!(
