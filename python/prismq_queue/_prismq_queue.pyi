@@ -289,6 +289,20 @@ class Queue:
         jitter: float | None = None,
     ) -> None: ...
 
+    # limits (docs/limits.md): each dict of limits() has queue, type, concurrency, per, rate,
+    # running, waiting, tokens
+    def set_limit(
+        self,
+        queue: str,
+        *,
+        type: str | None = None,
+        concurrency: int | None = None,
+        per: str | None = None,
+        rate: str | None = None,
+    ) -> None: ...
+    def limits(self) -> builtins.list[dict[str, Any]]: ...
+    def remove_limit(self, queue: str, *, type: str | None = None) -> bool: ...
+
     # consuming
     def claim(
         self,

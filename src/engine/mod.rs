@@ -5,6 +5,7 @@ pub mod admin;
 pub mod claim;
 pub mod enqueue;
 pub mod fencing;
+pub mod limits;
 pub mod queue;
 pub mod retry;
 pub mod run_rules;

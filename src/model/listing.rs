@@ -42,4 +42,7 @@ pub struct Stats {
     /// Seconds the longest-waiting due task has been claimable; None when nothing is due.
     #[serde(rename = "oldest_queued_age_seconds")]
     pub oldest_queued_age_s: Option<f64>,
+    /// The limits of the queue asked for (or all), as `limits()` gives them; filled by the
+    /// operations layer.
+    pub limits: Vec<crate::model::limits::LimitInfo>,
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub database: DatabaseFigures,
     /// What this process's background checkpointer last did; None before its first run.
     pub checkpoint: Option<CheckpointFigures>,
+    /// Every limit, as `limits()` gives them; filled by the operations layer.
+    pub limits: Vec<crate::model::limits::LimitInfo>,
 }
 
 /// Queued, running and waiting-to-retry counts of one group (a queue, a type, or both).

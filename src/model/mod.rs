@@ -7,6 +7,7 @@ pub mod claim;
 pub mod copy;
 pub mod error;
 pub mod lease;
+pub mod limits;
 pub mod listing;
 pub mod maintenance;
 pub mod metrics;

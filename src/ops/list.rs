@@ -16,7 +16,9 @@ impl Queue {
     }
 
     pub fn stats(&self, queue: Option<&str>) -> Result<Stats> {
-        self.driver.stats(queue)
+        let mut s = self.driver.stats(queue)?;
+        s.limits = self.driver.limit_list(queue)?;
+        Ok(s)
     }
 
     /// How many queued, due tasks of its queue and type run before task `id` under `strategy`

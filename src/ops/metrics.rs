@@ -11,7 +11,9 @@ impl Queue {
     /// The keys are listed in docs/architecture.md ("Observability").
     pub fn metrics_over(&self, window_ms: i64) -> Result<Metrics> {
         check_duration("window", window_ms, Least::Positive)?;
-        self.driver.metrics(window_ms)
+        let mut m = self.driver.metrics(window_ms)?;
+        m.limits = self.driver.limit_list(None)?;
+        Ok(m)
     }
 
     /// `metrics_over` the default window.

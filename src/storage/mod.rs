@@ -28,6 +28,7 @@ use crate::model::lease::{
     ExpiredAttempt, FailOutcome, FailedAttempt, Failure, Lease, Released, ReleasedAttempt, Settled,
     Verdict,
 };
+use crate::model::limits::{LimitInfo, LimitSpec};
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::maintenance::{BackupReport, CheckpointResult, Progress};
 use crate::model::metrics::Metrics;
@@ -195,6 +196,12 @@ pub trait Driver: Send + Sync {
         token: ChangeToken,
     ) -> Result<Changes>;
     fn queue_depths(&self, queues: &[String]) -> Result<BTreeMap<String, (i64, i64)>>;
+
+    // Limits (concurrency and rate, enforced inside `task_get_available`): create or replace,
+    // remove, and list with their figures (`queue`: that queue's only), sorted by queue, type.
+    fn limit_set(&self, spec: &LimitSpec) -> Result<()>;
+    fn limit_remove(&self, queue: &str, task_type: &str) -> Result<bool>;
+    fn limit_list(&self, queue: Option<&str>) -> Result<Vec<LimitInfo>>;
 
     // Purge in batches.
     fn task_purge_many(

@@ -4,6 +4,7 @@
 //! maintenance, and the run registry of `QueuedTaskManager`.
 
 mod claims;
+mod limits;
 mod maintenance;
 mod observe;
 mod runs;

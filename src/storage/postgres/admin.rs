@@ -125,6 +125,7 @@ impl PgDriver {
                 counts,
                 oldest_queued_age_s: oldest.map(|t| now.saturating_sub(t).max(0) as f64 / 1000.0),
                 scheduled: r.try_get(6)?,
+                limits: Vec::new(),
             })
         })
     }

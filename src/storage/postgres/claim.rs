@@ -72,7 +72,7 @@ const CLAIM_TEMPLATE: &str = "
     RETURNING {columns}, wkey";
 
 /// `ORDER BY` of a strategy (the columns of its index, in its direction).
-fn order_of(strategy: Strategy) -> &'static str {
+pub(crate) fn order_of(strategy: Strategy) -> &'static str {
     match strategy {
         Strategy::Priority => "priority, run_after, id",
         Strategy::Fifo => "run_after, id",
@@ -140,7 +140,11 @@ impl PgDriver {
     ) -> Result<Vec<TaskRow>> {
         self.ensure_claim_index_in(tx, req.strategy)?;
         self.rescue_expired_in(tx, now, RESCUE_IN_CLAIM)?;
-        let lanes = self.eligible_lanes(tx, &req.filter)?;
+        let (lanes, limited) = self.eligible_lanes_limited(tx, &req.filter)?;
+        if let Some(named) = limited {
+            // A limit covers one of the lanes: the claim that locks it (limits.rs).
+            return self.claim_limited(tx, req, &named);
+        }
         if lanes.is_empty() {
             return Ok(Vec::new());
         }

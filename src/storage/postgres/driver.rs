@@ -9,6 +9,7 @@ use crate::model::claim::ClaimRequest;
 use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
 use crate::model::error::Result;
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled};
+use crate::model::limits::{LimitInfo, LimitSpec};
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::maintenance::Progress;
 use crate::model::metrics::Metrics;
@@ -202,6 +203,18 @@ impl Driver for PgDriver {
 
     fn worker_remove(&self, worker_id: &str) -> Result<bool> {
         PgDriver::remove_worker(self, worker_id)
+    }
+
+    fn limit_set(&self, spec: &LimitSpec) -> Result<()> {
+        PgDriver::limit_set(self, spec)
+    }
+
+    fn limit_remove(&self, queue: &str, task_type: &str) -> Result<bool> {
+        PgDriver::limit_remove(self, queue, task_type)
+    }
+
+    fn limit_list(&self, queue: Option<&str>) -> Result<Vec<LimitInfo>> {
+        PgDriver::limit_list(self, queue)
     }
 
     fn metrics(&self, window_ms: i64) -> Result<Metrics> {

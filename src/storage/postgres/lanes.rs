@@ -4,6 +4,7 @@
 
 use crate::model::claim::{Lane, LaneFilter, LaneKey};
 use crate::model::error::Result;
+use crate::model::limits::NamedLane;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
 use serde_json::{Map, Value};
@@ -59,15 +60,28 @@ impl PgDriver {
     /// Lanes admitted by `filter`, after reading the lanes this handle has not seen yet. Ids
     /// of a sequence commit out of order, so "newer than the highest seen" could miss one:
     /// the query names what is known instead (lanes are few).
-    pub(crate) fn eligible_lanes(&self, tx: &mut Tx, filter: &LaneFilter) -> Result<Vec<i64>> {
+    /// With them, the admitted lanes' (id, queue, type) when a limit covers one of them
+    /// (limits.rs): the limits' keys come in the same round trip as the new lanes (id 0), so a
+    /// claim no limit covers pays nothing more.
+    pub(crate) fn eligible_lanes_limited(
+        &self,
+        tx: &mut Tx,
+        filter: &LaneFilter,
+    ) -> Result<(Vec<i64>, Option<Vec<NamedLane>>)> {
         let known: Vec<i64> = self.lanes.lock().list.iter().map(|l| l.id).collect();
         let rows = tx.query(
-            "SELECT id, queue, type, requires FROM lanes WHERE id <> ALL($1) ORDER BY id",
+            "SELECT id, queue, type, requires FROM lanes WHERE id <> ALL($1)
+             UNION ALL SELECT 0, queue, type, '' FROM limits ORDER BY 1",
             &[&known],
         )?;
+        let mut limit_keys: Vec<(String, String)> = Vec::new();
         let mut cache = self.lanes.lock();
         for r in rows {
             let id: i64 = r.get(0);
+            if id == 0 {
+                limit_keys.push((r.get(1), r.get(2)));
+                continue;
+            }
             if cache.list.iter().any(|l| l.id == id) {
                 continue; // another thread of this handle read it meanwhile
             }
@@ -93,6 +107,23 @@ impl PgDriver {
         self.interest
             .lock()
             .note(&admitted, cache.list.iter().map(|l| l.id));
-        Ok(admitted)
+        let covered = |l: &Lane| {
+            limit_keys
+                .iter()
+                .any(|(q, t)| *q == l.queue && (t.is_empty() || *t == l.task_type))
+        };
+        let limited = cache
+            .list
+            .iter()
+            .any(|l| filter.admits(l) && covered(l))
+            .then(|| {
+                cache
+                    .list
+                    .iter()
+                    .filter(|l| filter.admits(l))
+                    .map(|l| (l.id, l.queue.clone(), l.task_type.clone()))
+                    .collect()
+            });
+        Ok((admitted, limited))
     }
 }

@@ -113,6 +113,7 @@ impl PgDriver {
                 wal_frames_pending: None,
             },
             checkpoint: None,
+            limits: Vec::new(),
         })
     }
 }

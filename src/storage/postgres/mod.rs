@@ -15,6 +15,7 @@ pub mod driver;
 pub mod enqueue;
 pub mod errors;
 pub mod lanes;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod position;

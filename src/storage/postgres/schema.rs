@@ -12,7 +12,7 @@
 use crate::model::error::{Error, Result};
 use postgres::Client;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V_LIMITS];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -231,6 +231,23 @@ CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks REFERENCING NEW TABLE AS ins
 CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS updated_old NEW TABLE AS updated_new
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_record_updates();
+"#;
+
+/// Limits of queues and task types (storage/postgres/limits.rs): one row per (queue, type), with
+/// the rate's token bucket. A limited claim locks its limits' rows FOR UPDATE, so limited claims
+/// serialise on them; running tasks are counted from `tasks`, never kept here.
+const V_LIMITS: &str = r#"
+CREATE TABLE limits (
+    queue       text NOT NULL,
+    type        text NOT NULL,              -- '' = every type of the queue
+    concurrency bigint,
+    per         text,                       -- a top-level payload key: concurrency per value
+    rate_count  bigint,                     -- the rate: rate_count tasks per rate_period ms
+    rate_period bigint,
+    tokens      double precision NOT NULL,  -- the bucket as of refilled_at (now_ms())
+    refilled_at bigint NOT NULL,
+    PRIMARY KEY (queue, type)
+);
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -162,6 +162,7 @@ impl SqliteDriver {
                 counts,
                 oldest_queued_age_s: oldest.map(|t| now.saturating_sub(t).max(0) as f64 / 1000.0),
                 scheduled,
+                limits: Vec::new(),
             })
         })
     }

@@ -8,6 +8,7 @@ use crate::model::claim::ClaimRequest;
 use crate::model::copy::{CopyImport, CopyKey, CopyRows, CopySummary, CopyTable};
 use crate::model::error::Result;
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled};
+use crate::model::limits::{LimitInfo, LimitSpec};
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::maintenance::{BackupReport, CheckpointResult, Progress};
 use crate::model::metrics::Metrics;
@@ -180,6 +181,18 @@ impl Driver for SqliteDriver {
 
     fn worker_remove(&self, worker_id: &str) -> Result<bool> {
         SqliteDriver::remove_worker(self, worker_id)
+    }
+
+    fn limit_set(&self, spec: &LimitSpec) -> Result<()> {
+        SqliteDriver::limit_set(self, spec)
+    }
+
+    fn limit_remove(&self, queue: &str, task_type: &str) -> Result<bool> {
+        SqliteDriver::limit_remove(self, queue, task_type)
+    }
+
+    fn limit_list(&self, queue: Option<&str>) -> Result<Vec<LimitInfo>> {
+        SqliteDriver::limit_list(self, queue)
     }
 
     fn metrics(&self, window_ms: i64) -> Result<Metrics> {

@@ -185,6 +185,7 @@ impl SqliteDriver {
                 wal_frames: c.wal_frames,
                 checkpointed_frames: c.checkpointed_frames,
             }),
+            limits: Vec::new(),
         })
     }
 

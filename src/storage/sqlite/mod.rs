@@ -13,6 +13,7 @@ pub mod db;
 pub mod driver;
 pub mod enqueue;
 pub mod errors;
+pub mod limits;
 pub mod listener;
 pub mod logs;
 pub mod maintenance;

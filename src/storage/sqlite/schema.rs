@@ -7,7 +7,7 @@
 use crate::model::error::{DbErrorKind, Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V_LIMITS];
 
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -217,6 +217,23 @@ CREATE TABLE task_attempts (
     traceback    TEXT,                       -- at most 64 KiB, its end
     UNIQUE (task_id, seq)
 );
+"#;
+
+/// Limits of queues and task types (see `limits`): one row per (queue, type), with the rate's
+/// token bucket. Running tasks are counted from `tasks` at claim time, never kept here, so a
+/// worker killed mid-task leaks no slot.
+const V_LIMITS: &str = r#"
+CREATE TABLE limits (
+    queue       TEXT NOT NULL,
+    type        TEXT NOT NULL,              -- '' = every type of the queue
+    concurrency INTEGER,
+    per         TEXT,                       -- a top-level payload key: concurrency per value
+    rate_count  INTEGER,                    -- the rate: rate_count tasks per rate_period ms
+    rate_period INTEGER,
+    tokens      REAL NOT NULL,              -- the bucket as of refilled_at (ms, the claim's clock)
+    refilled_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, type)
+) WITHOUT ROWID;
 "#;
 
 /// Work a migration needs beyond its SQL, in the same transaction (`version`: the version the

@@ -6,6 +6,7 @@ mod changes;
 mod claims;
 mod copy;
 mod faults;
+mod limits;
 mod listen;
 mod observe;
 mod open;

@@ -40,8 +40,11 @@ impl SqliteDriver {
     ) -> Result<Vec<TaskRow>> {
         let now = clock.wall;
         let limit = req.limit;
+        // Limits are counted in this transaction; such a claim reads its lanes afresh rather
+        // than through the memory (which knows nothing of limits).
+        let limited = self.limits_may_apply(tx, &req.filter)?;
         // A batch claim searches every lane, and the memory follows single claims only.
-        let mut heads = (limit == 1).then(|| self.heads.open(tx, req.strategy));
+        let mut heads = (limit == 1 && !limited).then(|| self.heads.open(tx, req.strategy));
         if heads.is_none() {
             self.heads.forget();
         }
@@ -55,8 +58,15 @@ impl SqliteDriver {
         indexes::ensure_index(tx, req.strategy, &self.claim_indexes)?;
         let refresh = heads.as_ref().is_none_or(|h| !h.trusted());
         let lanes = self.eligible_lanes(tx, &req.filter, refresh)?;
+        // A claim that a limit covers chooses within it (`limits`).
+        let limits = match limited {
+            true => self.limited_claim(tx, req, &lanes, now)?,
+            false => None,
+        };
         let mut cands: Vec<Candidate> = Vec::new();
-        if let Some(mut heads) = heads {
+        if let Some((chosen, _)) = &limits {
+            cands.clone_from(chosen);
+        } else if let Some(mut heads) = heads {
             // One task: each lane's candidate from the handle's memory where it is known.
             let mut best: Option<(Candidate, i64)> = None;
             for &lane in &lanes {
@@ -131,6 +141,9 @@ impl SqliteDriver {
                 return Err(rusqlite::Error::QueryReturnedNoRows.into());
             }
             out.push(read.query_row([c.id], TaskRow::from_row)?);
+        }
+        if let Some((_, cl)) = &limits {
+            self.save_buckets(tx, cl, now)?;
         }
         if req.strategy == Strategy::WeightedRandom {
             let top = cands.iter().map(|c| c.wkey).fold(f64::MIN, f64::max);

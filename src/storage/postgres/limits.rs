@@ -1,0 +1,285 @@
+//! Limits on PostgreSQL: the `limits` table, its figures, and the limited claim.
+//!
+//! Claims run concurrently (`FOR UPDATE SKIP LOCKED`), so two of them could both count a free
+//! slot and both take it. A claim whose lanes a limit covers therefore locks those limits' rows
+//! `FOR UPDATE` first, in (queue, type) order, and only then counts the running rows: under READ
+//! COMMITTED each later statement sees what the previous holder committed, so limited claims of
+//! one limit take turns, and the count is exact. Claims no limit covers never touch the table
+//! (eligible_lanes_limited learns that in the round trip it makes anyway), so they keep their
+//! single statement. Completions, failures and the rescuer only lower the count: they need no lock.
+
+use crate::model::claim::ClaimRequest;
+use crate::model::error::Result;
+use crate::model::limits::{
+    figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, LimitState, NamedLane, Observed, Rate,
+    PER_KEY_SCAN,
+};
+use crate::model::strategy::{Candidate, Strategy};
+use crate::model::task::TaskRow;
+use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
+use crate::storage::postgres::statements::Tx;
+use crate::storage::postgres::{db_now, PgDriver};
+use postgres::Row;
+
+const SELECT_LIMITS: &str = "SELECT queue, type, concurrency, per, rate_count, rate_period, tokens,
+        refilled_at FROM limits";
+
+fn limit_row(r: &Row) -> Result<LimitRow> {
+    let rate = match (
+        r.try_get::<_, Option<i64>>(4)?,
+        r.try_get::<_, Option<i64>>(5)?,
+    ) {
+        (Some(count), Some(period_ms)) => Some(Rate { count, period_ms }),
+        _ => None,
+    };
+    Ok(LimitRow {
+        spec: LimitSpec {
+            queue: r.try_get(0)?,
+            task_type: r.try_get(1)?,
+            concurrency: r.try_get(2)?,
+            per: r.try_get(3)?,
+            rate,
+        },
+        tokens: r.try_get(6)?,
+        refilled_at: r.try_get(7)?,
+    })
+}
+
+/// Running tasks of the limited queues (of `$1`, or all when NULL), with their payloads.
+const RUNNING_LIMITED: &str = "SELECT l.queue, l.type, t.payload FROM tasks t
+    JOIN lanes l ON l.id = t.lane_id
+    WHERE t.status = 'running'
+      AND l.queue IN (SELECT queue FROM limits WHERE $1::text IS NULL OR queue = $1)";
+
+fn running_limited(tx: &mut Tx, queue: Option<&str>) -> Result<Vec<(String, String, String)>> {
+    let rows = tx.query(RUNNING_LIMITED, &[&queue])?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// A limited lane's first due rows, locked as the plain claim locks them; the payload only
+/// when a `per` limit needs it ($4).
+const LANE_ROWS: &str = "SELECT id, priority, run_after, wkey, CASE WHEN $4 THEN payload END
+    FROM tasks WHERE lane_id = $1 AND status = 'queued' AND run_after <= $2
+    ORDER BY {order} LIMIT $3 FOR UPDATE SKIP LOCKED";
+
+/// Take the chosen rows ($1), as the plain claim does.
+const TAKE: &str = "UPDATE tasks SET status = 'running', attempts = attempts + 1, locked_by = $3,
+        lease_until = $4, lease_token = nextval('lease_tokens'), started_at = $2,
+        updated_at = $2{won}
+    WHERE id = ANY ($1) RETURNING {columns}, wkey";
+
+impl PgDriver {
+    pub fn limit_set(&self, spec: &LimitSpec) -> Result<()> {
+        self.write(|tx| {
+            // A new or replaced limit starts with a full bucket.
+            let tokens = spec.rate.map_or(0.0, |r| r.count as f64);
+            tx.execute(
+                "INSERT INTO limits (queue, type, concurrency, per, rate_count, rate_period,
+                     tokens, refilled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now_ms())
+                 ON CONFLICT (queue, type) DO UPDATE SET concurrency = EXCLUDED.concurrency,
+                     per = EXCLUDED.per, rate_count = EXCLUDED.rate_count,
+                     rate_period = EXCLUDED.rate_period, tokens = EXCLUDED.tokens,
+                     refilled_at = EXCLUDED.refilled_at",
+                &[
+                    &spec.queue,
+                    &spec.task_type,
+                    &spec.concurrency,
+                    &spec.per,
+                    &spec.rate.map(|r| r.count),
+                    &spec.rate.map(|r| r.period_ms),
+                    &tokens,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn limit_remove(&self, queue: &str, task_type: &str) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM limits WHERE queue = $1 AND type = $2",
+                &[&queue, &task_type],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    pub fn limit_list(&self, queue: Option<&str>) -> Result<Vec<LimitInfo>> {
+        self.read(|tx| {
+            let sql = format!(
+                "{SELECT_LIMITS} WHERE $1::text IS NULL OR queue = $1 ORDER BY queue, type"
+            );
+            let rows = tx
+                .query(&sql, &[&queue])?
+                .iter()
+                .map(limit_row)
+                .collect::<Result<Vec<_>>>()?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let now = db_now(tx)?;
+            let running = running_limited(tx, queue)?;
+            // Due tasks: counted per lane, with payloads only for queues with a `per` limit.
+            let due = tx
+                .query(
+                    "SELECT l.queue, l.type,
+                            CASE WHEN EXISTS (SELECT 1 FROM limits m WHERE m.queue = l.queue
+                                              AND m.per IS NOT NULL) THEN t.payload END,
+                            count(*)
+                     FROM tasks t JOIN lanes l ON l.id = t.lane_id
+                     WHERE t.status = 'queued' AND t.run_after <= $2
+                       AND l.queue IN (SELECT queue FROM limits WHERE $1::text IS NULL OR queue = $1)
+                     GROUP BY 1, 2, 3",
+                    &[&queue, &now],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(figures(rows, now, &Observed { running, due }))
+        })
+    }
+
+    /// The claim of `req` over `lanes` (id, queue, type), at least one of them limited: lock
+    /// the covering limits, count what runs under them, pick each lane's admitted rows, take
+    /// the best of them, and write back the buckets it drew from.
+    pub(crate) fn claim_limited(
+        &self,
+        tx: &mut Tx,
+        req: &ClaimRequest,
+        lanes: &[NamedLane],
+    ) -> Result<Vec<TaskRow>> {
+        let (queues, types): (Vec<String>, Vec<String>) = tx
+            .query("SELECT queue, type FROM limits ORDER BY queue, type", &[])?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .filter(|(q, t)| {
+                lanes
+                    .iter()
+                    .any(|(_, lq, lt)| lq == q && (t.is_empty() || t == lt))
+            })
+            .unzip();
+        let sql = format!(
+            "{SELECT_LIMITS} WHERE (queue, type) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY queue, type FOR UPDATE"
+        );
+        let rows = tx
+            .query(&sql, &[&queues, &types])?
+            .iter()
+            .map(limit_row)
+            .collect::<Result<Vec<_>>>()?;
+        // The clock once the lock is held: a bucket is never refilled past a claim's start.
+        let now = db_now(tx)?;
+        let mut states: Vec<LimitState> =
+            rows.into_iter().map(|r| LimitState::new(r, now)).collect();
+        for (q, t, payload) in running_limited(tx, None)? {
+            for s in states.iter_mut().filter(|s| s.row.spec.covers(&q, &t)) {
+                s.count_running(&payload);
+            }
+        }
+        let mut cl = ClaimLimits { states };
+        let ids = self.limited_picks(tx, req, lanes, &mut cl, now)?;
+        for s in cl.states.iter().filter(|s| s.spent) {
+            tx.execute(
+                "UPDATE limits SET tokens = $3, refilled_at = greatest(refilled_at, $4)
+                 WHERE queue = $1 AND type = $2",
+                &[
+                    &s.row.spec.queue,
+                    &s.row.spec.task_type,
+                    &s.tokens.unwrap_or(0.0),
+                    &now,
+                ],
+            )?;
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_until = crate::model::time::later("lease", now, req.lease_ms)?;
+        let won = match req.strategy {
+            Strategy::WeightedRandom => ", won_at = greatest(won_at, wkey)",
+            _ => "",
+        };
+        let take = TAKE.replace("{won}", won).replace("{columns}", COLUMNS);
+        let rows = tx.query(&take, &[&ids, &now, &req.worker_id, &lease_until])?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let t = task_row(r)?;
+                let c = Candidate {
+                    id: t.id,
+                    priority: t.priority,
+                    run_after: t.run_after,
+                    wkey: r.try_get(COLUMN_COUNT)?,
+                };
+                Ok((c, t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|(a, _), (b, _)| req.strategy.compare(a, b));
+        Ok(out.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// The ids a limited claim takes, in the strategy's order: each lane offers at most the
+    /// batch's size of rows its limits admit (reading at most `PER_KEY_SCAN` rows past tasks of
+    /// full keys), and the best of those are admitted against the limits they share.
+    fn limited_picks(
+        &self,
+        tx: &mut Tx,
+        req: &ClaimRequest,
+        lanes: &[NamedLane],
+        cl: &mut ClaimLimits,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let limit = req.limit;
+        let order = crate::storage::postgres::claim::order_of(req.strategy);
+        let sql = LANE_ROWS.replace("{order}", order);
+        let mut pool = Vec::new();
+        for (lane, q, t) in lanes {
+            let covering = cl.covering(q, t);
+            if !cl.lane_open(&covering) {
+                continue;
+            }
+            let keyed = cl.needs_keys(&covering);
+            let reads = if keyed {
+                PER_KEY_SCAN.max(limit)
+            } else {
+                limit
+            };
+            let mut scratch = ClaimLimits {
+                states: covering.iter().map(|&i| cl.states[i].clone()).collect(),
+            };
+            let local: Vec<usize> = (0..covering.len()).collect();
+            let mut kept = 0;
+            for r in tx.query(&sql, &[lane, &now, &(reads as i64), &keyed])? {
+                let c = Candidate {
+                    id: r.try_get(0)?,
+                    priority: r.try_get(1)?,
+                    run_after: r.try_get(2)?,
+                    wkey: r.try_get(3)?,
+                };
+                let payload: Option<String> = r.try_get(4)?;
+                let keys = scratch.keys(&local, payload.as_deref());
+                if scratch.admits(&local, &keys) {
+                    scratch.take(&local, &keys);
+                    pool.push((c, covering.clone(), keys));
+                    kept += 1;
+                    if kept == limit || !scratch.lane_open(&local) {
+                        break;
+                    }
+                }
+            }
+        }
+        pool.sort_by(|a, b| req.strategy.compare(&a.0, &b.0));
+        let mut out = Vec::new();
+        for (c, covering, keys) in pool {
+            if out.len() == limit {
+                break;
+            }
+            if cl.admits(&covering, &keys) {
+                cl.take(&covering, &keys);
+                out.push(c.id);
+            }
+        }
+        Ok(out)
+    }
+}
