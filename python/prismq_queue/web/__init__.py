@@ -43,6 +43,9 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
   ``/queue/failures`` (recent failed attempts and dead letters), ``/queue/search?q=`` (by id or
   idempotency key, with the log) [read]; ``GET /queue/workers`` lists each worker's running
   tasks. See ``_dashboard`` and ``_monitor``.
+- Limits: ``GET /queue/limits`` [read], ``PUT /queue/limits`` [admin] (create or replace the limit
+  of a queue or of a type in it; 400 with the queue's message for a value it refuses),
+  ``DELETE /queue/limits?queue=&type=`` [admin] (404 when there is none). See ``_routers.limits``.
 
 Access: ``Authorization: Bearer <token>``. No or an unknown token: 401 with ``WWW-Authenticate``.
 A token without the endpoint's scope, or restricted to other projects: 403. Scopes are

@@ -31,6 +31,7 @@ const loaders = {
     panels.renderWorkers(s.workers, openTask);
     panels.renderFailures(s.failures, retryNotes, retry, openTask);
     panels.renderDeadLetters(s.dead_letters, retryNotes, retry, openTask);
+    panels.renderLimits(s.limits || []);
   },
   async history() {
     const body = await api("queue/history");
