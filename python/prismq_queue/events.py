@@ -47,8 +47,9 @@ Guarantees, and what is coalesced or missed:
   undoes itself in between is not seen. Each look reports at most one status event per task.
 - ``queue.updated`` is coalesced per queue to at most one per ``interval`` seconds: the first at
   once, later ones at the end of the interval, with the counts of that moment.
-- Not reported: priority changes (``set_priority``); tasks that existed before ``watch()`` are
-  only reported when they change afterwards. A line added with ``Queue.log`` to a task that is not
+- A priority change (``set_priority`` to another value) of a queued task is a ``task.status``
+  event with its status unchanged: it reorders the queue. Tasks that existed before ``watch()``
+  are only reported when they change afterwards. A line added with ``Queue.log`` to a task that is not
   running may repeat its status.
 - A completion whose transaction stayed open for more than 2 s (``FINISHED_MARGIN_MS`` in the
   core) for a task never seen running may be missed.

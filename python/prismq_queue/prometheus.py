@@ -23,8 +23,12 @@ and retrying per queue and type), ``prismq_tasks_retrying``, ``prismq_window_sec
 ``prismq_processing_seconds{type,quantile}`` (``type="*"``: every type; quantiles 0.5, 0.95,
 0.99 and 1 for the maximum) with ``prismq_processing_samples{type}`` (how many tasks), ``prismq_workers{status}``
 (active, stale), ``prismq_database_size_bytes``, ``prismq_wal_size_bytes``, ``prismq_wal_frames``,
-``prismq_wal_frames_pending``, ``prismq_checkpoint_age_seconds``. Counters (this process since it
-started): ``prismq_lock_busy_retries_total``, ``prismq_lock_wait_seconds_total``.
+``prismq_wal_frames_pending``, ``prismq_checkpoint_age_seconds``, and for each limit
+(``Queue.set_limit``; ``type="*"``: the limit of the whole queue) ``prismq_limit_running{queue,type}``
+(tasks running that it counts), ``prismq_limit_waiting{queue,type}`` (due tasks it holds back),
+``prismq_limit_concurrency{queue,type}`` (its bound, when it has one) and
+``prismq_limit_rate_tokens{queue,type}`` (starts its rate allows now, when it has a rate).
+Counters (this process since it started): ``prismq_lock_busy_retries_total``, ``prismq_lock_wait_seconds_total``.
 """
 
 from __future__ import annotations
@@ -135,6 +139,8 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
     yield proc
     yield count
 
+    yield from limit_families(m.get("limits") or [])
+
     workers = GaugeMetricFamily("prismq_workers", "Workers by heartbeat freshness.", labels=["status"])
     for status in ("active", "stale"):
         workers.add_metric([status], m["workers"][status])
@@ -169,6 +175,26 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
             "Seconds since this process's background checkpointer last checkpointed.",
             value=cp["seconds_ago"],
         )
+
+
+def limit_families(limits: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The gauges of ``metrics()["limits"]``, labelled by queue and type (``*``: the whole queue)."""
+    labels = ["queue", "type"]
+    running = GaugeMetricFamily("prismq_limit_running", "Running tasks a limit counts.", labels=labels)
+    waiting = GaugeMetricFamily("prismq_limit_waiting", "Due tasks a limit holds back now.", labels=labels)
+    concurrency = GaugeMetricFamily(
+        "prismq_limit_concurrency", "The most tasks a limit lets run at once (per key with `per`).", labels=labels
+    )
+    tokens = GaugeMetricFamily("prismq_limit_rate_tokens", "Starts a rate limit allows now.", labels=labels)
+    for lim in sorted(limits, key=lambda d: (d["queue"], d.get("type") or "")):
+        key = [lim["queue"], lim.get("type") or "*"]
+        running.add_metric(key, lim.get("running") or 0)
+        waiting.add_metric(key, lim.get("waiting") or 0)
+        if lim.get("concurrency") is not None:
+            concurrency.add_metric(key, lim["concurrency"])
+        if lim.get("tokens") is not None:
+            tokens.add_metric(key, lim["tokens"])
+    yield from (running, waiting, concurrency, tokens)
 
 
 def render(queue: Queue, *, window: float = 300.0) -> str:

@@ -54,6 +54,11 @@ impl Status {
     }
 }
 
+/// The log line of a priority change (`set_priority`), the same on every backend.
+pub fn priority_changed(old: i64, new: i64) -> String {
+    format!("priority changed from {old} to {new} by set_priority()")
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
     pub id: i64,

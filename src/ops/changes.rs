@@ -263,6 +263,37 @@ mod tests {
         }
     }
 
+    /// A priority change reorders the queue, so the feed reports it (a status event, the task
+    /// still queued) on each backend, with a log line saying what changed; a priority set to the
+    /// value it had changes nothing and reports nothing.
+    #[test]
+    fn a_priority_change_is_seen_on_each_backend() {
+        for (backend, q, _guard) in crate::engine::queue::testutil::each_backend() {
+            let mut t = NewTask::new("x", "null");
+            t.queue = "prio-feed".into();
+            let id = q.enqueue(&t).unwrap();
+            let mut cur = q.change_cursor(Some(vec!["prio-feed".into()])).unwrap();
+            assert!(q.set_priority(id, 7).unwrap());
+            assert_eq!(
+                kinds(&q.changes_since(&mut cur, 100).unwrap()),
+                vec![("task.status", id, "queued")],
+                "{backend}"
+            );
+            assert!(q.set_priority(id, 7).unwrap());
+            assert!(
+                q.changes_since(&mut cur, 100).unwrap().changes.is_empty(),
+                "{backend}"
+            );
+            let logs = q.logs(id, 100).unwrap();
+            let lines: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+            assert_eq!(
+                lines,
+                vec!["priority changed from 100 to 7 by set_priority()"],
+                "{backend}"
+            );
+        }
+    }
+
     #[test]
     fn a_look_limit_out_of_range_is_refused() {
         let (_d, q) = file_queue();

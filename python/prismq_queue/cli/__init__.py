@@ -19,6 +19,7 @@ import click
 from .._prismq_queue import SQLITE_VERSION
 from ..errors import InvalidArgument, QueueError, TaskNotFound
 from . import copying, maintenance, migration, running, schedules, tasks
+from . import limits as limits_commands
 from ._common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, Duration, Progress
 
 # The name the progress reporter had before the package split (tests patch it to slow a backup).
@@ -57,6 +58,6 @@ def main(verbose: int) -> None:
     )
 
 
-for _group in (tasks, maintenance, migration, copying, running, schedules):
+for _group in (tasks, maintenance, migration, copying, running, schedules, limits_commands):
     for _command in _group.COMMANDS:
         main.add_command(_command)

@@ -47,6 +47,9 @@ Endpoints (relative to where the router is mounted; scope needed in brackets):
   ``/queue/failures`` (recent failed attempts and dead letters), ``/queue/search?q=`` (by id or
   idempotency key, with the log) [read]; ``GET /queue/workers`` lists each worker's running
   tasks. See ``_dashboard`` and ``_monitor``.
+- Limits: ``GET /queue/limits`` [read], ``PUT /queue/limits`` [admin] (create or replace the limit
+  of a queue or of a type in it; 400 with the queue's message for a value it refuses),
+  ``DELETE /queue/limits?queue=&type=`` [admin] (404 when there is none). See ``_routers.limits``.
 
 Access: ``Authorization: Bearer <token>``. No or an unknown token: 401 with ``WWW-Authenticate``.
 A token without the endpoint's scope, or restricted to other projects: 403. Scopes are
@@ -63,8 +66,10 @@ which the ``prismq_queue.web`` logger records the details. Every response also c
 Caching: ``/queue/stats`` and project status count and list rows across the table, which costs
 milliseconds per call at tens of thousands of tasks; their results are reused for ``cache_ttl``
 seconds (default 1; the older API cached its stats for 2 s), a project's as soon as a request
-through this router or a live event stream of this router sees a change in that project.
-``cache_ttl=0`` turns that off. Task endpoints are always read fresh.
+through this router or a live event stream of this router sees a change in that project. A
+client reads its own writes: after a write request through this router (by its token, or its
+address with authentication off), its next reads compute afresh; everyone else keeps the cached
+value. ``cache_ttl=0`` turns caching off. Task endpoints are always read fresh.
 
 Threads: endpoints are ``async def`` and run their queue calls, all of one request in one
 function, in thread pools of the router's own (``threads=4`` for reads, half as many for writes,

@@ -4,9 +4,9 @@ router's ``Monitor``:
 - ``breakdown_now``: counts by status per queue and per queue and type (``GET /queue/breakdown``);
 - ``failures_now``: recent failed attempts and dead letters, each task as it is now;
 - ``search_now``: a task by id or by idempotency key, with its log lines and failed attempts;
-- ``read_snapshot``: everything the page's panels show, from one state of the database
-  (``GET /queue/dashboard``): the page renders every update from one of these, so its panels
-  never disagree;
+- ``read_snapshot``: everything the page's panels show (the limits too), from one state of the
+  database (``GET /queue/dashboard``): the page renders every update from one of these, so its
+  panels never disagree;
 - ``running_rows`` and ``worker_rows``, which ``GET /queue/active`` and ``GET /queue/workers``
   answer with too.
 
@@ -24,6 +24,7 @@ from pydantic import Field
 
 from .._prismq_queue import Queue, Task
 from ..errors import TaskNotFound
+from ._limit_models import LimitModel
 from ._models import ActiveResponse, BreakdownResponse, FailuresResponse, TaskList, WorkersResponse
 from ._monitor import OUTCOMES, Monitor
 from ._responses import task_view
@@ -53,6 +54,9 @@ class DashboardSnapshot(BreakdownResponse):
     workers: WorkersResponse
     failures: FailuresResponse
     dead_letters: TaskList
+    limits: list[LimitModel] = Field(
+        default_factory=list, description="Every limit with its slots in use and waiting tasks (Queue.limits())."
+    )
 
 
 def _utc_ms(ms: Optional[int]) -> Optional[datetime]:
@@ -209,6 +213,7 @@ def _panels(queue: Queue, monitor: Monitor) -> dict[str, Any]:
         "workers": worker_rows(queue, running),
         "failures": failures_now(queue, monitor, SNAPSHOT_ROWS),
         "dead_letters": {"items": [task_view(t) for t in dead], "next_after_id": None},
+        "limits": queue.limits(),
     }
 
 

@@ -15,6 +15,7 @@ from ._auth import Auth
 from ._context import RouterContext, SnapshotCache
 from ._monitor import Monitor
 from ._routers import dashboard, live, operations, projects, queue_api, queue_status, schedules
+from ._routers import limits as limits_routes
 from ._routers.projects import PROJECT_QUEUE_PREFIX, project_queue
 from ._threads import ThreadPool
 
@@ -93,6 +94,7 @@ def create_router(
     router.include_router(schedules.build(ctx))
     router.include_router(live_router)
     router.include_router(dashboard.build(ctx))
+    router.include_router(limits_routes.build(ctx))
     # For create_app's app.state, diagnostics and tests.
     router.auth_gate = gate  # type: ignore[attr-defined]
     router.project_feeds = project_feeds  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ use crate::model::error::{Error, Result};
 use crate::model::listing::{ListFilter, Stats};
 use crate::model::observe::LogRow;
 use crate::model::retry::RetryOverrides;
-use crate::model::task::{Status, TaskRow};
+use crate::model::task::{priority_changed, Status, TaskRow};
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::rows::{task_row, task_rows, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
@@ -160,12 +160,28 @@ impl PgDriver {
     /// Change the priority of a task that has not finished. False when it has.
     pub fn set_priority(&self, id: i64, priority: i64) -> Result<bool> {
         self.write(|tx| {
+            let old = tx.query_opt(
+                "SELECT priority FROM tasks WHERE id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+                &[&id],
+            )?;
+            let now = db_now(tx)?;
             let n = tx.execute(
-                "UPDATE tasks SET priority = $2, updated_at = now_ms()
+                "UPDATE tasks SET priority = $2, updated_at = $3
                  WHERE id = $1 AND status IN ('queued', 'running')",
-                &[&id, &priority],
+                &[&id, &priority, &now],
             )?;
             if n == 1 {
+                let old: i64 = old.map_or(priority, |r| r.get(0));
+                if old != priority {
+                    log_in(tx, id, now, "info", &priority_changed(old, priority))?;
+                    // The feed's trigger does not record a priority alone; this change reorders
+                    // the queue, so it is recorded here, for the change feed to report.
+                    tx.execute(
+                        "INSERT INTO task_changes (xid, task_ids, created)
+                         VALUES (pg_current_xact_id()::text::bigint, ARRAY[$1::bigint], false)",
+                        &[&id],
+                    )?;
+                }
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

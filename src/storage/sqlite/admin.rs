@@ -5,7 +5,7 @@ use crate::model::error::{Error, Result};
 use crate::model::listing::ListFilter;
 use crate::model::listing::Stats;
 use crate::model::retry::RetryOverrides;
-use crate::model::task::{Status, TaskRow};
+use crate::model::task::{priority_changed, Status, TaskRow};
 use crate::model::time::now_ms;
 use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::claim::race::Race;
@@ -194,17 +194,28 @@ impl SqliteDriver {
         })
     }
 
-    /// Change the priority of a task that has not finished. False when it has.
+    /// Change the priority of a task that has not finished. False when it has. A change writes
+    /// a log line: it reorders the queue, and the change feed sees it through that line.
     pub fn set_priority(&self, id: i64, priority: i64) -> Result<bool> {
         self.db.write(|tx| {
+            let old: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT priority FROM tasks WHERE id = ?1 AND status IN ('queued', 'running')",
+                )?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
             let key = Race::read(tx)?.key(priority);
+            let now = now_ms();
             let n = tx
                 .prepare_cached(
                     "UPDATE tasks SET priority = ?2, wkey = ?3, updated_at = ?4
                      WHERE id = ?1 AND status IN ('queued', 'running')",
                 )?
-                .execute(params![id, priority, key, now_ms()])?;
+                .execute(params![id, priority, key, now])?;
             if n == 1 {
+                if let Some(old) = old.filter(|&old| old != priority) {
+                    log_in(tx, id, now, "info", &priority_changed(old, priority))?;
+                }
                 Ok(true)
             } else if exists(tx, id)? {
                 Ok(false)

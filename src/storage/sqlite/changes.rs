@@ -11,7 +11,8 @@
 //!   message changed reported progress, and one that left it finished, failed back to the queue
 //!   or was handed back (its row tells which);
 //! - transitions that write a log line (failures, retries, dead letters, cancellations,
-//!   `retry()`, hand-backs, rescued leases): task_logs ids above the highest seen;
+//!   `retry()`, hand-backs, rescued leases, priority changes): task_logs ids above the highest
+//!   seen;
 //! - tasks that finished without being seen running (claimed and finished between two looks, or
 //!   cancelled while queued): a covering range of `tasks_finished` from a little before the last
 //!   look. "A little" (`FINISHED_MARGIN_MS`) covers a transaction that read the clock before the
@@ -20,9 +21,8 @@
 //! Each look reports a task's state as it is at that look: transitions in between collapse (two
 //! progress reports between looks give the second; a task claimed and completed between looks
 //! gives one status event, `completed`). What is never seen: a change that undoes itself between
-//! two looks (a progress value set and set back), priority changes (`set_priority` writes no
-//! status and no log line), and a completion whose transaction stayed open longer than
-//! `FINISHED_MARGIN_MS` for a task never seen running.
+//! two looks (a progress value set and set back), and a completion whose transaction stayed
+//! open longer than `FINISHED_MARGIN_MS` for a task never seen running.
 
 use crate::model::changes::ChangeCursor;
 use crate::model::changes::ChangeKind;

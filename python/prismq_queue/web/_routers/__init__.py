@@ -5,5 +5,6 @@
 - ``projects``: ``/projects/{project_id}/queue/...``;
 - ``operations``: statistics, running tasks, workers, dead letters, clear, Prometheus metrics;
 - ``live``: the event streams (WebSocket and Server-Sent Events), of a project and of every queue;
-- ``dashboard``: what the dashboard page reads.
+- ``dashboard``: what the dashboard page reads;
+- ``limits``: ``/queue/limits`` (list, set, remove the concurrency and rate limits).
 """

@@ -68,12 +68,18 @@ fn a_task_seen_through_its_life() {
         (ch.changes[0].progress, ch.changes[0].step.as_deref()),
         (Some(20.0), Some("b"))
     );
-    // A renew and a priority change are not reported, and write no row.
+    // A renew is not reported, and writes no row.
     let before = rows(&_db);
     q.renew(lease(&t), 60_000).unwrap();
-    q.set_priority(id, 7).unwrap();
     assert_eq!(rows(&_db), before);
     assert!(look(&q, &mut cur).changes.is_empty());
+    // A priority change reorders the queue (issue 20): one row, reported as the task's status.
+    q.set_priority(id, 7).unwrap();
+    assert_eq!(rows(&_db), before + 1);
+    assert_eq!(
+        kinds(&look(&q, &mut cur)),
+        vec![("task.status", id, "queued")]
+    );
     q.fail_attempt(&Failure::new(lease(&t), "boom", true))
         .unwrap();
     assert_eq!(
@@ -375,12 +381,15 @@ fn feed_rows_of_version_4_become_arrays_and_a_batch_writes_one_row() {
         "the batch's forty tasks in one row"
     );
     assert_eq!(rows(&db), 42);
-    // A cursor reads every task of an array row.
+    // A cursor reads every task of an array row, and the row set_priority writes itself.
     let mut cur = cursor(&q, None);
     q.set_priority(ids[0], 5).unwrap();
     q.cancel(ids[1]).unwrap();
     assert_eq!(
         kinds(&look(&q, &mut cur)),
-        [("task.status", ids[1], "cancelled")]
+        [
+            ("task.status", ids[0], "queued"),
+            ("task.status", ids[1], "cancelled")
+        ]
     );
 }

@@ -32,6 +32,7 @@ const loaders = {
     panels.renderWorkers(s.workers, openTask);
     panels.renderFailures(s.failures, retryNotes, retry, openTask);
     panels.renderDeadLetters(s.dead_letters, retryNotes, retry, openTask);
+    panels.renderLimits(s.limits || []);
   },
   async schedules() {
     renderSchedules(await api("queue/schedules"));

@@ -124,6 +124,39 @@ export function renderBreakdown(body) {
   document.getElementById("queues-note").textContent = body.since ? "done: since the server started" : "";
 }
 
+/** A limit's slots: "running / concurrency" with a bar, or per key ("1 per project"), or a count. */
+function slotsCell(l) {
+  if (l.concurrency === null || l.concurrency === undefined) {
+    return el("td", { class: "wide", text: `${fmtInt(l.running)} running` });
+  }
+  if (l.per) {
+    return el("td", { class: "wide", text: `${fmtInt(l.running)} running, at most ${fmtInt(l.concurrency)} per ${l.per}` });
+  }
+  const full = l.running >= l.concurrency;
+  return el(
+    "td",
+    { class: "wide" + (full ? " warn" : "") },
+    progressBar((100 * l.running) / l.concurrency),
+    el("div", { class: "progress-text", text: `${fmtInt(l.running)} / ${fmtInt(l.concurrency)}${full ? " (full)" : ""}` }),
+  );
+}
+
+export function renderLimits(limits) {
+  const rows = limits.map((l) =>
+    el(
+      "tr",
+      { data: { queue: l.queue, type: l.type ?? "" } },
+      el("td", { class: "mono name", text: l.queue, title: l.queue }),
+      el("td", { class: "mono name", text: l.type ?? "all types", title: l.type ?? "every task of the queue" }),
+      slotsCell(l),
+      el("td", { class: "num" + (l.waiting ? " warn" : ""), text: fmtInt(l.waiting) }),
+      el("td", { class: "sub-cell", text: l.rate ? `${l.rate}, ${Math.floor(l.tokens ?? 0)} left now` : "-" }),
+    ),
+  );
+  fillTable("limits-table", rows, "limits-empty");
+  document.getElementById("limits-count").textContent = limits.length ? fmtInt(limits.length) : "";
+}
+
 /** The Retry cell: the button, and what the last click said (kept across re-renders). */
 function retryCell(task, notes, onRetry) {
   const note = notes.get(task.id);
