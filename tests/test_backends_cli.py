@@ -248,7 +248,17 @@ def test_serve_answers_its_api_runs_tasks_and_loads_its_dashboard(queue_url, tmp
 def test_every_commands_db_option_says_it_takes_a_postgresql_url():
     from prismq_queue.cli import main
 
-    for name, command in main.commands.items():
+    import click
+
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            # A group's own options, if it has --db, and each of its subcommands'.
+            if isinstance(command, click.Group) and not any(p.name == "db" for p in command.params):
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
+    for name, command in commands(main):
         if name == "copy":
             # Two queues: --from and --to each take a file or a URL.
             ends = [p for p in command.params if p.name in ("source", "destination")]

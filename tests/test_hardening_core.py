@@ -306,6 +306,13 @@ CALLS = {
     "pause_schedule.name": lambda q, v: q.pause_schedule(v),
     "resume_schedule.name": lambda q, v: q.resume_schedule(v),
     "unschedule.name": lambda q, v: q.unschedule(v),
+    "set_limit.queue": lambda q, v: q.set_limit(v, concurrency=1),
+    "set_limit.type": lambda q, v: q.set_limit("default", type=v, concurrency=1),
+    "set_limit.concurrency": lambda q, v: q.set_limit("default", concurrency=v),
+    "set_limit.per": lambda q, v: q.set_limit("default", concurrency=1, per=v),
+    "set_limit.rate": lambda q, v: q.set_limit("default", rate=v),
+    "remove_limit.queue": lambda q, v: q.remove_limit(v),
+    "remove_limit.type": lambda q, v: q.remove_limit("default", type=v),
 }
 
 # Which kind of bad value each argument gets: ints, numbers (floats too), or strings.
@@ -315,7 +322,7 @@ INTS = {
     "changes_since.limit", "wait_for_change.since", "cancel.task_id", "retry.task_id",
     "set_priority.task_id", "set_priority.priority", "claim.limit", "settle.limit", "heartbeat.pid",
     "heartbeat.tasks_done", "heartbeat.concurrency", "log.task_id", "purge.batch_size", "list_runs.limit",
-    "start_run.rerun_attempts", "schedule.priority",
+    "start_run.rerun_attempts", "schedule.priority", "set_limit.concurrency",
 }
 NUMBERS = {
     "enqueue.delay", "enqueue.timeout", "enqueue.run_after", "enqueue.retry.cap", "enqueue.retry.jitter",
@@ -385,7 +392,7 @@ def test_every_public_queue_method_is_covered():
     no_range_args = {
         "close", "path", "closed", "complete_many", "fail", "fail_many", "release", "sweep",
         "workers", "change_token", "wake", "backup", "restore", "vacuum", "analyze",
-        "integrity_check", "import_legacy", "inspect_legacy", "lease_clock", "schedules",
+        "integrity_check", "import_legacy", "inspect_legacy", "lease_clock", "schedules", "limits",
     }
     methods = {m for m in dir(Queue) if not m.startswith("_")}
     covered = {name.split(".")[0] for name in CALLS}
