@@ -1,6 +1,7 @@
 """`prismq-queue copy` and `prismq_queue.copy_queue`: one queue into another, SQLite and PostgreSQL either
-way, every task, log line, attempt record, run and retry policy kept as it is; safe to run twice;
-refused before anything is written when the input is wrong; never a password printed."""
+way, every task, log line, attempt record, run, dependency, hold, retry policy, limit, schedule and
+default timeout kept as it is; a held task released on the destination; safe to run twice; refused
+before anything is written when the input is wrong; never a password printed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def run(*args, code=0):
 
 
 def fill(path):
-    """A queue with a task in each state, logs, attempt records, a run and a retry policy."""
+    """A queue with a task in each state, logs, attempt records, a run, a held task and every setting."""
     with Queue(path) as q:
         done = q.enqueue("done", {"b": 1.5, "a": [1000, "é"]})
         [t] = q.claim("w1")
@@ -44,6 +45,19 @@ def fill(path):
                    completed_at=datetime(2026, 1, 3, tzinfo=timezone.utc))
         for i in range(5):
             q.enqueue("drain", i)
+        # Held until "later" (an hour away) completes.
+        q.enqueue("held", {"n": 1}, after=[q.find("key-1")], on_dependency_failure="run")
+        q.set_limit("mail", concurrency=2, rate="10/min")
+        q.set_limit("default", type="drain", concurrency=3, per="n")
+        q.schedule("hourly", "tick", every=3600, queue="mail", payload={"n": 1}, priority=3)
+        q.schedule("nightly", "report", cron="0 3 * * *", tz="Europe/Paris", missed="catch_up")
+        q.pause_schedule("nightly")
+        q.set_default_timeout("mail", 9)
+        q.set_default_timeout("slow", None)
+
+
+COPIED = {"tasks": 11, "attempts": 2, "runs": 1, "retry_policies": 1, "dependencies": 1, "holds": 1,
+          "limits": 2, "schedules": 2, "queue_timeouts": 2}
 
 
 def snapshot(path):
@@ -56,6 +70,10 @@ def snapshot(path):
             "attempts": {t.id: [vars_of(x) for x in q.attempts(t.id)] for t in tasks},
             "runs": q.list_runs(),
             "stats": {k: v for k, v in q.stats().items() if k != "oldest_queued_age_seconds"},
+            # A limit's tokens refill with time (and start full on a copy): its settings only.
+            "limits": [{k: v for k, v in x.items() if k != "tokens"} for x in q.limits()],
+            "schedules": q.schedules(),
+            "timeouts": {name: q.default_timeout(name) for name in ("default", "mail", "slow")},
         }
 
 
@@ -67,8 +85,7 @@ def test_sqlite_to_postgres_to_sqlite_keeps_every_field(tmp_path, postgres_url):
     a, c = tmp_path / "a.db", tmp_path / "c.db"
     fill(a)
     first = prismq_queue.copy_queue(a, postgres_url)
-    assert first["copied"] == {"tasks": 10, "logs": first["copied"]["logs"], "attempts": 2, "runs": 1,
-                               "retry_policies": 1}
+    assert first["copied"] == {"logs": first["copied"]["logs"], **COPIED}
     back = prismq_queue.copy_queue(postgres_url, c)
     assert back["copied"] == first["copied"]
     want = snapshot(a)
@@ -80,11 +97,13 @@ def test_cli_copies_once_and_a_second_run_changes_nothing(tmp_path, postgres_url
     a = tmp_path / "a.db"
     fill(a)
     out = run("copy", "--from", a, "--to", postgres_url).output
-    assert "tasks: 10 copied, 0 already there" in out
+    assert "tasks: 11 copied, 0 already there" in out
+    assert "holds of held tasks: 1 copied, 0 already there" in out
+    assert "default timeouts: 2 copied, 0 already there" in out
     before = snapshot(postgres_url)
     again = json.loads(run("copy", "--from", a, "--to", postgres_url, "--json").stdout)
     assert set(again["copied"].values()) == {0}
-    assert again["already_there"]["tasks"] == 10
+    assert again["already_there"] == {"logs": again["already_there"]["logs"], **COPIED}
     assert snapshot(postgres_url) == before
 
 
@@ -158,3 +177,47 @@ def test_a_worker_on_the_destination_drains_what_was_copied(tmp_path, postgres_u
         assert q.stats()["completed"] == 50
         # New tasks there get ids past the copied ones.
         assert q.enqueue("next", None) > max(ids)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_held_task_is_released_on_the_destination(tmp_path, request, backend):
+    a = tmp_path / "a.db"
+    dest = str(tmp_path / "b.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    with Queue(a) as q:
+        first = q.enqueue("first", None)
+        second = q.enqueue("second", None, after=[first])
+        third = q.enqueue("third", None, after=[first, second])
+    report = prismq_queue.copy_queue(a, dest)
+    assert (report["copied"]["dependencies"], report["copied"]["holds"]) == (3, 2)
+    with Queue(dest) as q:
+        assert q.get(third).waiting_on == [first, second]
+        [task] = q.claim("w", limit=10)
+        assert task.id == first
+        q.complete(task, None)
+        [task] = q.claim("w", limit=10)
+        assert task.id == second and q.get(third).waiting_on == [second]
+        q.complete(task, None)
+        assert [t.id for t in q.claim("w", limit=10)] == [third]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_settings_held_differently_are_refused_before_anything_is_written(tmp_path, request, backend):
+    a = tmp_path / "a.db"
+    dest = str(tmp_path / "b.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    fill(a)
+    prismq_queue.copy_queue(a, dest)
+    with Queue(dest) as q:
+        q.resume_schedule("nightly")
+    before = snapshot(dest)
+    with pytest.raises(InvalidArgument, match='schedule "nightly".*nothing was written'):
+        prismq_queue.copy_queue(a, dest)
+    assert snapshot(dest) == before
+    for db in (a, dest):
+        with Queue(db) as q:
+            q.unschedule("nightly")
+    with Queue(dest) as q:
+        q.set_limit("extra", concurrency=1)
+    before = snapshot(dest)
+    with pytest.raises(InvalidArgument, match="1 limits that the source does not have"):
+        prismq_queue.copy_queue(a, dest)
+    assert snapshot(dest) == before

@@ -41,9 +41,11 @@ def copy_queue(
     allow_live_leases: bool = False,
 ) -> dict[str, Any]:
     """Copy every task (ids, status, attempts, leases, times, payloads and results byte for
-    byte, idempotency keys), log line, attempt record, run and per-queue retry policy of the queue
-    at ``source`` into ``destination`` (a SQLite path or a ``postgresql://`` URL each; created
-    if missing). Safe to run twice: rows already there and equal are left alone. Refused with
+    byte, idempotency keys), log line, attempt record, run, dependency and hold (a held task stays
+    held until its dependencies complete on the destination), and per-queue retry policy, limit
+    (its rate starting with a full bucket), schedule and default timeout of the queue at
+    ``source`` into ``destination`` (a SQLite path or a ``postgresql://`` URL each; created if
+    missing). Safe to run twice: rows already there and equal are left alone. Refused with
     ``InvalidArgument`` before anything is written when ``source`` is missing or is
     ``destination``, when the destination holds another queue's rows, or when tasks of the
     source run under a live lease (unless ``allow_live_leases``: they are copied as running).

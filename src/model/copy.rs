@@ -1,15 +1,19 @@
 //! The rows `copy` moves between two queues (any backend to any other), read in key order in
 //! batches and written with their ids, so logs and attempt records stay attached to their task.
 //! Only what both backends store is here: each backend derives its own columns (SQLite's race
-//! key and lease key, lanes) when it writes.
+//! key and lease key, lanes) when it writes. A limit's rate bucket is not carried either: it
+//! starts full on the destination, as a limit set anew does (its tokens refill with time on the
+//! source, so a copied bucket would differ on every later run and could not be compared).
 
 use crate::model::claim::LaneKey;
 use crate::model::error::{Error, Result};
+use crate::model::limits::LimitSpec;
 use crate::model::new_task::requires_text;
 use crate::model::task::TaskRow;
 use serde::Serialize;
 
-/// The tables `copy` walks, in the order it writes them (a log or attempt record after its task).
+/// The tables `copy` walks, in the order it writes them (a log, attempt record, dependency or
+/// hold after its task).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyTable {
@@ -18,15 +22,29 @@ pub enum CopyTable {
     Attempts,
     Runs,
     RetryPolicies,
+    /// `task_dependencies`: (task, what it was enqueued after), kept after release.
+    Dependencies,
+    /// `task_holds`: a held task's count of dependencies still awaited and its own due time,
+    /// without which a copied held task would stay held for good.
+    Holds,
+    Limits,
+    Schedules,
+    /// Each queue's default execution timeout.
+    QueueTimeouts,
 }
 
 impl CopyTable {
-    pub const ALL: [CopyTable; 5] = [
+    pub const ALL: [CopyTable; 10] = [
         CopyTable::Tasks,
         CopyTable::Logs,
         CopyTable::Attempts,
         CopyTable::Runs,
         CopyTable::RetryPolicies,
+        CopyTable::Dependencies,
+        CopyTable::Holds,
+        CopyTable::Limits,
+        CopyTable::Schedules,
+        CopyTable::QueueTimeouts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +54,11 @@ impl CopyTable {
             CopyTable::Attempts => "attempts",
             CopyTable::Runs => "runs",
             CopyTable::RetryPolicies => "retry_policies",
+            CopyTable::Dependencies => "dependencies",
+            CopyTable::Holds => "holds",
+            CopyTable::Limits => "limits",
+            CopyTable::Schedules => "schedules",
+            CopyTable::QueueTimeouts => "queue_timeouts",
         }
     }
 
@@ -47,6 +70,11 @@ impl CopyTable {
             CopyTable::Attempts => "attempt record",
             CopyTable::Runs => "run",
             CopyTable::RetryPolicies => "retry policy of queue",
+            CopyTable::Dependencies => "dependency",
+            CopyTable::Holds => "hold of task",
+            CopyTable::Limits => "limit",
+            CopyTable::Schedules => "schedule",
+            CopyTable::QueueTimeouts => "default timeout of queue",
         }
     }
 }
@@ -56,21 +84,27 @@ impl CopyTable {
 pub enum CopyKey {
     /// A task's or log line's id.
     Id(i64),
-    /// An attempt record's (task id, seq); a run's (created_at, place in insertion order).
+    /// An attempt record's (task id, seq); a run's (created_at, place in insertion order); a
+    /// dependency's (task id, after id).
     Pair(i64, i64),
-    /// A retry policy's queue.
+    /// A retry policy's or default timeout's queue; a schedule's name.
     Name(String),
+    /// A limit's (queue, type).
+    Names(String, String),
 }
 
 impl CopyKey {
-    /// The bounds an export reads after, as one parameter list for every table: `(a, b, name)`,
-    /// the lowest values where `after` is `None` or names another kind of key.
-    pub fn bounds(after: Option<&CopyKey>) -> (i64, i64, String) {
+    /// The bounds an export reads after, as one parameter list for every table: `(a, b, name,
+    /// name2)`, the lowest values where `after` is `None` or names another kind of key (names are
+    /// never empty, so "" is below every one).
+    pub fn bounds(after: Option<&CopyKey>) -> (i64, i64, String, String) {
+        let none = String::new;
         match after {
-            None => (i64::MIN, i64::MIN, String::new()),
-            Some(CopyKey::Id(a)) => (*a, i64::MIN, String::new()),
-            Some(CopyKey::Pair(a, b)) => (*a, *b, String::new()),
-            Some(CopyKey::Name(n)) => (i64::MIN, i64::MIN, n.clone()),
+            None => (i64::MIN, i64::MIN, none(), none()),
+            Some(CopyKey::Id(a)) => (*a, i64::MIN, none(), none()),
+            Some(CopyKey::Pair(a, b)) => (*a, *b, none(), none()),
+            Some(CopyKey::Name(n)) => (i64::MIN, i64::MIN, n.clone(), none()),
+            Some(CopyKey::Names(n, m)) => (i64::MIN, i64::MIN, n.clone(), m.clone()),
         }
     }
 }
@@ -137,6 +171,31 @@ impl CopyRun {
     }
 }
 
+/// A held task's row of `task_holds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyHold {
+    pub task_id: i64,
+    /// Dependencies it still waits on.
+    pub waiting: i64,
+    pub run_anyway: bool,
+    /// Its own due time, restored when it is released.
+    pub due: i64,
+}
+
+/// A schedule with its state; `definition` is carried as the text stored, so the destination's
+/// `schedule()` with the same arguments finds it unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopySchedule {
+    pub name: String,
+    pub definition: String,
+    pub paused: bool,
+    pub next_run: i64,
+    pub last_run: Option<i64>,
+    pub revision: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// One batch of one table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CopyRows {
@@ -146,6 +205,14 @@ pub enum CopyRows {
     Runs(Vec<CopyRun>),
     /// (queue, retry policy JSON).
     RetryPolicies(Vec<(String, String)>),
+    /// (task id, after id).
+    Dependencies(Vec<(i64, i64)>),
+    Holds(Vec<CopyHold>),
+    /// The limits' settings only (see the module's note on the rate bucket).
+    Limits(Vec<LimitSpec>),
+    Schedules(Vec<CopySchedule>),
+    /// (queue, default timeout in ms; `None`: no timeout).
+    QueueTimeouts(Vec<(String, Option<i64>)>),
 }
 
 impl CopyRows {
@@ -156,6 +223,11 @@ impl CopyRows {
             CopyRows::Attempts(r) => r.len(),
             CopyRows::Runs(r) => r.len(),
             CopyRows::RetryPolicies(r) => r.len(),
+            CopyRows::Dependencies(r) => r.len(),
+            CopyRows::Holds(r) => r.len(),
+            CopyRows::Limits(r) => r.len(),
+            CopyRows::Schedules(r) => r.len(),
+            CopyRows::QueueTimeouts(r) => r.len(),
         }
     }
 
@@ -171,6 +243,13 @@ impl CopyRows {
             CopyRows::Attempts(r) => r.last().map(|a| CopyKey::Pair(a.task_id, a.seq)),
             CopyRows::Runs(r) => r.last().map(|r| CopyKey::Pair(r.created_at, r.ordinal)),
             CopyRows::RetryPolicies(r) => r.last().map(|(q, _)| CopyKey::Name(q.clone())),
+            CopyRows::Dependencies(r) => r.last().map(|(t, a)| CopyKey::Pair(*t, *a)),
+            CopyRows::Holds(r) => r.last().map(|h| CopyKey::Id(h.task_id)),
+            CopyRows::Limits(r) => r
+                .last()
+                .map(|l| CopyKey::Names(l.queue.clone(), l.task_type.clone())),
+            CopyRows::Schedules(r) => r.last().map(|s| CopyKey::Name(s.name.clone())),
+            CopyRows::QueueTimeouts(r) => r.last().map(|(q, _)| CopyKey::Name(q.clone())),
         }
     }
 }
@@ -184,6 +263,11 @@ pub struct CopySummary {
     pub attempts: u64,
     pub runs: u64,
     pub retry_policies: u64,
+    pub dependencies: u64,
+    pub holds: u64,
+    pub limits: u64,
+    pub schedules: u64,
+    pub queue_timeouts: u64,
     /// Running tasks whose lease has not ended yet (on the backend's own clock).
     pub live_leases: u64,
     /// The highest task id ever handed out (purged ones included): the destination hands out
@@ -199,6 +283,11 @@ impl CopySummary {
             CopyTable::Attempts => self.attempts,
             CopyTable::Runs => self.runs,
             CopyTable::RetryPolicies => self.retry_policies,
+            CopyTable::Dependencies => self.dependencies,
+            CopyTable::Holds => self.holds,
+            CopyTable::Limits => self.limits,
+            CopyTable::Schedules => self.schedules,
+            CopyTable::QueueTimeouts => self.queue_timeouts,
         }
     }
 
@@ -234,6 +323,20 @@ pub fn key_taken(id: i64, key: &str, other: i64) -> Error {
          its task {other}: it is another queue. Copy into an empty database (or a new ?schema= on \
          PostgreSQL), or remove the destination first"
     ))
+}
+
+/// A limit's key in messages: `of queue "mail", type "send"` (`(every type)` for a whole queue's).
+pub fn limit_key(spec: &LimitSpec) -> String {
+    match spec.task_type.as_str() {
+        "" => format!("of queue {:?} (every type)", spec.queue),
+        t => format!("of queue {:?}, type {t:?}", spec.queue),
+    }
+}
+
+/// The bucket a copied limit starts with on the destination: full, as `limit_set` starts one
+/// (the source's bucket is not carried, see the module's note).
+pub fn full_bucket(spec: &LimitSpec) -> f64 {
+    spec.rate.map_or(0.0, |r| r.count as f64)
 }
 
 /// The first column in which two tasks differ, for `conflict`.

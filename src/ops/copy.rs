@@ -1,5 +1,6 @@
 //! `copy`: every task (all columns, ids kept), log line, attempt record, run of the run
-//! registry and per-queue retry policy of one queue into another, any backend to any other.
+//! registry, dependency and hold of a held task, per-queue retry policy, limit, schedule and
+//! default execution timeout of one queue into another, any backend to any other.
 //!
 //! Safe to run twice: each row is compared with the one the destination holds under its key;
 //! equal rows are left alone, missing ones written. A destination that is not empty is checked
@@ -7,6 +8,7 @@
 //! another queue, and the copy is refused rather than mixing two queues. Worker heartbeats are
 //! not copied (workers register on the destination when they start there), nor what only
 //! SQLite keeps for itself (boots of its lease clock, the race clock, `import-legacy`'s record).
+//! A limit's rate bucket starts full on the destination (`model::copy` says why).
 
 use crate::engine::queue::Queue;
 use crate::model::copy::{CopyImport, CopyTable, COPY_BATCH};
@@ -183,6 +185,7 @@ mod tests {
     use crate::model::new_task::NewTask;
     use crate::model::retry::RetryOverrides;
     use crate::model::runs::RunRecord;
+    use crate::model::schedule::{Missed, ScheduleOptions, ScheduleSpec};
 
     fn open(path: &str) -> Queue {
         Queue::open(path, QueueOptions::default()).unwrap()
@@ -227,7 +230,12 @@ mod tests {
             ..RetryOverrides::default()
         });
         q.enqueue(&later).unwrap();
-        q.enqueue(&NewTask::new("ready", "null")).unwrap();
+        let ready = q.enqueue(&NewTask::new("ready", "null")).unwrap();
+        // Held until "ready" completes: its hold must come along, or it stays held for good.
+        let mut held = NewTask::new("held", r#"{"after": "ready"}"#);
+        held.after = vec![ready];
+        q.enqueue(&held).unwrap();
+        settings(q);
         let policy = RetryOverrides {
             base: Some(1.5),
             cap: Some(60.0),
@@ -244,6 +252,32 @@ mod tests {
                 data: r#"{"run_id": "run-1"}"#.into(),
             })
             .unwrap();
+    }
+
+    /// Limits (a whole queue's, with a rate, and one type's), schedules (one paused) and
+    /// default timeouts (one of them "no timeout").
+    pub(crate) fn settings(q: &Queue) {
+        q.set_limit("mail", None, Some(2), None, Some("10/s"))
+            .unwrap();
+        q.set_limit("default", Some("ready"), Some(3), None, None)
+            .unwrap();
+        for name in ["hourly", "paused"] {
+            q.schedule(&ScheduleSpec {
+                name: name.into(),
+                task_type: "tick".into(),
+                queue: "mail".into(),
+                payload: r#"{"n": 1}"#.into(),
+                cron: None,
+                every_ms: Some(3_600_000),
+                tz: "UTC".into(),
+                missed: Missed::CatchUp,
+                options: ScheduleOptions::default(),
+            })
+            .unwrap();
+        }
+        q.pause_schedule("paused").unwrap();
+        q.set_default_timeout("mail", Some(9_000)).unwrap();
+        q.set_default_timeout("default", None).unwrap();
     }
 
     /// Every table as `copy` reads it, without what each backend keeps for itself.
@@ -279,10 +313,16 @@ mod tests {
         let (report, calls) = copied(a, b).unwrap();
         let dst = open(b);
         assert_eq!(dump(&src), dump(&dst));
-        assert_eq!(report.copied["tasks"], 6);
+        assert_eq!(report.copied["tasks"], 7);
         assert_eq!(report.copied["attempts"], 2);
         assert_eq!(report.copied["runs"], 1);
         assert_eq!(report.copied["retry_policies"], 1);
+        assert_eq!(report.copied["dependencies"], 1);
+        assert_eq!(report.copied["holds"], 1);
+        assert_eq!(report.copied["limits"], 2);
+        assert_eq!(report.copied["schedules"], 2);
+        assert_eq!(report.copied["queue_timeouts"], 2);
+        assert_eq!(dst.default_timeout("mail").unwrap(), Some(9_000));
         let total = summary_total(&src);
         assert_eq!(calls.first(), Some(&(0, total)));
         assert_eq!(calls.last(), Some(&(total, total)));
@@ -294,10 +334,66 @@ mod tests {
         assert_eq!(dump(&dst), before);
         // A destination that holds rows is compared in full first: two passes.
         assert_eq!(calls.last(), Some(&(2 * total, 2 * total)));
-        // The copy is a working queue: a worker there takes what was queued.
-        let task = dst.claim(&ClaimRequest::new("w2")).unwrap();
+        // The copy is a working queue: a worker there takes what was queued, and the held
+        // task is released there when its dependency completes.
+        let of_type = |t: &str| {
+            let mut req = ClaimRequest::new("w2");
+            req.filter.types = Some(vec![t.into()]);
+            req
+        };
+        let task = dst.claim(&of_type("ready")).unwrap();
         assert_eq!(task.len(), 1);
-        assert_eq!(task[0].task_type, "ready");
+        let held = of_type("held");
+        assert!(dst.claim(&held).unwrap().is_empty());
+        let lease = Lease {
+            task_id: task[0].id,
+            token: task[0].lease_token.unwrap(),
+        };
+        dst.complete(lease, None).unwrap();
+        assert_eq!(dst.claim(&held).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn settings_held_differently_or_only_by_the_destination_are_refused_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.db");
+        let a = a.to_str().unwrap();
+        fill(&open(a));
+        type Change = fn(&Queue);
+        let changes: [(Change, &str); 4] = [
+            (
+                |q| q.set_default_timeout("mail", Some(1_000)).unwrap(),
+                "default timeout of queue mail",
+            ),
+            (
+                |q| {
+                    q.set_limit("mail", None, Some(5), None, Some("10/s"))
+                        .unwrap()
+                },
+                r#"limit of queue "mail" (every type)"#,
+            ),
+            (
+                |q| {
+                    q.resume_schedule("paused").unwrap();
+                },
+                r#"schedule "paused""#,
+            ),
+            (
+                |q| q.set_limit("other", None, Some(1), None, None).unwrap(),
+                "1 limits that the source does not have",
+            ),
+        ];
+        for (i, (change, want)) in changes.into_iter().enumerate() {
+            let b = dir.path().join(format!("b{i}.db"));
+            let b = b.to_str().unwrap();
+            copied(a, b).unwrap();
+            let dst = open(b);
+            change(&dst);
+            let before = dump(&dst);
+            let e = copied(a, b).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("othing was written"), "{e}");
+            assert_eq!(dump(&dst), before);
+        }
     }
 
     fn summary_total(q: &Queue) -> u64 {

@@ -9,7 +9,9 @@ from .._location import shown
 from ._common import Progress, json_option, print_json, progress_option
 
 _TABLES = [("tasks", "tasks"), ("logs", "log lines"), ("attempts", "attempt records"), ("runs", "runs"),
-           ("retry_policies", "retry policies")]
+           ("retry_policies", "retry policies"), ("dependencies", "dependencies"),
+           ("holds", "holds of held tasks"), ("limits", "limits"), ("schedules", "schedules"),
+           ("queue_timeouts", "default timeouts")]
 
 
 @click.command(name="copy")
@@ -23,12 +25,14 @@ _TABLES = [("tasks", "tasks"), ("logs", "log lines"), ("attempts", "attempt reco
 @json_option
 def copy(source: str, destination: str, allow_live_leases: bool, show_progress: bool | None,
          as_json: bool) -> None:
-    """Copy every task, log line, attempt record, run and retry policy of --from into --to.
+    """Copy every task, log line, attempt record, run, dependency and setting of --from into --to.
 
-    Ids, statuses, attempts, leases, times, payloads and results are kept as they are. Stop the
-    workers of --from first: while tasks run under a live lease the copy is refused (exit 2),
-    unless --allow-live-leases. Running it again copies only what is new; a --to that holds
-    another queue's tasks is refused before anything is written. Passwords are never printed.
+    Ids, statuses, attempts, leases, times, payloads and results are kept as they are; a held task
+    stays held until its dependencies complete on --to. Retry policies, limits (their rate starting
+    with a full bucket), schedules and default timeouts come along. Stop the workers of --from
+    first: while tasks run under a live lease the copy is refused (exit 2), unless
+    --allow-live-leases. Running it again copies only what is new; a --to that holds another
+    queue's tasks or settings is refused before anything is written. Passwords are never printed.
     """
     with Progress("copying", "rows", show_progress) as bar:
         report = _prismq_queue.copy_queue(source, destination, progress=bar, allow_live_leases=allow_live_leases)

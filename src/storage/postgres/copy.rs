@@ -1,7 +1,8 @@
 //! `copy` on PostgreSQL (see `model::copy`, `ops::copy`): every table read in key order in
 //! batches through its primary key or a registry index, and rows written with their ids. The
 //! sequences (`task_ids`, `lease_tokens`, the log ids' identity) move past what was written, so
-//! the next enqueue, claim or log line never reuses a copied id or token.
+//! the next enqueue, claim or log line never reuses a copied id or token. What tasks wait on is
+//! in `copy_waits`, limits, schedules and default timeouts in `copy_settings`.
 
 use crate::model::claim::LaneKey;
 use crate::model::copy::{
@@ -13,6 +14,7 @@ use crate::model::error::Result;
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::PgDriver;
+use crate::storage::postgres::{copy_settings as settings, copy_waits as waits};
 use postgres::{Row, Statement};
 use std::collections::HashMap;
 
@@ -116,6 +118,11 @@ impl PgDriver {
                 attempts: n("SELECT count(*) FROM task_attempts")?,
                 runs: n("SELECT count(*) FROM runs")?,
                 retry_policies: n("SELECT count(*) FROM queue_config")?,
+                dependencies: n("SELECT count(*) FROM task_dependencies")?,
+                holds: n("SELECT count(*) FROM task_holds")?,
+                limits: n("SELECT count(*) FROM limits")?,
+                schedules: n("SELECT count(*) FROM schedules")?,
+                queue_timeouts: n("SELECT count(*) FROM queue_timeouts")?,
                 live_leases: n(
                     "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_until > now_ms()",
                 )?,
@@ -130,7 +137,7 @@ impl PgDriver {
         after: Option<&CopyKey>,
         limit: usize,
     ) -> Result<CopyRows> {
-        let (a, b, name) = CopyKey::bounds(after);
+        let (a, b, name, name2) = CopyKey::bounds(after);
         let limit = limit as i64;
         self.read(|tx| {
             Ok(match table {
@@ -178,6 +185,11 @@ impl PgDriver {
                     )?;
                     CopyRows::RetryPolicies(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
                 }
+                CopyTable::Dependencies => waits::export_dependencies(tx, a, b, limit)?,
+                CopyTable::Holds => waits::export_holds(tx, a, limit)?,
+                CopyTable::Limits => settings::export_limits(tx, &name, &name2, limit)?,
+                CopyTable::Schedules => settings::export_schedules(tx, &name, limit)?,
+                CopyTable::QueueTimeouts => settings::export_timeouts(tx, &name, limit)?,
             })
         })
     }
@@ -280,6 +292,17 @@ impl PgDriver {
                     }
                     count(held.is_some());
                 }
+            }
+            CopyRows::Dependencies(edges) => {
+                waits::import_dependencies(tx, writing, edges, &mut count)?
+            }
+            CopyRows::Holds(holds) => waits::import_holds(tx, writing, holds, &mut count)?,
+            CopyRows::Limits(limits) => settings::import_limits(tx, writing, limits, &mut count)?,
+            CopyRows::Schedules(schedules) => {
+                settings::import_schedules(tx, writing, schedules, &mut count)?
+            }
+            CopyRows::QueueTimeouts(timeouts) => {
+                settings::import_timeouts(tx, writing, timeouts, &mut count)?
             }
         }
         Ok(out)

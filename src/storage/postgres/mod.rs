@@ -11,6 +11,8 @@ pub mod attempts;
 pub mod changes;
 pub mod claim;
 pub mod copy;
+mod copy_settings;
+mod copy_waits;
 pub mod dependencies;
 pub mod driver;
 pub mod enqueue;

@@ -1,7 +1,8 @@
 //! `copy` on SQLite (see `model::copy`, `ops::copy`): every table read in key order in batches,
 //! and rows written with their ids. What only this backend keeps is derived here on the way in:
 //! a task's lane, its race key (drawn fresh from this file's race clock) and, for a running
-//! task, its lease key on this machine's lease clock, ending when `lease_until` says.
+//! task, its lease key on this machine's lease clock, ending when `lease_until` says. What
+//! tasks wait on is in `copy_waits`, limits, schedules and default timeouts in `copy_settings`.
 
 use crate::model::claim::LaneKey;
 use crate::model::copy::{
@@ -16,6 +17,7 @@ use crate::storage::sqlite::clock::{LeaseClock, Now};
 use crate::storage::sqlite::db::WriteTx;
 use crate::storage::sqlite::rows::{COLUMNS, COLUMN_COUNT};
 use crate::storage::sqlite::SqliteDriver;
+use crate::storage::sqlite::{copy_settings as settings, copy_waits as waits};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const ATTEMPT_COLUMNS: &str =
@@ -69,7 +71,7 @@ fn run(r: &Row) -> rusqlite::Result<CopyRun> {
     })
 }
 
-fn all<T>(
+pub(super) fn all<T>(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
@@ -82,9 +84,9 @@ fn all<T>(
 }
 
 /// Where the writes of one batch stand: the transaction, the clocks, lanes made so far.
-struct Writing<'t, 'c> {
-    tx: &'t WriteTx<'c>,
-    now: Now,
+pub(super) struct Writing<'t, 'c> {
+    pub(super) tx: &'t WriteTx<'c>,
+    pub(super) now: Now,
     race: Race,
     new_lanes: Vec<(LaneKey, i64)>,
 }
@@ -102,6 +104,11 @@ impl SqliteDriver {
                 attempts: n("SELECT count(*) FROM task_attempts")?,
                 runs: n("SELECT count(*) FROM runs")?,
                 retry_policies: n("SELECT count(*) FROM queue_config")?,
+                dependencies: n("SELECT count(*) FROM task_dependencies")?,
+                holds: n("SELECT count(*) FROM task_holds")?,
+                limits: n("SELECT count(*) FROM limits")?,
+                schedules: n("SELECT count(*) FROM schedules")?,
+                queue_timeouts: n("SELECT count(*) FROM queue_timeouts")?,
                 // lease_until is the wall-clock end the lease key was made from.
                 live_leases: c.query_row(
                     "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_until > ?1",
@@ -124,7 +131,7 @@ impl SqliteDriver {
         after: Option<&CopyKey>,
         limit: usize,
     ) -> Result<CopyRows> {
-        let (a, b, name) = CopyKey::bounds(after);
+        let (a, b, name, name2) = CopyKey::bounds(after);
         let limit = limit as i64;
         self.db.read(|c| {
             Ok(match table {
@@ -170,6 +177,11 @@ impl SqliteDriver {
                     params![name, limit],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?),
+                CopyTable::Dependencies => waits::export_dependencies(c, a, b, limit)?,
+                CopyTable::Holds => waits::export_holds(c, a, limit)?,
+                CopyTable::Limits => settings::export_limits(c, &name, &name2, limit)?,
+                CopyTable::Schedules => settings::export_schedules(c, &name, limit)?,
+                CopyTable::QueueTimeouts => settings::export_timeouts(c, &name, limit)?,
             })
         })
     }
@@ -310,6 +322,19 @@ impl SqliteDriver {
                     }
                     count(held.is_some());
                 }
+            }
+            CopyRows::Dependencies(edges) => {
+                waits::import_dependencies(c, w.as_deref(), edges, &mut count)?
+            }
+            CopyRows::Holds(holds) => waits::import_holds(c, w.as_deref(), holds, &mut count)?,
+            CopyRows::Limits(limits) => {
+                settings::import_limits(c, w.as_deref(), limits, &mut count)?
+            }
+            CopyRows::Schedules(schedules) => {
+                settings::import_schedules(c, w.as_deref(), schedules, &mut count)?
+            }
+            CopyRows::QueueTimeouts(timeouts) => {
+                settings::import_timeouts(c, w.as_deref(), timeouts, &mut count)?
             }
         }
         Ok(out)
@@ -453,10 +478,13 @@ impl SqliteDriver {
 #[cfg(test)]
 mod tests {
     use crate::model::copy::{CopyRows, CopyTable};
+    use crate::model::dependencies::OnFailure;
     use crate::model::error::Error;
+    use crate::model::limits::LimitSpec;
     use crate::model::new_task::NewTask;
     use crate::model::task::Status;
     use crate::storage::sqlite::testutil::file_driver;
+    use crate::storage::sqlite::SqliteDriver;
 
     #[test]
     fn a_damaged_row_is_refused_not_copied_as_read() {
@@ -474,6 +502,64 @@ mod tests {
             Err(e @ Error::Db { .. }) => assert!(e.to_string().contains("damaged"), "{e}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Every row of `table`, `batch` at a time, walking the keys as `copy` does.
+    fn walk(q: &SqliteDriver, table: CopyTable, batch: usize) -> Vec<CopyRows> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let rows = q.copy_export(table, after.as_ref(), batch).unwrap();
+            if rows.is_empty() {
+                return out;
+            }
+            after = rows.last_key();
+            out.push(rows);
+        }
+    }
+
+    #[test]
+    fn waits_and_settings_are_walked_in_key_order_and_written_once() {
+        let (_s, src) = file_driver();
+        let (_d, dst) = file_driver();
+        let a = src.enqueue(&NewTask::new("a", "null")).unwrap();
+        let b = src.enqueue(&NewTask::new("b", "null")).unwrap();
+        let mut held = NewTask::new("held", "null");
+        held.after = vec![a, b];
+        held.on_dependency_failure = OnFailure::Run;
+        let held = src.enqueue(&held).unwrap();
+        for (queue, t) in [("q", None), ("q", Some("x")), ("q", Some("y")), ("r", None)] {
+            src.limit_set(&LimitSpec::new(queue, t, Some(1), None, Some("2/m")).unwrap())
+                .unwrap();
+        }
+        src.set_queue_timeout("q", Some(1_000)).unwrap();
+        src.set_queue_timeout("r", None).unwrap();
+        let tables = [
+            CopyTable::Tasks,
+            CopyTable::Dependencies,
+            CopyTable::Holds,
+            CopyTable::Limits,
+            CopyTable::QueueTimeouts,
+        ];
+        let mut batches = Vec::new();
+        for table in tables {
+            let rows = walk(&src, table, 1);
+            let want = src.copy_summary().unwrap().count(table) as usize;
+            assert_eq!(rows.len(), want, "{table:?}: one row per batch, none twice");
+            batches.extend(rows);
+        }
+        for batch in &batches {
+            assert_eq!(dst.copy_import(batch, true).unwrap().new, 1);
+        }
+        for batch in &batches {
+            let again = dst.copy_import(batch, true).unwrap();
+            assert_eq!((again.new, again.same), (0, 1));
+        }
+        for table in tables {
+            assert_eq!(walk(&dst, table, 100), walk(&src, table, 100), "{table:?}");
+        }
+        assert_eq!(dst.get(held).unwrap().waiting_on, vec![a, b]);
+        assert_eq!(dst.queue_timeouts().unwrap().default_for("r"), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod checkpointer;
 pub mod claim;
 pub mod clock;
 pub mod copy;
+mod copy_settings;
+mod copy_waits;
 pub mod db;
 pub mod dependencies;
 pub mod driver;

@@ -1,17 +1,46 @@
 //! `copy` on PostgreSQL: every table read in key order and written with its ids into another
 //! schema, equal row for row; sequences moved past what was written; a second import writes
-//! nothing; a row held differently is refused. (SQLite <-> PostgreSQL through the public API:
-//! tests/test_copy.py.)
+//! nothing; a row held differently is refused; a held task copied is released on the
+//! destination when its dependency completes there. (SQLite <-> PostgreSQL through the public
+//! API: tests/test_copy.py.)
 
 use super::lease;
 use super::util::{pg_or_skip, TestDb};
 use crate::model::claim::ClaimRequest;
 use crate::model::copy::{CopyRows, CopyTable};
 use crate::model::lease::Failure;
+use crate::model::limits::LimitSpec;
 use crate::model::new_task::NewTask;
 use crate::model::retry::RetryOverrides;
 use crate::model::runs::RunRecord;
+use crate::model::schedule::{Missed, ScheduleOptions, ScheduleSpec};
 use crate::storage::postgres::PgDriver;
+
+/// A held task (after `dep`), two limits, a paused schedule and two default timeouts.
+fn fill_waits_and_settings(q: &PgDriver, dep: i64) {
+    let mut held = NewTask::new("held", "null");
+    held.after = vec![dep];
+    q.enqueue(&held).unwrap();
+    q.limit_set(&LimitSpec::new("default", None, Some(2), None, Some("5/s")).unwrap())
+        .unwrap();
+    let typed = LimitSpec::new("default", Some("held"), Some(1), Some("user"), None).unwrap();
+    q.limit_set(&typed).unwrap();
+    let spec = ScheduleSpec {
+        name: "nightly".into(),
+        task_type: "tick".into(),
+        queue: "default".into(),
+        payload: "null".into(),
+        cron: Some("0 3 * * *".into()),
+        every_ms: None,
+        tz: "Europe/Paris".into(),
+        missed: Missed::Skip,
+        options: ScheduleOptions::default(),
+    };
+    q.schedule_put(&spec, 4_000_000_000_000).unwrap();
+    q.schedule_set_paused("nightly", true, 0).unwrap();
+    q.set_queue_timeout("default", Some(1_500)).unwrap();
+    q.set_queue_timeout("slow", None).unwrap();
+}
 
 fn fill(q: &PgDriver) {
     let id = q
@@ -28,7 +57,8 @@ fn fill(q: &PgDriver) {
     let mut keyed = NewTask::new("keyed", "1");
     keyed.idempotency_key = Some("k".into());
     keyed.requires = serde_json::from_str(r#"{"gpu": 1}"#).unwrap();
-    q.enqueue(&keyed).unwrap();
+    let keyed = q.enqueue(&keyed).unwrap();
+    fill_waits_and_settings(q, keyed);
     // Running, with its lease token.
     q.enqueue(&NewTask::new("busy", "null")).unwrap();
     q.claim(&ClaimRequest::new("w")).unwrap();
@@ -68,6 +98,11 @@ fn dump(q: &PgDriver) -> Vec<CopyRows> {
                     (CopyRows::Attempts(a), CopyRows::Attempts(b)) => a.extend(b),
                     (CopyRows::Runs(a), CopyRows::Runs(b)) => a.extend(b),
                     (CopyRows::RetryPolicies(a), CopyRows::RetryPolicies(b)) => a.extend(b),
+                    (CopyRows::Dependencies(a), CopyRows::Dependencies(b)) => a.extend(b),
+                    (CopyRows::Holds(a), CopyRows::Holds(b)) => a.extend(b),
+                    (CopyRows::Limits(a), CopyRows::Limits(b)) => a.extend(b),
+                    (CopyRows::Schedules(a), CopyRows::Schedules(b)) => a.extend(b),
+                    (CopyRows::QueueTimeouts(a), CopyRows::QueueTimeouts(b)) => a.extend(b),
                     _ => unreachable!(),
                 }
             }
@@ -99,11 +134,16 @@ fn tables_are_written_with_their_ids_once_and_sequences_move_past_them() {
     let summary = dst.copy_summary().unwrap();
     assert_eq!(
         (summary.tasks, summary.logs, summary.live_leases),
-        (4, rows[1].len() as u64, 1)
+        (5, rows[1].len() as u64, 1)
+    );
+    let settings = (summary.limits, summary.schedules, summary.queue_timeouts);
+    assert_eq!(
+        (summary.dependencies, summary.holds, settings),
+        (1, 1, (2, 1, 2))
     );
     // New ids, log ids and lease tokens come after the copied ones.
     let next = dst.enqueue(&NewTask::new("next", "null")).unwrap();
-    assert_eq!(next, 5);
+    assert_eq!(next, 6);
     let log = dst.log(next, "info", "x", None).unwrap();
     let CopyRows::Logs(logs) = &rows[1] else {
         panic!()
@@ -136,4 +176,69 @@ fn a_row_held_differently_is_refused_without_a_write() {
     let e = dst.copy_import(&rows[0], true).unwrap_err().to_string();
     assert!(e.contains("task 1"), "{e}");
     assert_eq!(dst.copy_summary().unwrap().tasks, 1);
+}
+
+#[test]
+fn a_held_task_copied_is_released_when_its_dependency_completes_there() {
+    let (_a, src) = pg_or_skip!();
+    let Some(b) = TestDb::new() else { return };
+    let dst = b.open();
+    let dep = src.enqueue(&NewTask::new("dep", "null")).unwrap();
+    let mut held = NewTask::new("held", "null");
+    held.after = vec![dep];
+    let held = src.enqueue(&held).unwrap();
+    for batch in dump(&src) {
+        dst.copy_import(&batch, true).unwrap();
+    }
+    let copy = dst.get(held).unwrap();
+    assert_eq!(
+        (copy.after.clone(), copy.waiting_on.clone()),
+        (vec![dep], vec![dep])
+    );
+    let mut req = ClaimRequest::new("w");
+    req.limit = 10;
+    let got = dst.claim(&req).unwrap();
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![dep]);
+    dst.complete(lease(&got[0]), None).unwrap();
+    let got = dst.claim(&req).unwrap();
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![held]);
+}
+
+#[test]
+fn settings_held_differently_are_refused_and_the_bucket_starts_full() {
+    let (_a, src) = pg_or_skip!();
+    let Some(b) = TestDb::new() else { return };
+    let dst = b.open();
+    fill(&src);
+    let rows = dump(&src);
+    let index = |t: CopyTable| CopyTable::ALL.iter().position(|x| *x == t).unwrap();
+    for batch in &rows {
+        dst.copy_import(batch, true).unwrap();
+    }
+    // The bucket is not carried: it starts full on the destination.
+    let all = dst.limit_list(Some("default")).unwrap();
+    let whole = all.iter().find(|l| l.task_type.is_none()).unwrap();
+    assert_eq!(whole.tokens, Some(5.0));
+    dst.set_queue_timeout("slow", Some(60_000)).unwrap();
+    let e = dst
+        .copy_import(&rows[index(CopyTable::QueueTimeouts)], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default timeout of queue slow"), "{e}");
+    dst.schedule_set_paused("nightly", false, 5).unwrap();
+    let e = dst
+        .copy_import(&rows[index(CopyTable::Schedules)], true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(r#"schedule "nightly""#), "{e}");
+    let typed = LimitSpec::new("default", Some("held"), Some(4), None, None).unwrap();
+    dst.limit_set(&typed).unwrap();
+    let e = dst
+        .copy_import(&rows[index(CopyTable::Limits)], false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(r#"limit of queue "default", type "held""#),
+        "{e}"
+    );
 }
