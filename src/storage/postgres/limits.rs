@@ -15,7 +15,7 @@ use crate::model::limits::{
 };
 use crate::model::strategy::{Candidate, Strategy};
 use crate::model::task::TaskRow;
-use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
+use crate::storage::postgres::rows::COLUMNS;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::Row;
@@ -195,21 +195,7 @@ impl PgDriver {
         };
         let take = TAKE.replace("{won}", won).replace("{columns}", COLUMNS);
         let rows = tx.query(&take, &[&ids, &now, &req.worker_id, &lease_until])?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                let t = task_row(r)?;
-                let c = Candidate {
-                    id: t.id,
-                    priority: t.priority,
-                    run_after: t.run_after,
-                    wkey: r.try_get(COLUMN_COUNT)?,
-                };
-                Ok((c, t))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|(a, _), (b, _)| req.strategy.compare(a, b));
-        Ok(out.into_iter().map(|(_, t)| t).collect())
+        crate::storage::postgres::claim::in_strategy_order(&rows, req.strategy)
     }
 
     /// The ids a limited claim takes, in the strategy's order: each lane offers at most the
