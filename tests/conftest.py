@@ -128,3 +128,13 @@ def postgres_url(postgres_server):
     import pg_cluster
 
     return pg_cluster.with_schema(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_url(request, tmp_path):
+    """The database of a test run on both backends: a temporary SQLite file, or a PostgreSQL URL
+    with a schema of the test's own (``postgres_url``). A test file whose backends differ defines
+    its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "q.db")
+    return request.getfixturevalue("postgres_url")

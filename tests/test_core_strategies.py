@@ -17,13 +17,6 @@ import pytest
 from prismq_queue import Queue, Strategy
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return tmp_path / "q.db"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

@@ -19,13 +19,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from worker_handlers import Registry  # noqa: E402
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return tmp_path / "q.db"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

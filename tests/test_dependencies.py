@@ -23,13 +23,6 @@ from prismq_queue.worker import Worker
 sys.path.insert(0, os.path.dirname(__file__))  # spawned processes import the helpers
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "q.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def q(queue_url):
     with Queue(queue_url) as q:

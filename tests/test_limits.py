@@ -16,13 +16,6 @@ from limits_helpers import claim_loop, hold_and_hang
 from prismq_queue import InvalidArgument, Queue
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "q.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

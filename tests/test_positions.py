@@ -18,13 +18,6 @@ AUTH = web.Auth(tokens={"t": web.Token(scopes={"read", "write"})})
 HEADERS = {"Authorization": "Bearer t"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return tmp_path / "q.db"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

@@ -23,13 +23,6 @@ HERE = Path(__file__).parent
 UTC = timezone.utc
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "q.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

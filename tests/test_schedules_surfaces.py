@@ -37,13 +37,6 @@ def h(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "q.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def queue(queue_url):
     with Queue(queue_url) as q:

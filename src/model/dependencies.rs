@@ -6,6 +6,7 @@
 //! many dependencies it still waits on and its own due time, restored when the last completes.
 
 use crate::model::error::{Error, Result};
+use crate::model::new_task::NewTask;
 use crate::model::time::MAX_TIME_MS;
 
 /// The due time of a held task: later than any claim's `now`.
@@ -127,6 +128,72 @@ pub fn itself(id: i64) -> Error {
         "task {id} cannot wait on itself (after lists the task its idempotency key names): \
          nothing was enqueued"
     ))
+}
+
+/// What `hold_new` asks of a backend, inside the enqueue's transaction.
+pub trait HoldStore {
+    /// The status and error of task `dep` (locked as the backend's races need), or `None` when
+    /// it does not exist.
+    fn dependency(&mut self, dep: i64) -> Result<Option<(String, Option<String>)>>;
+    /// Record that task `id` was enqueued after task `dep`.
+    fn add_edge(&mut self, id: i64, dep: i64) -> Result<()>;
+    /// Cancel the just enqueued task `id` with `reason` (a dependency will never complete).
+    fn cancel(&mut self, id: i64, reason: &str) -> Result<()>;
+    /// Hold task `id` until `waiting` dependencies end (`run_anyway`: however they end).
+    fn hold(&mut self, id: i64, waiting: i64, run_anyway: bool) -> Result<()>;
+}
+
+/// Write the dependencies of the tasks just inserted as `ids` (`fresh[i]`: task i was inserted,
+/// not found by its idempotency key). A dependency already completed is met; one failed or
+/// cancelled cancels the new task (unless it runs anyway); an unknown one, or one enqueued
+/// after the task itself, refuses the whole batch (the caller's transaction rolls back). Tasks
+/// go in order, each written before the next is read: a later task of the batch may wait on an
+/// earlier one, and must see it cancelled.
+pub fn hold_new(
+    store: &mut impl HoldStore,
+    tasks: &[NewTask],
+    ids: &[i64],
+    fresh: &[bool],
+) -> Result<()> {
+    for (i, t) in tasks.iter().enumerate() {
+        if t.after.is_empty() {
+            continue;
+        }
+        let id = ids[i];
+        if t.after.contains(&id) {
+            return Err(itself(id));
+        }
+        if !fresh[i] {
+            continue; // the existing task keeps what it waits on
+        }
+        let run_anyway = t.on_dependency_failure == OnFailure::Run;
+        let mut waiting: i64 = 0;
+        let mut doomed: Option<String> = None;
+        for &dep in &t.after {
+            let (status, error) = store.dependency(dep)?.ok_or_else(|| unknown(dep))?;
+            if dep > id {
+                return Err(Error::invalid(format!(
+                    "after lists task {dep}, enqueued after task {id} itself: a task can wait \
+                     only on tasks enqueued before it"
+                )));
+            }
+            store.add_edge(id, dep)?;
+            match Ending::of_row(&status, error) {
+                None => waiting += 1,
+                Some(Ending::Completed) => {}
+                Some(_) if run_anyway => {}
+                Some(ending) => {
+                    doomed.get_or_insert_with(|| ending.reason(dep));
+                }
+            }
+        }
+        if let Some(reason) = doomed {
+            store.cancel(id, &reason)?;
+        } else if waiting > 0 {
+            store.hold(id, waiting, run_anyway)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a task waits on, as `get` shows it.

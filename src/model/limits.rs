@@ -4,6 +4,7 @@
 //! admission of candidates against what the database says is running. No I/O.
 
 use crate::model::error::{Error, Result};
+use crate::model::strategy::{Candidate, Strategy};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -299,7 +300,122 @@ pub struct ClaimLimits {
     pub states: Vec<LimitState>,
 }
 
+/// One lane's part in a limited claim (from `ClaimLimits::lane`): the limits covering it and
+/// what the driver reads of it.
+pub struct LaneScan {
+    covering: Vec<usize>,
+    /// Whether a covering limit counts per payload key: the driver passes payloads then.
+    pub keyed: bool,
+    /// The most rows to read: the batch's size, or `PER_KEY_SCAN` when stepping over full keys.
+    pub reads: usize,
+}
+
+/// A row a lane offers a limited claim, with the limits covering it and its keys under them.
+pub struct Offer {
+    candidate: Candidate,
+    covering: Vec<usize>,
+    keys: Vec<Option<String>>,
+}
+
 impl ClaimLimits {
+    /// The limits of a claim from their stored `rows`, refilled to `now`, each counting the
+    /// `running` tasks (queue, type, payload) it covers.
+    pub fn new(rows: Vec<LimitRow>, now: i64, running: &[(String, String, String)]) -> Self {
+        let mut states: Vec<LimitState> =
+            rows.into_iter().map(|r| LimitState::new(r, now)).collect();
+        for (q, t, payload) in running {
+            for s in states.iter_mut().filter(|s| s.row.spec.covers(q, t)) {
+                s.count_running(payload);
+            }
+        }
+        ClaimLimits { states }
+    }
+
+    /// How a claim of at most `limit` tasks reads a lane of `queue` and `task_type`; `None`
+    /// when a covering limit is closed, so the lane can give nothing.
+    pub fn lane(&self, queue: &str, task_type: &str, limit: usize) -> Option<LaneScan> {
+        let covering = self.covering(queue, task_type);
+        if !self.lane_open(&covering) {
+            return None;
+        }
+        let keyed = self.needs_keys(&covering);
+        let reads = if keyed {
+            PER_KEY_SCAN.max(limit)
+        } else {
+            limit
+        };
+        Some(LaneScan {
+            covering,
+            keyed,
+            reads,
+        })
+    }
+
+    /// Add to `pool` what one lane offers: of its `rows` (candidates in the strategy's order,
+    /// each with its payload when `scan.keyed`), at most `limit` that its limits admit, counted
+    /// on a copy of them so the lane does not offer more than they allow. `rows` is read lazily:
+    /// reading stops once the lane has offered `limit` rows or its limits are full.
+    pub fn offer<I>(
+        &self,
+        scan: &LaneScan,
+        rows: I,
+        limit: usize,
+        pool: &mut Vec<Offer>,
+    ) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<(Candidate, Option<String>)>>,
+    {
+        let mut scratch = ClaimLimits {
+            states: scan
+                .covering
+                .iter()
+                .map(|&i| self.states[i].clone())
+                .collect(),
+        };
+        let local: Vec<usize> = (0..scan.covering.len()).collect();
+        let mut kept = 0;
+        for row in rows {
+            let (candidate, payload) = row?;
+            let keys = scratch.keys(&local, payload.as_deref());
+            if scratch.admits(&local, &keys) {
+                scratch.take(&local, &keys);
+                pool.push(Offer {
+                    candidate,
+                    covering: scan.covering.clone(),
+                    keys,
+                });
+                kept += 1;
+                if kept == limit || !scratch.lane_open(&local) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The candidates a limited claim takes from the lanes' offers: the best in `strategy`'s
+    /// order, at most `limit`, each admitted by the limits it shares with the others (and
+    /// counted against them).
+    pub fn admit_best(
+        &mut self,
+        mut pool: Vec<Offer>,
+        strategy: Strategy,
+        limit: usize,
+    ) -> Vec<Candidate> {
+        pool.sort_by(|a, b| strategy.compare(&a.candidate, &b.candidate));
+        let mut out = Vec::new();
+        for o in pool {
+            if out.len() == limit {
+                break;
+            }
+            if self.admits(&o.covering, &o.keys) {
+                self.take(&o.covering, &o.keys);
+                out.push(o.candidate);
+            }
+        }
+        out
+    }
+
     /// The indexes of the limits covering a lane of `queue` and `task_type`.
     pub fn covering(&self, queue: &str, task_type: &str) -> Vec<usize> {
         (0..self.states.len())

@@ -42,6 +42,7 @@ use crate::model::task::TaskRow;
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
+use postgres::Row;
 use std::sync::LazyLock;
 
 /// The claim of `limit` ($3) tasks from lanes $1 due at $2, for worker $4 until $5.
@@ -159,22 +160,7 @@ impl PgDriver {
                 &lease_until,
             ],
         )?;
-        // RETURNING gives no order: the batch in the strategy's.
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                let t = task_row(r)?;
-                let c = Candidate {
-                    id: t.id,
-                    priority: t.priority,
-                    run_after: t.run_after,
-                    wkey: r.try_get(COLUMN_COUNT)?,
-                };
-                Ok((c, t))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|(a, _), (b, _)| req.strategy.compare(a, b));
-        Ok(out.into_iter().map(|(_, t)| t).collect())
+        in_strategy_order(&rows, req.strategy)
     }
 
     /// Create the weighted claim index if `strategy` needs it and the schema lacks it. The
@@ -245,4 +231,24 @@ impl PgDriver {
             )?)
         })
     }
+}
+
+/// The rows a claim's UPDATE returned (the task's columns, then its `wkey`) as tasks in
+/// `strategy`'s order: RETURNING gives no order.
+pub(crate) fn in_strategy_order(rows: &[Row], strategy: Strategy) -> Result<Vec<TaskRow>> {
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            let t = task_row(r)?;
+            let c = Candidate {
+                id: t.id,
+                priority: t.priority,
+                run_after: t.run_after,
+                wkey: r.try_get(COLUMN_COUNT)?,
+            };
+            Ok((c, t))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_by(|(a, _), (b, _)| strategy.compare(a, b));
+    Ok(out.into_iter().map(|(_, t)| t).collect())
 }

@@ -8,14 +8,13 @@
 //! or waits for the enqueue's commit, and its probe (a later statement, a newer snapshot) then
 //! sees the new edges. Two dependencies ending at once decrement the hold under its row lock.
 
-use crate::model::dependencies::{itself, unknown, Ending, OnFailure, Waits, HELD_UNTIL};
-use crate::model::error::{Error, Result};
+use crate::model::dependencies::{self, Ending, HoldStore, Waits, HELD_UNTIL};
+use crate::model::error::Result;
 use crate::model::new_task::NewTask;
 use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::statements::Tx;
 
-/// Write the dependencies of the tasks just inserted as `ids` (`fresh[i]`: task i was
-/// inserted, not found by its key); refusals roll the caller's whole transaction back.
+/// Write the dependencies of the tasks just inserted as `ids` (see `model::dependencies`).
 pub(crate) fn hold_new(
     tx: &mut Tx,
     tasks: &[NewTask],
@@ -23,61 +22,50 @@ pub(crate) fn hold_new(
     fresh: &[bool],
     now: i64,
 ) -> Result<()> {
-    for (i, t) in tasks.iter().enumerate() {
-        if t.after.is_empty() {
-            continue;
-        }
-        let id = ids[i];
-        if t.after.contains(&id) {
-            return Err(itself(id));
-        }
-        if !fresh[i] {
-            continue; // the existing task keeps what it waits on
-        }
-        let run_anyway = t.on_dependency_failure == OnFailure::Run;
-        let mut waiting: i64 = 0;
-        let mut doomed: Option<String> = None;
-        for &dep in &t.after {
-            let row = tx.query_opt(
-                "SELECT status, error FROM tasks WHERE id = $1 FOR SHARE",
-                &[&dep],
-            )?;
-            let row = row.ok_or_else(|| unknown(dep))?;
-            if dep > id {
-                return Err(Error::invalid(format!(
-                    "after lists task {dep}, enqueued after task {id} itself: a task can wait \
-                     only on tasks enqueued before it"
-                )));
-            }
-            let status: String = row.get(0);
-            tx.execute(
-                "INSERT INTO task_dependencies (task_id, after_id) VALUES ($1, $2)",
-                &[&id, &dep],
-            )?;
-            match Ending::of_row(&status, row.get(1)) {
-                None => waiting += 1,
-                Some(Ending::Completed) => {}
-                Some(_) if run_anyway => {}
-                Some(ending) => {
-                    doomed.get_or_insert_with(|| ending.reason(dep));
-                }
-            }
-        }
-        if let Some(reason) = doomed {
-            cancel_held(tx, id, &reason, now)?;
-        } else if waiting > 0 {
-            tx.execute(
-                "INSERT INTO task_holds (task_id, waiting, run_anyway, due)
-                 SELECT id, $2, $3, run_after FROM tasks WHERE id = $1",
-                &[&id, &waiting, &run_anyway],
-            )?;
-            tx.execute(
-                "UPDATE tasks SET run_after = $2 WHERE id = $1",
-                &[&id, &HELD_UNTIL],
-            )?;
-        }
+    dependencies::hold_new(&mut Holds { tx, now }, tasks, ids, fresh)
+}
+
+/// `hold_new`'s reads and writes on PostgreSQL.
+struct Holds<'a, 'b> {
+    tx: &'a mut Tx<'b>,
+    now: i64,
+}
+
+impl HoldStore for Holds<'_, '_> {
+    fn dependency(&mut self, dep: i64) -> Result<Option<(String, Option<String>)>> {
+        // FOR SHARE: a completion of `dep` waits for this enqueue's commit (see above).
+        let row = self.tx.query_opt(
+            "SELECT status, error FROM tasks WHERE id = $1 FOR SHARE",
+            &[&dep],
+        )?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
-    Ok(())
+
+    fn add_edge(&mut self, id: i64, dep: i64) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO task_dependencies (task_id, after_id) VALUES ($1, $2)",
+            &[&id, &dep],
+        )?;
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: i64, reason: &str) -> Result<()> {
+        cancel_held(self.tx, id, reason, self.now)?;
+        Ok(())
+    }
+
+    fn hold(&mut self, id: i64, waiting: i64, run_anyway: bool) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO task_holds (task_id, waiting, run_anyway, due)
+             SELECT id, $2, $3, run_after FROM tasks WHERE id = $1",
+            &[&id, &waiting, &run_anyway],
+        )?;
+        self.tx.execute(
+            "UPDATE tasks SET run_after = $2 WHERE id = $1",
+            &[&id, &HELD_UNTIL],
+        )?;
+        Ok(())
+    }
 }
 
 /// A held (or just enqueued) task cancelled because of a dependency; true when it was queued.

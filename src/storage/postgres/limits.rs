@@ -11,12 +11,11 @@
 use crate::model::claim::ClaimRequest;
 use crate::model::error::Result;
 use crate::model::limits::{
-    figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, LimitState, NamedLane, Observed, Rate,
-    PER_KEY_SCAN,
+    figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, NamedLane, Observed, Rate,
 };
 use crate::model::strategy::{Candidate, Strategy};
 use crate::model::task::TaskRow;
-use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
+use crate::storage::postgres::rows::COLUMNS;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 use postgres::Row;
@@ -171,14 +170,8 @@ impl PgDriver {
             .collect::<Result<Vec<_>>>()?;
         // The clock once the lock is held: a bucket is never refilled past a claim's start.
         let now = db_now(tx)?;
-        let mut states: Vec<LimitState> =
-            rows.into_iter().map(|r| LimitState::new(r, now)).collect();
-        for (q, t, payload) in running_limited(tx, None)? {
-            for s in states.iter_mut().filter(|s| s.row.spec.covers(&q, &t)) {
-                s.count_running(&payload);
-            }
-        }
-        let mut cl = ClaimLimits { states };
+        let running = running_limited(tx, None)?;
+        let mut cl = ClaimLimits::new(rows, now, &running);
         let ids = self.limited_picks(tx, req, lanes, &mut cl, now)?;
         for s in cl.states.iter().filter(|s| s.spent) {
             tx.execute(
@@ -202,21 +195,7 @@ impl PgDriver {
         };
         let take = TAKE.replace("{won}", won).replace("{columns}", COLUMNS);
         let rows = tx.query(&take, &[&ids, &now, &req.worker_id, &lease_until])?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                let t = task_row(r)?;
-                let c = Candidate {
-                    id: t.id,
-                    priority: t.priority,
-                    run_after: t.run_after,
-                    wkey: r.try_get(COLUMN_COUNT)?,
-                };
-                Ok((c, t))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|(a, _), (b, _)| req.strategy.compare(a, b));
-        Ok(out.into_iter().map(|(_, t)| t).collect())
+        crate::storage::postgres::claim::in_strategy_order(&rows, req.strategy)
     }
 
     /// The ids a limited claim takes, in the strategy's order: each lane offers at most the
@@ -235,51 +214,25 @@ impl PgDriver {
         let sql = LANE_ROWS.replace("{order}", order);
         let mut pool = Vec::new();
         for (lane, q, t) in lanes {
-            let covering = cl.covering(q, t);
-            if !cl.lane_open(&covering) {
+            let Some(scan) = cl.lane(q, t, limit) else {
                 continue;
-            }
-            let keyed = cl.needs_keys(&covering);
-            let reads = if keyed {
-                PER_KEY_SCAN.max(limit)
-            } else {
-                limit
             };
-            let mut scratch = ClaimLimits {
-                states: covering.iter().map(|&i| cl.states[i].clone()).collect(),
-            };
-            let local: Vec<usize> = (0..covering.len()).collect();
-            let mut kept = 0;
-            for r in tx.query(&sql, &[lane, &now, &(reads as i64), &keyed])? {
+            let rows = tx.query(&sql, &[lane, &now, &(scan.reads as i64), &scan.keyed])?;
+            let rows = rows.iter().map(|r| {
                 let c = Candidate {
                     id: r.try_get(0)?,
                     priority: r.try_get(1)?,
                     run_after: r.try_get(2)?,
                     wkey: r.try_get(3)?,
                 };
-                let payload: Option<String> = r.try_get(4)?;
-                let keys = scratch.keys(&local, payload.as_deref());
-                if scratch.admits(&local, &keys) {
-                    scratch.take(&local, &keys);
-                    pool.push((c, covering.clone(), keys));
-                    kept += 1;
-                    if kept == limit || !scratch.lane_open(&local) {
-                        break;
-                    }
-                }
-            }
+                Ok((c, r.try_get(4)?))
+            });
+            cl.offer(&scan, rows, limit, &mut pool)?;
         }
-        pool.sort_by(|a, b| req.strategy.compare(&a.0, &b.0));
-        let mut out = Vec::new();
-        for (c, covering, keys) in pool {
-            if out.len() == limit {
-                break;
-            }
-            if cl.admits(&covering, &keys) {
-                cl.take(&covering, &keys);
-                out.push(c.id);
-            }
-        }
-        Ok(out)
+        Ok(cl
+            .admit_best(pool, req.strategy, limit)
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 }

@@ -2,17 +2,14 @@
 //! writes, and what a task's end for good does to the tasks held on it, in the transaction that
 //! ends it. A task nothing waits on costs its acknowledgement one probe of `task_dependents`.
 
-use crate::model::dependencies::{itself, unknown, Ending, OnFailure, Waits, HELD_UNTIL};
-use crate::model::error::{Error, Result};
+use crate::model::dependencies::{self, Ending, HoldStore, Waits, HELD_UNTIL};
+use crate::model::error::Result;
 use crate::model::new_task::NewTask;
 use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::db::WriteTx;
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Write the dependencies of the tasks just inserted as `ids` (`fresh[i]`: task i was inserted,
-/// not found by its idempotency key). A dependency already completed is met; one failed or
-/// cancelled cancels the new task (unless it runs anyway); an unknown one, or one enqueued
-/// after the task itself, refuses the whole batch (the caller's transaction rolls back).
+/// Write the dependencies of the tasks just inserted as `ids` (see `model::dependencies`).
 pub(crate) fn hold_new(
     tx: &WriteTx,
     tasks: &[NewTask],
@@ -20,56 +17,48 @@ pub(crate) fn hold_new(
     fresh: &[bool],
     now: i64,
 ) -> Result<()> {
-    for (i, t) in tasks.iter().enumerate() {
-        if t.after.is_empty() {
-            continue;
-        }
-        let id = ids[i];
-        if t.after.contains(&id) {
-            return Err(itself(id));
-        }
-        if !fresh[i] {
-            continue; // the existing task keeps what it waits on
-        }
-        let run_anyway = t.on_dependency_failure == OnFailure::Run;
-        let mut waiting = 0;
-        let mut doomed: Option<String> = None;
-        for &dep in &t.after {
-            let row: Option<(String, Option<String>)> = tx
-                .prepare_cached("SELECT status, error FROM tasks WHERE id = ?1")?
-                .query_row([dep], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let (status, error) = row.ok_or_else(|| unknown(dep))?;
-            if dep > id {
-                return Err(Error::invalid(format!(
-                    "after lists task {dep}, enqueued after task {id} itself: a task can wait \
-                     only on tasks enqueued before it"
-                )));
-            }
-            tx.prepare_cached("INSERT INTO task_dependencies (task_id, after_id) VALUES (?1, ?2)")?
-                .execute([id, dep])?;
-            match Ending::of_row(&status, error) {
-                None => waiting += 1,
-                Some(Ending::Completed) => {}
-                Some(_) if run_anyway => {}
-                Some(ending) => {
-                    doomed.get_or_insert_with(|| ending.reason(dep));
-                }
-            }
-        }
-        if let Some(reason) = doomed {
-            cancel_held(tx, id, &reason, now)?;
-        } else if waiting > 0 {
-            tx.prepare_cached(
+    dependencies::hold_new(&mut Holds { tx, now }, tasks, ids, fresh)
+}
+
+/// `hold_new`'s reads and writes on SQLite.
+struct Holds<'a, 'b> {
+    tx: &'a WriteTx<'b>,
+    now: i64,
+}
+
+impl HoldStore for Holds<'_, '_> {
+    fn dependency(&mut self, dep: i64) -> Result<Option<(String, Option<String>)>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT status, error FROM tasks WHERE id = ?1")?
+            .query_row([dep], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn add_edge(&mut self, id: i64, dep: i64) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT INTO task_dependencies (task_id, after_id) VALUES (?1, ?2)")?
+            .execute([id, dep])?;
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: i64, reason: &str) -> Result<()> {
+        cancel_held(self.tx, id, reason, self.now)?;
+        Ok(())
+    }
+
+    fn hold(&mut self, id: i64, waiting: i64, run_anyway: bool) -> Result<()> {
+        self.tx
+            .prepare_cached(
                 "INSERT INTO task_holds (task_id, waiting, run_anyway, due)
                  SELECT id, ?2, ?3, run_after FROM tasks WHERE id = ?1",
             )?
             .execute(params![id, waiting, run_anyway])?;
-            tx.prepare_cached("UPDATE tasks SET run_after = ?2 WHERE id = ?1")?
-                .execute([id, HELD_UNTIL])?;
-        }
+        self.tx
+            .prepare_cached("UPDATE tasks SET run_after = ?2 WHERE id = ?1")?
+            .execute([id, HELD_UNTIL])?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// A held (or just enqueued) task cancelled because of a dependency; true when it was queued.

@@ -5,8 +5,7 @@
 use crate::model::claim::{ClaimRequest, LaneFilter};
 use crate::model::error::Result;
 use crate::model::limits::{
-    figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, LimitState, NamedLane, Observed, Rate,
-    PER_KEY_SCAN,
+    figures, ClaimLimits, LimitInfo, LimitRow, LimitSpec, NamedLane, Observed, Rate,
 };
 use crate::model::strategy::{Candidate, Strategy};
 use crate::storage::sqlite::db::WriteTx;
@@ -169,14 +168,8 @@ impl SqliteDriver {
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut states: Vec<LimitState> =
-            rows.into_iter().map(|r| LimitState::new(r, now)).collect();
-        for (q, t, payload) in running_limited(tx, None)? {
-            for s in states.iter_mut().filter(|s| s.row.spec.covers(&q, &t)) {
-                s.count_running(&payload);
-            }
-        }
-        Ok(Some(ClaimLimits { states }))
+        let running = running_limited(tx, None)?;
+        Ok(Some(ClaimLimits::new(rows, now, &running)))
     }
 
     /// The candidates of a limited claim, in the strategy's order, at most `limit`, each
@@ -195,53 +188,22 @@ impl SqliteDriver {
         let mut payload = tx.prepare_cached("SELECT payload FROM tasks WHERE id = ?1")?;
         let mut pool = Vec::new();
         for (lane, q, t) in lanes {
-            let covering = cl.covering(q, t);
-            if !cl.lane_open(&covering) {
+            let Some(scan) = cl.lane(q, t, limit) else {
                 continue;
-            }
-            let keyed = cl.needs_keys(&covering);
-            let reads = if keyed {
-                PER_KEY_SCAN.max(limit)
-            } else {
-                limit
             };
-            // What this lane's picks would use, so it does not offer more than its limits allow.
-            let mut scratch = ClaimLimits {
-                states: covering.iter().map(|&i| cl.states[i].clone()).collect(),
-            };
-            let local: Vec<usize> = (0..covering.len()).collect();
-            let mut kept = 0;
-            let mut rows = stmt.query(params![lane, now, reads as i64])?;
-            while let Some(r) = rows.next()? {
+            let rows = stmt.query(params![lane, now, scan.reads as i64])?;
+            // The payload is read per row, and only for the rows the lane reaches.
+            let rows = rows.mapped(|r| {
                 let c = Candidate::from_row(r)?;
-                let keys = if keyed {
-                    let p: String = payload.query_row([c.id], |r| r.get(0))?;
-                    scratch.keys(&local, Some(&p))
-                } else {
-                    vec![None; covering.len()]
+                let p = match scan.keyed {
+                    true => Some(payload.query_row([c.id], |r| r.get(0))?),
+                    false => None,
                 };
-                if scratch.admits(&local, &keys) {
-                    scratch.take(&local, &keys);
-                    pool.push((c, covering.clone(), keys));
-                    kept += 1;
-                    if kept == limit || !scratch.lane_open(&local) {
-                        break;
-                    }
-                }
-            }
+                Ok((c, p))
+            });
+            cl.offer(&scan, rows.map(|r| r.map_err(Into::into)), limit, &mut pool)?;
         }
-        pool.sort_by(|a, b| strategy.compare(&a.0, &b.0));
-        let mut out = Vec::new();
-        for (c, covering, keys) in pool {
-            if out.len() == limit {
-                break;
-            }
-            if cl.admits(&covering, &keys) {
-                cl.take(&covering, &keys);
-                out.push(c);
-            }
-        }
-        Ok(out)
+        Ok(cl.admit_best(pool, strategy, limit))
     }
 
     /// Write back the buckets the claim took tokens from, refilled to `now`.

@@ -39,6 +39,20 @@ def legacy_status(status: str) -> str:
     return "processing" if status == "running" else status
 
 
+def legacy_counts(s: dict[str, Any]) -> dict[str, Any]:
+    """``Queue.stats()`` in the older API's count fields (``/queue/stats``, ``/queue/status``)."""
+    return {
+        "total_tasks": s["total"],
+        "queued_tasks": s["queued"],
+        "processing_tasks": s["running"],
+        "completed_tasks": s["completed"],
+        "failed_tasks": s["failed"],
+        "oldest_queued_age_seconds": s.get("oldest_queued_age_seconds"),
+        "cancelled_tasks": s["cancelled"],
+        "scheduled_tasks": s.get("scheduled", 0),
+    }
+
+
 def legacy_task(t: Task) -> dict[str, Any]:
     """A task in the older API's fields (and ours it did not have)."""
     return {
@@ -164,17 +178,7 @@ def build(ctx: RouterContext) -> APIRouter:
         return await ctx.write(cancel)
 
     async def count_by_status() -> dict[str, Any]:
-        s = await ctx.read(queue.stats)
-        return {
-            "total_tasks": s["total"],
-            "queued_tasks": s["queued"],
-            "processing_tasks": s["running"],
-            "completed_tasks": s["completed"],
-            "failed_tasks": s["failed"],
-            "oldest_queued_age_seconds": s.get("oldest_queued_age_seconds"),
-            "cancelled_tasks": s["cancelled"],
-            "scheduled_tasks": s.get("scheduled", 0),
-        }
+        return legacy_counts(await ctx.read(queue.stats))
 
     @router.get(
         "/queue/stats",

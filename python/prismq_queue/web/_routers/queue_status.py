@@ -19,7 +19,7 @@ from ..._prismq_queue import Queue
 from .._context import RouterContext
 from .._models import MAX_NAME_BYTES, QueueStatusResponse
 from .projects import in_claim_order, queued_of
-from .queue_api import TAGS, legacy_task
+from .queue_api import TAGS, legacy_counts, legacy_task
 
 
 def workers_capacity(queue: Queue, name: str) -> Optional[int]:
@@ -39,14 +39,7 @@ def read_queue_status(queue: Queue, name: str, limit: int, scan_limit: int, capa
     queued, whole = queued_of(queue, name, scan_limit) if s["queued"] else ([], True)
     return {
         "queue": name,
-        "total_tasks": s["total"],
-        "queued_tasks": s["queued"],
-        "processing_tasks": s["running"],
-        "completed_tasks": s["completed"],
-        "failed_tasks": s["failed"],
-        "oldest_queued_age_seconds": s.get("oldest_queued_age_seconds"),
-        "cancelled_tasks": s["cancelled"],
-        "scheduled_tasks": s.get("scheduled", 0),
+        **legacy_counts(s),
         "capacity": capacity,
         "available_slots": None if capacity is None else max(0, capacity - s["running"]),
         "running": [legacy_task(t) for t in running],
