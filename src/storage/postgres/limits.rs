@@ -168,9 +168,11 @@ impl PgDriver {
             .iter()
             .map(limit_row)
             .collect::<Result<Vec<_>>>()?;
-        // The clock once the lock is held: a bucket is never refilled past a claim's start.
-        let now = db_now(tx)?;
         let running = running_limited(tx, None)?;
+        // The clock once the lock is held and the count read: a bucket is never refilled past a
+        // claim's start, and a task whose finish the count saw as done has finished_at <= now,
+        // so a slot's next holder never seems to start before its last one ended.
+        let now = db_now(tx)?;
         let mut cl = ClaimLimits::new(rows, now, &running);
         let ids = self.limited_picks(tx, req, lanes, &mut cl, now)?;
         for s in cl.states.iter().filter(|s| s.spent) {
