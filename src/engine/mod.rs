@@ -10,6 +10,7 @@ pub mod queue;
 pub mod retry;
 pub mod run_rules;
 pub mod schedules;
+pub mod timeout_cache;
 pub mod timeouts;
 pub mod wait;
 pub mod wakeup;

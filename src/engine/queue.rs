@@ -14,7 +14,7 @@ pub struct Queue {
     /// Wakes this handle's waiters on its own commits and on the driver's listener.
     pub(crate) wakeup: Wakeup,
     /// The queues' default execution timeouts as last read (`engine::timeouts`).
-    pub(crate) timeouts: super::timeouts::TimeoutCache,
+    pub(crate) timeouts: super::timeout_cache::TimeoutCache,
 }
 
 impl Queue {

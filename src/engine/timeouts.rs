@@ -11,23 +11,11 @@ use crate::engine::queue::Queue;
 use crate::model::error::Result;
 use crate::model::task::TaskRow;
 use crate::model::timeouts::{check_queue_timeout, QueueTimeouts};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a handle reuses the settings it read.
 const FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// The settings as last read, and when.
-#[derive(Default)]
-pub(crate) struct TimeoutCache {
-    slot: Mutex<Option<(Instant, Arc<QueueTimeouts>)>>,
-}
-
-impl TimeoutCache {
-    fn forget(&self) {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
 
 impl Queue {
     /// Set `queue`'s default execution timeout for every process using this database: tasks of

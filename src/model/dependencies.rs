@@ -5,37 +5,13 @@
 //! or count of due tasks needs to know about holds; the backend's `task_holds` row keeps how
 //! many dependencies it still waits on and its own due time, restored when the last completes.
 
+pub use crate::model::after::{check_after, OnFailure, MAX_AFTER};
 use crate::model::error::{Error, Result};
 use crate::model::new_task::NewTask;
 use crate::model::time::MAX_TIME_MS;
 
 /// The due time of a held task: later than any claim's `now`.
 pub const HELD_UNTIL: i64 = MAX_TIME_MS;
-
-/// The most dependencies one task may list.
-pub const MAX_AFTER: usize = 1000;
-
-/// What a task does when a dependency ends without completing (failed for good or cancelled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFailure {
-    /// Cancelled, with the reason in its error; its own dependents follow.
-    #[default]
-    Cancel,
-    /// Counts the dependency as met and runs once the others are.
-    Run,
-}
-
-impl OnFailure {
-    pub fn parse(s: &str) -> Result<OnFailure> {
-        match s {
-            "cancel" => Ok(OnFailure::Cancel),
-            "run" => Ok(OnFailure::Run),
-            _ => Err(Error::invalid(format!(
-                "on_dependency_failure must be \"cancel\" or \"run\", got {s:?}"
-            ))),
-        }
-    }
-}
 
 /// How a task ended for good, as its dependents learn it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,31 +62,6 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push_str("...");
     }
     s
-}
-
-/// `after` as given: positive ids, no duplicates, at most `MAX_AFTER`.
-pub fn check_after(after: &[i64]) -> Result<()> {
-    if after.len() > MAX_AFTER {
-        return Err(Error::invalid(format!(
-            "after lists {} tasks, above the limit of {MAX_AFTER}: make a task that waits on \
-             groups of them instead",
-            after.len()
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for &id in after {
-        if id < 1 {
-            return Err(Error::invalid(format!(
-                "after must list task ids (positive integers), got {id}"
-            )));
-        }
-        if !seen.insert(id) {
-            return Err(Error::invalid(format!(
-                "after lists task {id} twice: list each dependency once"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The refusal of a dependency on a task that does not exist.

@@ -1,6 +1,7 @@
 //! Plain data shared by every layer: tasks and their states, strategies and their order, retry
 //! policies, the error type, time and duration ranges. No I/O.
 
+pub mod after;
 pub mod attempt;
 pub mod changes;
 pub mod claim;

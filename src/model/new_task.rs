@@ -1,6 +1,6 @@
 //! A task to enqueue, its defaults and the checks it passes before anything is written.
 
-use crate::model::dependencies::{check_after, OnFailure};
+use crate::model::after::{check_after, OnFailure};
 use crate::model::error::{Error, Result};
 use crate::model::retry::RetryOverrides;
 use crate::model::time::{check_duration, check_time, Least};

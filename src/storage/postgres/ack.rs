@@ -11,6 +11,7 @@ use crate::model::error::{Error, Result};
 use crate::model::lease::{FailOutcome, Failure, Lease, Settled, Verdict};
 use crate::storage::postgres::attempts::record_in;
 use crate::storage::postgres::dependencies;
+use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 
@@ -21,14 +22,6 @@ pub(crate) fn lease_lost(tx: &mut Tx, lease: Lease) -> Result<Error> {
         &[&lease.task_id],
     )?;
     Ok(lease.lost(row.map(|r| (r.get(0), r.get(1), r.get(2)))))
-}
-
-pub(crate) fn log_in(tx: &mut Tx, task_id: i64, at: i64, level: &str, message: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO task_logs (task_id, at, level, message) VALUES ($1, $2, $3, $4)",
-        &[&task_id, &at, &level, &message],
-    )?;
-    Ok(())
 }
 
 /// The row's side of a verdict (`storage::Rules`): queued again at its time, or the dead

@@ -6,7 +6,7 @@ use crate::model::listing::{ListFilter, Stats};
 use crate::model::observe::LogRow;
 use crate::model::retry::RetryOverrides;
 use crate::model::task::{priority_changed, Status, TaskRow};
-use crate::storage::postgres::ack::log_in;
+use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::rows::{task_row, task_rows, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};

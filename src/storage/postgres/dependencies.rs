@@ -11,7 +11,7 @@
 use crate::model::dependencies::{self, Ending, HoldStore, Waits, HELD_UNTIL};
 use crate::model::error::Result;
 use crate::model::new_task::NewTask;
-use crate::storage::postgres::ack::log_in;
+use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::statements::Tx;
 
 /// Write the dependencies of the tasks just inserted as `ids` (see `model::dependencies`).

@@ -20,6 +20,7 @@ pub mod errors;
 pub mod lanes;
 pub mod limits;
 pub mod listener;
+pub mod logs;
 pub mod metrics;
 pub mod position;
 pub mod rescue;

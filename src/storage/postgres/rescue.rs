@@ -8,8 +8,9 @@
 use crate::model::attempt::{Outcome, Running};
 use crate::model::error::Result;
 use crate::model::lease::{ExpiredAttempt, FailOutcome, Lease, ReleasedAttempt};
-use crate::storage::postgres::ack::{apply_verdict, log_in};
+use crate::storage::postgres::ack::apply_verdict;
 use crate::storage::postgres::attempts::record_in;
+use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};
 

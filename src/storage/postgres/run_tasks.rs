@@ -12,8 +12,8 @@ use crate::model::runs::{
     HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunStartNote, RunVerdict, StartRun,
 };
 use crate::model::task::TaskRow;
-use crate::storage::postgres::ack::log_in;
 use crate::storage::postgres::attempts::record_if_running_in;
+use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::rows::{task_row, COLUMNS};
 use crate::storage::postgres::statements::Tx;
 use crate::storage::postgres::{db_now, PgDriver};

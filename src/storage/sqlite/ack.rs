@@ -16,6 +16,7 @@ use crate::storage::sqlite::attempts::record_in;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::db::WriteTx;
 use crate::storage::sqlite::dependencies;
+use crate::storage::sqlite::logs::log_in;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params, OptionalExtension};
 
@@ -30,20 +31,6 @@ fn lease_lost(tx: &WriteTx, lease: Lease) -> Error {
         .optional()
         .unwrap_or(None);
     lease.lost(row)
-}
-
-pub(crate) fn log_in(
-    tx: &WriteTx,
-    task_id: i64,
-    at: i64,
-    level: &str,
-    message: &str,
-) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO task_logs (task_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![task_id, at, level, message])?;
-    Ok(())
 }
 
 impl SqliteDriver {

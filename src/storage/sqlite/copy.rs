@@ -4,7 +4,6 @@
 //! task, its lease key on this machine's lease clock, ending when `lease_until` says. What
 //! tasks wait on is in `copy_waits`, limits, schedules and default timeouts in `copy_settings`.
 
-use crate::model::claim::LaneKey;
 use crate::model::copy::{
     conflict, key_taken, lane_key, refuse_damaged, task_difference, CopyAttempt, CopyImport,
     CopyKey, CopyLog, CopyRows, CopyRun, CopySummary, CopyTable, CopyTask,
@@ -13,8 +12,8 @@ use crate::model::error::Result;
 
 use crate::model::task::{Status, TaskRow};
 use crate::storage::sqlite::claim::race::Race;
-use crate::storage::sqlite::clock::{LeaseClock, Now};
-use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::clock::LeaseClock;
+use crate::storage::sqlite::copy_batch::{all, Writing};
 use crate::storage::sqlite::rows::{COLUMNS, COLUMN_COUNT};
 use crate::storage::sqlite::SqliteDriver;
 use crate::storage::sqlite::{copy_settings as settings, copy_waits as waits};
@@ -69,26 +68,6 @@ fn run(r: &Row) -> rusqlite::Result<CopyRun> {
         updated_at: r.get(6)?,
         data: r.get(7)?,
     })
-}
-
-pub(super) fn all<T>(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-    f: impl FnMut(&Row) -> rusqlite::Result<T>,
-) -> Result<Vec<T>> {
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_map(args, f)?
-        .collect::<rusqlite::Result<_>>()?)
-}
-
-/// Where the writes of one batch stand: the transaction, the clocks, lanes made so far.
-pub(super) struct Writing<'t, 'c> {
-    pub(super) tx: &'t WriteTx<'c>,
-    pub(super) now: Now,
-    race: Race,
-    new_lanes: Vec<(LaneKey, i64)>,
 }
 
 impl SqliteDriver {

@@ -7,7 +7,7 @@
 use crate::model::copy::{conflict, full_bucket, limit_key, CopyRows, CopySchedule, CopyTable};
 use crate::model::error::Result;
 use crate::model::limits::{LimitSpec, Rate};
-use crate::storage::sqlite::copy::{all, Writing};
+use crate::storage::sqlite::copy_batch::{all, Writing};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const LIMIT_COLUMNS: &str = "queue, type, concurrency, per, rate_count, rate_period";

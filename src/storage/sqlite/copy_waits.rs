@@ -6,7 +6,7 @@
 
 use crate::model::copy::{conflict, CopyHold, CopyRows, CopyTable};
 use crate::model::error::Result;
-use crate::storage::sqlite::copy::{all, Writing};
+use crate::storage::sqlite::copy_batch::{all, Writing};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 fn hold(r: &Row) -> rusqlite::Result<CopyHold> {

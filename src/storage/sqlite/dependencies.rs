@@ -5,8 +5,8 @@
 use crate::model::dependencies::{self, Ending, HoldStore, Waits, HELD_UNTIL};
 use crate::model::error::Result;
 use crate::model::new_task::NewTask;
-use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::logs::log_in;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Write the dependencies of the tasks just inserted as `ids` (see `model::dependencies`).

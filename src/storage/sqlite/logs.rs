@@ -4,8 +4,25 @@
 use crate::model::error::{Error, Result};
 use crate::model::observe::LogRow;
 use crate::model::time::now_ms;
+use crate::storage::sqlite::db::WriteTx;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::params;
+
+/// One line of a task's log inside the caller's write transaction: the core's own record of a
+/// state change (a retry, a dead letter, a rescue, a cancel).
+pub(crate) fn log_in(
+    tx: &WriteTx,
+    task_id: i64,
+    at: i64,
+    level: &str,
+    message: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO task_logs (task_id, at, level, message) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![task_id, at, level, message])?;
+    Ok(())
+}
 
 impl SqliteDriver {
     /// `level` is one of `LEVELS` (lower case), checked above (`observe::log_level`).

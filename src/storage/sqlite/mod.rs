@@ -9,6 +9,7 @@ pub mod checkpointer;
 pub mod claim;
 pub mod clock;
 pub mod copy;
+mod copy_batch;
 mod copy_settings;
 mod copy_waits;
 pub mod db;

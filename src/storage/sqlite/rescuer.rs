@@ -10,10 +10,10 @@ use crate::model::attempt::{Outcome, Running};
 use crate::model::error::Result;
 use crate::model::lease::{ExpiredAttempt, FailOutcome, ReleasedAttempt};
 use crate::model::time::now_ms;
-use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::clock::Now;
 use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::logs::log_in;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::params;
 

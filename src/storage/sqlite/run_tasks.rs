@@ -10,12 +10,12 @@ use crate::model::runs::{
     HeldRun, InterruptedRun, RecoverRuns, RecoveredRun, RunStartNote, RunVerdict, StartRun,
 };
 use crate::model::task::TaskRow;
-use crate::storage::sqlite::ack::log_in;
 use crate::storage::sqlite::attempts::record_if_running_in;
 use crate::storage::sqlite::claim::new_lease_token;
 use crate::storage::sqlite::claim::race::Race;
 use crate::storage::sqlite::clock::{LeaseClock, Now};
 use crate::storage::sqlite::db::WriteTx;
+use crate::storage::sqlite::logs::log_in;
 use crate::storage::sqlite::rows::COLUMNS;
 use crate::storage::sqlite::SqliteDriver;
 use rusqlite::{params, OptionalExtension};
