@@ -7,13 +7,18 @@ import os
 import time
 
 
-def claim_loop(url, worker_id, queue, batch, hold, out):
+def claim_loop(url, worker_id, queue, batch, hold, out, ready=None, go=None):
     """Claim from `queue` in batches of `batch`, hold each batch `hold` seconds, complete it;
-    stop once nothing is queued or running there. Report the ids this process ran."""
+    stop once nothing is queued or running there. Report the ids this process ran. With `ready`
+    and `go`, say so once the queue is open and wait for every process (a process starts in
+    seconds under wine: the first would otherwise drain the queue alone)."""
     from prismq_queue import Queue
 
     ran = []
     with Queue(url) as q:
+        if ready is not None and go is not None:
+            ready.put(worker_id)
+            go.wait(120)
         while True:
             got = q.claim(worker_id, queues=[queue], limit=batch, lease=60)
             if not got:

@@ -69,7 +69,11 @@ def snapshot(path):
             "logs": {t.id: [vars_of(x) for x in q.logs(t.id)] for t in tasks},
             "attempts": {t.id: [vars_of(x) for x in q.attempts(t.id)] for t in tasks},
             "runs": q.list_runs(),
-            "stats": {k: v for k, v in q.stats().items() if k != "oldest_queued_age_seconds"},
+            "stats": {
+                k: [{f: x for f, x in limit.items() if f != "tokens"} for limit in v] if k == "limits" else v
+                for k, v in q.stats().items()
+                if k != "oldest_queued_age_seconds"
+            },
             # A limit's tokens refill with time (and start full on a copy): its settings only.
             "limits": [{k: v for k, v in x.items() if k != "tokens"} for x in q.limits()],
             "schedules": q.schedules(),

@@ -7,8 +7,6 @@ clock of the test."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
 
 import pytest
 from limits_helpers import claim_loop, hold_and_hang
@@ -191,12 +189,16 @@ def test_a_limit_frees_its_slot_on_fail_and_cancel(queue):
 
 def run_workers(url, queue, n, batch, hold):
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    out, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [
-        ctx.Process(target=claim_loop, args=(url, f"w{i}", queue, batch, hold, out), daemon=True) for i in range(n)
+        ctx.Process(target=claim_loop, args=(url, f"w{i}", queue, batch, hold, out, ready, go), daemon=True)
+        for i in range(n)
     ]
     for p in procs:
         p.start()
+    for _ in procs:
+        ready.get(timeout=120)
+    go.set()
     return procs, out
 
 
@@ -224,7 +226,7 @@ def max_overlap(tasks):
 def test_a_concurrency_limit_holds_across_worker_processes(queue_url, queue):
     ids = [queue.enqueue("t", i, queue="q") for i in range(60)]
     queue.set_limit("q", concurrency=5)
-    procs, out = run_workers(queue_url, "q", 4, 3, 0.03)
+    procs, out = run_workers(queue_url, "q", 4, 3, 0.1)
     seen = sample_running(queue, "q", procs)
     ran = sorted(i for _ in procs for i in out.get(timeout=30)[2])
     assert ran == ids
@@ -260,7 +262,7 @@ def test_a_killed_worker_leaks_no_slot(queue_url, queue):
     p.start()
     held = ready.get(timeout=60)
     assert len(held) == 3
-    os.kill(p.pid, signal.SIGKILL)
+    p.kill()  # SIGKILL; TerminateProcess on Windows
     p.join(30)
     assert queue.limits()[0]["running"] == 3
     assert queue.claim("w", queues=["q"], limit=5) == []

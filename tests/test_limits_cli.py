@@ -30,13 +30,18 @@ def queue_url(request, tmp_path):
 
 def cli(url, *args):
     """``python -m prismq_queue ARGS --db URL`` as a process of its own: (exit code, stdout, stderr)."""
-    p = subprocess.run(
-        [sys.executable, "-m", "prismq_queue", *map(str, args), "--db", url],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    for _ in range(3):
+        p = subprocess.run(
+            [sys.executable, "-m", "prismq_queue", *map(str, args), "--db", url],
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # 0xC0000142, STATUS_DLL_INIT_FAILED: wine could not start the process at all (seen under
+        # load in CI's Windows stage); the command never ran, so running it again is the same test.
+        if p.returncode != 0xC0000142:
+            break
     for stream in (p.stdout, p.stderr):
         assert "Traceback" not in stream, stream
         assert PASSWORD not in stream, stream
@@ -112,4 +117,5 @@ def test_a_limit_set_on_the_command_line_holds_back_another_process(queue_url):
         for t in claimed:
             q.complete(t)
         assert cli(queue_url, "limit", "remove", "tests")[0] == 0
-        assert [t.id for t in q.claim("w1", queues=["tests"], limit=10)] == [i for i in ids if i not in {t.id for t in claimed}]
+        taken = {t.id for t in claimed}
+        assert [t.id for t in q.claim("w1", queues=["tests"], limit=10)] == [i for i in ids if i not in taken]
