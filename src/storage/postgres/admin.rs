@@ -173,14 +173,8 @@ impl PgDriver {
             if n == 1 {
                 let old: i64 = old.map_or(priority, |r| r.get(0));
                 if old != priority {
+                    // The feed's trigger records the change (schema `V_FEED_ARRAYS`).
                     log_in(tx, id, now, "info", &priority_changed(old, priority))?;
-                    // The feed's trigger does not record a priority alone; this change reorders
-                    // the queue, so it is recorded here, for the change feed to report.
-                    tx.execute(
-                        "INSERT INTO task_changes (xid, task_ids, created)
-                         VALUES (pg_current_xact_id()::text::bigint, ARRAY[$1::bigint], false)",
-                        &[&id],
-                    )?;
                 }
                 Ok(true)
             } else if exists(tx, id)? {

@@ -131,12 +131,7 @@ impl PgDriver {
         }
         if tasks.len() >= COPY_FROM && c.keys.iter().all(Option::is_none) {
             copy_in(tx, &c, now, race_clock)?;
-            let mut lanes = c.lanes.clone();
-            lanes.sort_unstable();
-            lanes.dedup();
-            for lane in lanes {
-                self.notify_in(tx, lane)?;
-            }
+            self.notify_all_in(tx, c.lanes.iter().copied());
             if tasks.iter().any(|t| !t.after.is_empty()) {
                 dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;
             }
@@ -165,12 +160,7 @@ impl PgDriver {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let mut lanes: Vec<i64> = inserted.values().copied().collect();
-        lanes.sort_unstable();
-        lanes.dedup();
-        for lane in lanes {
-            self.notify_in(tx, lane)?;
-        }
+        self.notify_all_in(tx, inserted.values().copied());
         if inserted.len() == tasks.len() {
             if tasks.iter().any(|t| !t.after.is_empty()) {
                 dependencies::hold_new(tx, tasks, &c.ids, &vec![true; tasks.len()], now)?;

@@ -154,6 +154,13 @@ impl PgDriver {
         Ok(())
     }
 
+    /// `notify_in` for every lane of a batch, each once.
+    pub(crate) fn notify_all_in(&self, tx: &mut Tx, lanes: impl IntoIterator<Item = i64>) {
+        tx.claimable.extend(lanes);
+        tx.claimable.sort_unstable();
+        tx.claimable.dedup();
+    }
+
     /// Send the notification of the lanes `tx` made claimable that this process did not notify
     /// within `THROTTLE`; returns them, for `sent` once the transaction has committed.
     pub(crate) fn send_in(&self, tx: &mut Tx) -> Result<Vec<i64>> {

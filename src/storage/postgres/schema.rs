@@ -246,7 +246,8 @@ CREATE TRIGGER tasks_updated AFTER UPDATE ON tasks
 
 /// The change feed's rows hold a statement's task ids as one array, not one row per task: a
 /// batch of 1,000 writes one row and one index entry instead of 1,000 (the per-row inserts were
-/// a third of `enqueue_many`'s server time). Rows already there become one-element arrays.
+/// a third of `enqueue_many`'s server time). Rows already there become one-element arrays. A
+/// priority change is now recorded too: it reorders the queue (`queue:updated` on the web).
 const V_FEED_ARRAYS: &str = r#"
 ALTER TABLE task_changes ADD COLUMN task_ids bigint[];
 UPDATE task_changes SET task_ids = ARRAY[task_id];
@@ -267,8 +268,9 @@ BEGIN
     INSERT INTO task_changes (xid, task_ids, created)
     SELECT pg_current_xact_id()::text::bigint, array_agg(n.id), false
     FROM updated_new n JOIN updated_old o ON o.id = n.id
-    WHERE (n.status, n.attempts, n.started_at, n.progress, n.step, n.message, n.error)
-          IS DISTINCT FROM (o.status, o.attempts, o.started_at, o.progress, o.step, o.message, o.error)
+    WHERE (n.status, n.attempts, n.started_at, n.progress, n.step, n.message, n.error, n.priority)
+          IS DISTINCT FROM
+          (o.status, o.attempts, o.started_at, o.progress, o.step, o.message, o.error, o.priority)
     HAVING count(*) > 0;
     RETURN NULL;
 END $$;

@@ -381,7 +381,7 @@ fn feed_rows_of_version_4_become_arrays_and_a_batch_writes_one_row() {
         "the batch's forty tasks in one row"
     );
     assert_eq!(rows(&db), 42);
-    // A cursor reads every task of an array row, and the row set_priority writes itself.
+    // A cursor reads every task of an array row, and the row of a priority change.
     let mut cur = cursor(&q, None);
     q.set_priority(ids[0], 5).unwrap();
     q.cancel(ids[1]).unwrap();
