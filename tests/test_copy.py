@@ -60,6 +60,11 @@ COPIED = {"tasks": 11, "attempts": 2, "runs": 1, "retry_policies": 1, "dependenc
           "limits": 2, "schedules": 2, "queue_timeouts": 2}
 
 
+# A limit's figures that move with the clock: its bucket's tokens, and the tasks a rate holds back
+# until they refill (seen moving between two snapshots under wine; the cause was not traced).
+CLOCKED = ("tokens", "waiting")
+
+
 def snapshot(path):
     """Everything a user reads back, field by field."""
     with Queue(path) as q:
@@ -70,12 +75,12 @@ def snapshot(path):
             "attempts": {t.id: [vars_of(x) for x in q.attempts(t.id)] for t in tasks},
             "runs": q.list_runs(),
             "stats": {
-                k: [{f: x for f, x in limit.items() if f != "tokens"} for limit in v] if k == "limits" else v
+                k: [{f: x for f, x in limit.items() if f not in CLOCKED} for limit in v] if k == "limits" else v
                 for k, v in q.stats().items()
                 if k != "oldest_queued_age_seconds"
             },
             # A limit's tokens refill with time (and start full on a copy): its settings only.
-            "limits": [{k: v for k, v in x.items() if k != "tokens"} for x in q.limits()],
+            "limits": [{k: v for k, v in x.items() if k not in CLOCKED} for x in q.limits()],
             "schedules": q.schedules(),
             "timeouts": {name: q.default_timeout(name) for name in ("default", "mail", "slow")},
         }
