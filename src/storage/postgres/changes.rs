@@ -2,9 +2,11 @@
 //! feed's meaning (storage/sqlite/changes.rs) but not its method: ids from a sequence commit out
 //! of order, so "ids above the highest seen" could pass over a task committed later.
 //!
-//! Instead, triggers on `tasks` (schema V4; one array row per statement since V5) add a row
-//! `(xid, task_ids, created)` to `task_changes` for the tasks a statement inserts or changes in
-//! what the feed reports, `xid` being the writing transaction's id. A look runs in one REPEATABLE READ snapshot and takes the
+//! Instead, each statement that inserts tasks, and a trigger on `tasks` for each statement that
+//! changes them in what the feed reports, add one row `(xid, task_ids, created)` to
+//! `task_changes`, `xid` being the writing transaction's id (schema V4; one array row per
+//! statement since V5; inserts write their own row since `V_FEED_BY_WRITERS`, see
+//! `RECORD_CREATED`). A look runs in one REPEATABLE READ snapshot and takes the
 //! rows of the transactions that snapshot sees and the previous look's did not: those that were
 //! in flight then (`xip`) and those that began after it (`xid >= xmax`). A committed transaction
 //! is visible to exactly one first snapshot, so its rows are taken exactly once, whatever order
@@ -43,6 +45,22 @@ const PRUNE_BATCH: i64 = 50_000;
 
 const COLS: &str = "id, type, queue, status, progress, step, message, created_at, updated_at, \
                     attempts, max_attempts, locked_by, error, started_at, finished_at";
+
+/// The feed's row for tasks a transaction created, `$1` their ids (none: no row). Every
+/// statement that inserts into `tasks` must record its new ids so, in its own transaction
+/// (`tests::changes::every_insert_into_tasks_records_its_ids` holds the source to it): no
+/// trigger does it since `V_FEED_BY_WRITERS`.
+pub(crate) const RECORD_CREATED: &str = "INSERT INTO task_changes (xid, task_ids, created)
+     SELECT pg_current_xact_id()::text::bigint, $1::bigint[], true
+     WHERE cardinality($1::bigint[]) > 0";
+
+/// Record in `tx` that it created the tasks `ids` (see `RECORD_CREATED`).
+pub(crate) fn record_created(tx: &mut Tx, ids: &[i64]) -> Result<()> {
+    if !ids.is_empty() {
+        tx.execute(RECORD_CREATED, &[&ids])?;
+    }
+    Ok(())
+}
 
 /// The snapshot of the look's transaction; the first statement of it, so it is the one every
 /// later read of the look uses.

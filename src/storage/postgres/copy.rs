@@ -10,6 +10,7 @@ use crate::model::copy::{
     CopyRows, CopyRun, CopySummary, CopyTable, CopyTask,
 };
 use crate::model::error::Result;
+use crate::storage::postgres::changes::record_created;
 
 use crate::storage::postgres::rows::{task_row, COLUMNS, COLUMN_COUNT};
 use crate::storage::postgres::statements::Tx;
@@ -342,6 +343,7 @@ impl PgDriver {
         } else {
             None
         };
+        let mut inserted = Vec::new();
         for t in tasks {
             let id = t.row.id;
             match held.get(&id) {
@@ -356,12 +358,15 @@ impl PgDriver {
                     }
                     if let (Some(lanes), Some(insert)) = (lanes.as_deref_mut(), &insert) {
                         self.copy_insert_task(tx, insert, lanes, t)?;
+                        inserted.push(id);
                     }
                 }
             }
             count(held.contains_key(&id));
         }
         if writing {
+            // Watchers of the destination see the copied tasks as created, as enqueued ones.
+            record_created(tx, &inserted)?;
             advance(tx, TASK_IDS, ids.iter().copied().max())?;
             let tokens = tasks.iter().filter_map(|t| t.row.lease_token).max();
             advance(tx, LEASE_TOKENS, tokens)?;

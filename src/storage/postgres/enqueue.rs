@@ -16,8 +16,10 @@ use std::collections::HashMap;
 /// The batch's ids are taken from the sequence first, so each task knows its id whatever order
 /// the INSERT writes rows in; a task whose key already exists (in the table, or earlier in the
 /// batch) inserts nothing and is looked up by its key. Each task draws its weighted-random race
-/// key from the race's clock, read once for the batch (see `claim`): `$14`.
+/// key from the race's clock, read once for the batch (see `claim`): `$14`. The change feed's row
+/// names the tasks inserted (`changes::RECORD_CREATED`), in the same statement.
 const INSERT: &str = "
+    WITH ins AS (
     INSERT INTO tasks (id, lane_id, type, queue, payload, priority, status, max_attempts, run_after,
                        created_at, updated_at, requires, timeout_ms, retry_policy, idempotency_key,
                        wkey)
@@ -29,7 +31,24 @@ const INSERT: &str = "
          AS t (id, lane_id, type, queue, payload, priority,
                max_attempts, run_after, requires, timeout_ms, retry_policy, idempotency_key)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, lane_id";
+    RETURNING id, lane_id),
+    feed AS (
+        INSERT INTO task_changes (xid, task_ids, created)
+        SELECT pg_current_xact_id()::text::bigint, array_agg(id), true FROM ins
+        HAVING count(*) > 0)
+    SELECT id, lane_id FROM ins";
+
+/// The clock, the race's clock and the batch's ids, taken before the rows are built.
+const START: &str = "SELECT now_ms(), race_clock(),
+                            array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))";
+/// `START` for a batch going in by COPY, which inserts every id it takes: the change feed's row
+/// for them is written here, saving a round trip (`changes::RECORD_CREATED`).
+const START_COPY: &str = "
+    WITH ids AS (SELECT array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint)) AS a),
+    feed AS (
+        INSERT INTO task_changes (xid, task_ids, created)
+        SELECT pg_current_xact_id()::text::bigint, a, true FROM ids)
+    SELECT now_ms(), race_clock(), a FROM ids";
 
 /// The same columns for COPY, the race key drawn by `copy_in`.
 const COPY: &str = "
@@ -56,21 +75,22 @@ const COPY_TYPES: &[Type] = &[
 /// Below this many tasks the INSERT's one round trip beats COPY's setup.
 const COPY_FROM: usize = 32;
 
-/// The columns of a batch, one array each, in `INSERT`'s parameter order.
+/// The columns of a batch, one array each, in `INSERT`'s parameter order; the texts borrowed from
+/// the tasks (a batch's copies of them were a fifth of the client's time).
 #[derive(Default)]
-struct Columns {
+struct Columns<'a> {
     ids: Vec<i64>,
     lanes: Vec<i64>,
-    types: Vec<String>,
-    queues: Vec<String>,
-    payloads: Vec<String>,
+    types: Vec<&'a str>,
+    queues: Vec<&'a str>,
+    payloads: Vec<&'a str>,
     priorities: Vec<i64>,
     max_attempts: Vec<i64>,
     run_after: Vec<i64>,
     requires: Vec<Option<String>>,
     timeouts: Vec<Option<i64>>,
     retry: Vec<Option<String>>,
-    keys: Vec<Option<String>>,
+    keys: Vec<Option<&'a str>>,
 }
 
 impl PgDriver {
@@ -106,30 +126,36 @@ impl PgDriver {
         tasks: &[NewTask],
         new_lanes: &mut Vec<(LaneKey, i64)>,
     ) -> Result<Vec<i64>> {
-        let lane_keys: Vec<LaneKey> = tasks.iter().map(lane_key).collect();
-        let row = tx.query_one(
-            "SELECT now_ms(), race_clock(),
-                        array(SELECT nextval('task_ids') FROM generate_series(1, $1::bigint))",
-            &[&(tasks.len() as i64)],
-        )?;
+        let copying = tasks.len() >= COPY_FROM && tasks.iter().all(|t| t.idempotency_key.is_none());
+        let start = if copying { START_COPY } else { START };
+        let row = tx.query_one(start, &[&(tasks.len() as i64)])?;
         let now: i64 = row.get(0);
         let race_clock: f64 = row.get(1);
         let mut c = Columns {
             ids: row.get(2),
             ..Columns::default()
         };
-        let mut lane_of: HashMap<&LaneKey, i64> = HashMap::new();
-        for (t, key) in tasks.iter().zip(&lane_keys) {
-            let lane = match lane_of.get(key) {
-                Some(id) => *id,
-                None => {
-                    let id = self.lane_id_in(tx, key, new_lanes)?;
-                    *lane_of.entry(key).or_insert(id)
+        let mut lane_of: HashMap<LaneKey, i64> = HashMap::new();
+        let mut previous: Option<(&NewTask, i64)> = None;
+        for t in tasks {
+            // A batch's tasks mostly share their lane with the task before: no key is built.
+            let lane = match previous {
+                Some((p, id)) if same_lane(p, t) => id,
+                _ => {
+                    let key = lane_key(t);
+                    match lane_of.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = self.lane_id_in(tx, &key, new_lanes)?;
+                            *lane_of.entry(key).or_insert(id)
+                        }
+                    }
                 }
             };
+            previous = Some((t, lane));
             c.push(t, lane, now)?;
         }
-        if tasks.len() >= COPY_FROM && c.keys.iter().all(Option::is_none) {
+        if copying {
             copy_in(tx, &c, now, race_clock)?;
             self.notify_all_in(tx, c.lanes.iter().copied());
             if tasks.iter().any(|t| !t.after.is_empty()) {
@@ -173,7 +199,7 @@ impl PgDriver {
             .iter()
             .zip(&c.keys)
             .filter(|(id, _)| !inserted.contains_key(id))
-            .filter_map(|(_, k)| k.as_deref())
+            .filter_map(|(_, k)| *k)
             .collect();
         let existing: HashMap<String, i64> = tx
             .query(
@@ -188,7 +214,7 @@ impl PgDriver {
             .iter()
             .zip(&c.keys)
             .map(|(id, key)| match key {
-                Some(k) if !inserted.contains_key(id) => existing[k.as_str()],
+                Some(k) if !inserted.contains_key(id) => existing[*k],
                 _ => *id,
             })
             .collect();
@@ -229,18 +255,18 @@ fn copy_in(tx: &mut Tx, c: &Columns, now: i64, race_clock: f64) -> Result<()> {
     Ok(())
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     /// Task `t` of lane `lane` as one more row, due at its time (or `now` plus its delay).
-    fn push(&mut self, t: &NewTask, lane: i64, now: i64) -> Result<()> {
+    fn push(&mut self, t: &'a NewTask, lane: i64, now: i64) -> Result<()> {
         let run_after = match (t.run_after, t.delay_ms) {
             (Some(at), _) => at,
             (None, Some(d)) => crate::model::time::later("delay", now, d)?,
             (None, None) => now,
         };
         self.lanes.push(lane);
-        self.types.push(t.task_type.clone());
-        self.queues.push(t.queue.clone());
-        self.payloads.push(t.payload.clone());
+        self.types.push(&t.task_type);
+        self.queues.push(&t.queue);
+        self.payloads.push(&t.payload);
         self.priorities.push(t.priority);
         self.max_attempts.push(t.max_attempts);
         self.run_after.push(run_after);
@@ -252,9 +278,14 @@ impl Columns {
                 .map(|r| serde_json::to_string(&r))
                 .transpose()?,
         );
-        self.keys.push(t.idempotency_key.clone());
+        self.keys.push(t.idempotency_key.as_deref());
         Ok(())
     }
+}
+
+/// Whether tasks `a` and `b` are in the same lane (`lane_key`'s parts compared in place).
+fn same_lane(a: &NewTask, b: &NewTask) -> bool {
+    a.queue == b.queue && a.task_type == b.task_type && a.requires == b.requires
 }
 
 /// The lane of a task: its queue, type and canonical `requires` text ('' when it requires

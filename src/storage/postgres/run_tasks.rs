@@ -13,6 +13,7 @@ use crate::model::runs::{
 };
 use crate::model::task::TaskRow;
 use crate::storage::postgres::attempts::record_if_running_in;
+use crate::storage::postgres::changes::record_created;
 use crate::storage::postgres::logs::log_in;
 use crate::storage::postgres::rows::{task_row, COLUMNS};
 use crate::storage::postgres::statements::Tx;
@@ -192,6 +193,7 @@ fn insert_run_task(
         return Ok(None);
     };
     let row = task_row(&row)?;
+    record_created(tx, &[row.id])?;
     log_in(tx, row.id, lease.now, "info", &note.log_message)?;
     Ok(Some(row))
 }

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[&str] = &[
     V_QUEUE_TIMEOUTS,
     V_WORKER_CONCURRENCY,
     V_SCHEDULES,
+    V_FEED_BY_WRITERS,
 ];
 
 /// The newest schema version this build understands.
@@ -344,6 +345,20 @@ CREATE TABLE schedules (
     updated_at bigint NOT NULL
 );
 CREATE INDEX schedules_due ON schedules (next_run) WHERE NOT paused;
+"#;
+
+/// The change feed's rows for new tasks are written by the statements that insert them
+/// (`changes::RECORD_CREATED`), not by a trigger: an AFTER INSERT trigger with a transition table
+/// copies every inserted row into a tuple store and aggregates it again, about a tenth of a large
+/// `enqueue_many` (benches/README.md). Every insert path knows its new ids already; the trigger
+/// for updates stays, since many statements change tasks.
+const V_FEED_BY_WRITERS: &str = r#"
+DROP TRIGGER tasks_inserted ON tasks;
+DROP FUNCTION tasks_record_inserts();
+-- A batch's row holds 8 bytes per task: 1,000 tasks make an array past the 2 kB at which
+-- PostgreSQL compresses (pglz, a tenth of the batch's server time for ids it reads once).
+-- Stored out of line as they are, they cost a plain write.
+ALTER TABLE task_changes ALTER COLUMN task_ids SET STORAGE EXTERNAL;
 "#;
 
 /// Create the schema if missing and bring it up to `SCHEMA_VERSION`, or refuse a schema of a

@@ -9,6 +9,7 @@ use crate::model::error::Error;
 use crate::model::lease::Failure;
 use crate::model::new_task::NewTask;
 use crate::model::strategy::Strategy;
+use crate::storage::postgres::changes::RECORD_CREATED;
 use crate::storage::postgres::PgDriver;
 use std::collections::HashMap;
 
@@ -121,17 +122,104 @@ fn a_task_seen_through_its_life() {
     );
 }
 
-/// A task inserted by hand in `tx`, in the lane of the queue's `x` tasks.
+/// A task inserted by hand in `tx`, in the lane of the queue's `x` tasks, recorded in the feed
+/// as every insert path records its tasks.
 fn insert_in(tx: &mut postgres::Transaction, lane: i64) -> i64 {
-    tx.query_one(
-        "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts,
-                            run_after, created_at, updated_at)
-         VALUES ($1, 'x', 'default', 'null', 100, 'queued', 3, now_ms(), now_ms(), now_ms())
-         RETURNING id",
-        &[&lane],
+    let id = tx
+        .query_one(
+            "INSERT INTO tasks (lane_id, type, queue, payload, priority, status, max_attempts,
+                                run_after, created_at, updated_at)
+             VALUES ($1, 'x', 'default', 'null', 100, 'queued', 3, now_ms(), now_ms(), now_ms())
+             RETURNING id",
+            &[&lane],
+        )
+        .unwrap()
+        .get(0);
+    tx.execute(RECORD_CREATED, &[&vec![id]]).unwrap();
+    id
+}
+
+/// The ids the feed says were created, sorted, and the ids of every task in the table: equal
+/// when each insert recorded each of its tasks exactly once.
+pub(super) fn created_and_held(db: &super::util::TestDb) -> (Vec<i64>, Vec<i64>) {
+    let mut c = db.client();
+    let ids = |c: &mut postgres::Client, sql: &str| -> Vec<i64> {
+        c.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    (
+        ids(
+            &mut c,
+            "SELECT x FROM task_changes, unnest(task_ids) AS x WHERE created ORDER BY x",
+        ),
+        ids(&mut c, "SELECT id FROM tasks ORDER BY id"),
     )
-    .unwrap()
-    .get(0)
+}
+
+/// No trigger writes the feed's rows of new tasks (`V_FEED_BY_WRITERS`): each insert path does,
+/// by one statement, for exactly the tasks it inserted (a key held already inserts nothing).
+#[test]
+fn every_way_of_creating_a_task_records_it_once() {
+    let (db, q) = pg_or_skip!();
+    q.enqueue(&NewTask::new("x", "null")).unwrap();
+    let keyed = |key: &str| {
+        let mut t = NewTask::new("x", "null");
+        t.idempotency_key = Some(key.into());
+        t
+    };
+    q.enqueue(&keyed("a")).unwrap();
+    // The INSERT path, with a key held and one repeated within the batch.
+    let ids = q
+        .enqueue_many(&[
+            keyed("a"),
+            keyed("b"),
+            keyed("b"),
+            NewTask::new("y", "null"),
+        ])
+        .unwrap();
+    assert_eq!(ids[1], ids[2]);
+    // The COPY path.
+    q.enqueue_many(&vec![NewTask::new("x", "null"); 40])
+        .unwrap();
+    // A run's first start inserts its task; a second start of it inserts nothing.
+    q.start_run(&super::runs::start("r1", "app-1")).unwrap();
+    let (created, held) = created_and_held(&db);
+    assert_eq!(held.len(), 1 + 1 + 2 + 40 + 1);
+    assert_eq!(created, held);
+    // A batch that fails writes no feed row: its transaction is rolled back whole.
+    let mut bad = vec![NewTask::new("x", "null"); 40];
+    bad[39].delay_ms = Some(i64::MAX);
+    assert!(q.enqueue_many(&bad).is_err());
+    assert_eq!(created_and_held(&db), (created, held));
+}
+
+/// Every statement of the PostgreSQL storage that inserts into `tasks` sits in a file that also
+/// writes the change feed's row (`RECORD_CREATED`, `record_created` or its own CTE): without the
+/// insert trigger, a new insert path that forgot it would leave watchers blind to its tasks.
+#[test]
+fn every_insert_into_tasks_records_its_ids() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage/postgres");
+    let mut inserting = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let inserts = text.contains("INSERT INTO tasks ") || text.contains("COPY tasks ");
+            if inserts {
+                inserting.push(path.file_name().unwrap().to_string_lossy().into_owned());
+                assert!(
+                    text.contains("record_created") || text.contains("INSERT INTO task_changes"),
+                    "{} inserts tasks but records no change feed row",
+                    path.display()
+                );
+            }
+        }
+    }
+    inserting.sort();
+    assert_eq!(inserting, ["copy.rs", "enqueue.rs", "run_tasks.rs"]);
 }
 
 #[test]

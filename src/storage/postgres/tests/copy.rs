@@ -126,10 +126,14 @@ fn tables_are_written_with_their_ids_once_and_sequences_move_past_them() {
         assert_eq!((got.new, got.same), (batch.len() as u64, 0));
     }
     assert_eq!(dump(&dst), rows);
+    // Watchers of the destination are told of each copied task once, as of an enqueued one.
+    let (created, held) = super::changes::created_and_held(&b);
+    assert_eq!((created.len(), &created), (5, &held));
     for batch in &rows {
         let got = dst.copy_import(batch, true).unwrap();
         assert_eq!((got.new, got.same), (0, batch.len() as u64));
     }
+    assert_eq!(super::changes::created_and_held(&b), (created, held));
     assert_eq!(dump(&dst), rows);
     let summary = dst.copy_summary().unwrap();
     assert_eq!(

@@ -23,7 +23,7 @@ fn record(id: &str, module: &str, status: &str, created: i64, done: Option<i64>)
     }
 }
 
-fn start(run_id: &str, worker: &str) -> StartRun {
+pub(super) fn start(run_id: &str, worker: &str) -> StartRun {
     StartRun {
         run_id: run_id.into(),
         task_type: "module.a".into(),
