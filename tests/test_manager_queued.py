@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -229,6 +230,36 @@ async def test_a_run_id_running_in_another_live_process_is_not_started_twice(pat
             assert mgr.queue.find("shared-run").status == "running"  # the other process still holds it
     finally:
         hard_kill(other)
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        "worker-1",  # not a manager's id at all
+        "otherhost-1-runs-abc",  # a manager of another host: whether it lives cannot be told here
+        f"{socket.gethostname()}-1-worker-abc",  # this host's pid 1, but not a manager's row
+        f"{socket.gethostname()}-{os.getpid()}-runs-gone",  # this process, no manager of that token
+        f"{socket.gethostname()}-{os.getpid()}-runs-",  # ... and one whose token is empty
+    ],
+)
+async def test_a_run_row_is_taken_over_only_from_a_manager_known_to_be_dead(path, holder):
+    """A manager takes a running run's row over only from a crashed manager process of this host;
+    a row held by anything else keeps its holder, and the start fails saying it runs already."""
+    with Queue(path) as q:
+        q.start_run("held-run", "m", {}, worker_id=holder, queue="runs", lease=60)
+    async with QueuedTaskManager(path, RunRegistry(path), auto_recover=False) as mgr:
+        run = Run(run_id="held-run", module_id="m")
+        mgr.start_task(run, asyncio.sleep(0))
+        await mgr.wait_all()
+        ours = holder.endswith("-runs-gone") or holder.endswith("-runs-")
+        if ours:
+            # This process's pid with a token no live manager here holds: an earlier process that
+            # had the same pid (a restarted container), so the row is taken over.
+            assert run.status == RunStatus.COMPLETED, run.error_message
+            assert mgr.queue.find("held-run").attempts == 2
+        else:
+            assert run.status == RunStatus.FAILED and "already running" in run.error_message
+            assert mgr.queue.find("held-run").locked_by == holder
 
 
 # ---------------------------------------------------------------------------- durable work

@@ -67,3 +67,38 @@ impl Default for DbOptions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::error::Error;
+
+    fn refused(o: QueueOptions) -> String {
+        match o.validate() {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The core checks what a Rust caller sets, as the binding checks what Python passes.
+    #[test]
+    fn options_out_of_range_are_refused_saying_which() {
+        assert!(QueueOptions::default().validate().is_ok());
+        let mut o = QueueOptions::default();
+        o.db.busy_timeout = Duration::from_secs(u64::MAX / 4);
+        assert!(refused(o).starts_with("busy_timeout must be"));
+        let o = QueueOptions {
+            stale_worker_after_ms: 0,
+            ..QueueOptions::default()
+        };
+        assert!(refused(o).starts_with("stale_worker_after must be a positive"));
+        let o = QueueOptions {
+            max_payload_bytes: 0,
+            ..QueueOptions::default()
+        };
+        assert_eq!(
+            refused(o),
+            "max_payload_bytes must be a positive number of bytes, got 0"
+        );
+    }
+}

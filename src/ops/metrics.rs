@@ -3,22 +3,17 @@
 use crate::engine::queue::Queue;
 use crate::model::error::Result;
 use crate::model::metrics::Metrics;
-use crate::model::observe::DEFAULT_WINDOW_MS;
 use crate::model::time::{check_duration, Least};
 
 impl Queue {
-    /// Everything an operator watches, with rates and percentiles over the last `window_ms`.
+    /// Everything an operator watches, with rates and percentiles over the last `window_ms`
+    /// (the binding passes `model::observe::DEFAULT_WINDOW_MS` when the caller gives none).
     /// The keys are listed in docs/architecture.md ("Observability").
     pub fn metrics_over(&self, window_ms: i64) -> Result<Metrics> {
         check_duration("window", window_ms, Least::Positive)?;
         let mut m = self.driver.metrics(window_ms)?;
         m.limits = self.driver.limit_list(None)?;
         Ok(m)
-    }
-
-    /// `metrics_over` the default window.
-    pub fn metrics(&self) -> Result<Metrics> {
-        self.metrics_over(DEFAULT_WINDOW_MS)
     }
 }
 
