@@ -95,7 +95,7 @@ def test_only_lines(text: str) -> set[int]:
     """Lines of #[cfg(test)] items (rustfmt'ed: an item's closing brace is at its own indentation)."""
     lines, skip, i = text.splitlines(), set[int](), 0
     while i < len(lines):
-        if lines[i].strip() == "#[cfg(test)]":
+        if re.fullmatch(r"#\[cfg\((test|all\(test,.*)\)\]", lines[i].strip()):
             j = i + 1
             while j < len(lines) and lines[j].lstrip().startswith("#["):
                 j += 1
