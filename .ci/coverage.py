@@ -43,10 +43,16 @@ def log(msg: str) -> None:
     print(f"coverage: {msg}", file=sys.stderr, flush=True)
 
 
+def plain_env() -> dict[str, str]:
+    """This process's environment without cargo-llvm-cov's (which its own commands must not inherit)."""
+    wrapped = "cargo-llvm-cov" in os.environ.get("RUSTC_WRAPPER", "")
+    return {k: v for k, v in os.environ.items() if "CARGO_LLVM_COV" not in k and not (wrapped and k == "RUSTC_WRAPPER")}
+
+
 def cargo_env() -> dict[str, str]:
     """cargo-llvm-cov's instrumentation: a rustc wrapper that instruments this crate only."""
     env = {}
-    for line in out_of(["cargo", "llvm-cov", "show-env", "--sh"], cwd=ROOT).splitlines():
+    for line in out_of(["cargo", "llvm-cov", "show-env", "--sh"], cwd=ROOT, env=plain_env()).splitlines():
         m = re.fullmatch(r"export (\w+)=(.*)", line.strip())
         if m:
             env[m[1]] = shlex.split(m[2])[0] if m[2] else ""
@@ -69,7 +75,7 @@ def start() -> dict[str, str]:
 
 def clean_workspace(env: dict[str, str]) -> None:
     """Removes the crate's build artifacts (cargo-llvm-cov finds the target directory in env)."""
-    out_of(["cargo", "llvm-cov", "clean", "--workspace"], cwd=ROOT, env={**os.environ, **env})
+    out_of(["cargo", "llvm-cov", "clean", "--workspace"], cwd=ROOT, env={**plain_env(), **env})
 
 
 def env_cmd(off: bool) -> None:
