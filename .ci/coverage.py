@@ -139,6 +139,7 @@ def rust_report(python: str) -> Counts:
     cmd = [llvm_tool("llvm-cov"), "export", "-format=lcov", f"-instr-profile={profdata}"]
     cmd += [f"-ignore-filename-regex={IGNORE}", str(objects[0])] + [f"-object={p}" for p in objects[1:]]
     lcov = out_of(cmd)
+    (OUT / "rust.lcov").write_text(lcov)  # line by line, for finding what no test runs
     hits: dict[str, dict[int, int]] = {}
     current: dict[int, int] = {}
     for line in lcov.splitlines():
