@@ -549,6 +549,16 @@ mod tests {
         assert_eq!(claim(&q, Strategy::Priority).unwrap().id, due);
     }
 
+    /// Sleep until task `id`'s lease has ended on the lease clock too. The wait reads the wall
+    /// clock (`lease_until`); the lease key is on the monotonic clock, whose milliseconds tick at
+    /// another phase, so the key can end up to a millisecond later: one more is waited (without it
+    /// a claim right after the wait could still see the lease running, once in a loaded run).
+    fn wait_out_lease(q: &SqliteDriver, id: i64) {
+        while crate::model::time::now_ms() <= q.get(id).unwrap().lease_until.unwrap() + 1 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn a_lease_handed_out_by_a_trusted_claim_is_rescued_once_it_ends() {
         let (_dir, q) = crate::storage::sqlite::testutil::file_driver();
@@ -563,9 +573,7 @@ mod tests {
         assert_eq!(q.claim(&req).unwrap()[0].id, old);
         // ...a trusted claim before it ends skips the rescue...
         assert_eq!(claim(&q, Strategy::Priority).unwrap().id, others[0]);
-        while crate::model::time::now_ms() <= q.get(old).unwrap().lease_until.unwrap() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_out_lease(&q, old);
         // ...and the first one after it puts `old` back and takes it.
         let again = claim(&q, Strategy::Priority).unwrap();
         assert_eq!((again.id, again.attempts), (old, 2));
@@ -583,9 +591,7 @@ mod tests {
         req.lease_ms = 200;
         assert_eq!(q.claim(&req).unwrap()[0].id, old);
         assert_eq!(claim(&q, Strategy::Priority).unwrap().id, other);
-        while crate::model::time::now_ms() <= q.get(old).unwrap().lease_until.unwrap() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_out_lease(&q, old);
         // This claim puts `old` back in lane a, whose head the memory holds, then chooses.
         let again = claim(&q, Strategy::Priority).unwrap();
         assert_eq!((again.id, again.attempts), (old, 2));
