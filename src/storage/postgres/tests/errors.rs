@@ -321,7 +321,10 @@ fn a_serialization_failure_runs_the_transaction_again_and_a_full_disk_is_disk_fu
         .batch_execute("CREATE TABLE marks (n int)")
         .unwrap();
     let raise = |code: &str| {
-        format!("DO $$ BEGIN RAISE EXCEPTION 'raised here' USING ERRCODE = '{code}'; END $$")
+        format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'raised here' USING ERRCODE = '{code}', \
+             DETAIL = 'the server says more'; END $$"
+        )
     };
     let mut calls = 0;
     q.write(|tx| {
@@ -367,7 +370,30 @@ fn a_serialization_failure_runs_the_transaction_again_and_a_full_disk_is_disk_fu
     let (kind, text) = db_error(&e);
     assert_eq!((kind, calls), (DbErrorKind::DiskFull, 1), "{text}");
     assert!(
-        text.contains("53100") && text.contains("the server's disk is full"),
+        text.contains("53100")
+            && text.contains("raised here (the server says more)")
+            && text.contains("the server's disk is full"),
         "{text}"
     );
+}
+
+#[test]
+fn a_queue_whose_schema_was_dropped_under_its_handle_says_what_the_server_said() {
+    let Some(db) = TestDb::new() else { return };
+    let q = db.open();
+    q.task_insert_many(&[NewTask::new("x", "1")]).unwrap();
+    db.client()
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", db.schema))
+        .unwrap();
+    // An error no hint is written for: its SQLSTATE and the server's words, nothing invented.
+    let e = q.stats(None).unwrap_err();
+    let (kind, text) = db_error(&e);
+    assert_eq!(kind, DbErrorKind::Other, "{text}");
+    assert!(
+        text.starts_with("PostgreSQL error 42") && text.contains("does not exist"),
+        "{text}"
+    );
+    // Opening again makes the schema afresh.
+    assert_eq!(db.open().stats(None).unwrap().total, 0);
+    assert_eq!(q.stats(None).unwrap().total, 0);
 }
