@@ -2,7 +2,7 @@
 //! `ssl=on` and a certificate for `localhost` only (see `util::tls_server`). Every other test's
 //! cluster has ssl off, so they all check `prefer`'s plain fallback.
 
-use super::util::{tls12_server, tls_server, TlsServer};
+use super::util::{tls11_server, tls12_server, tls_server, TlsServer};
 use crate::model::error::{DbErrorKind, Error};
 use crate::model::options::QueueOptions;
 use crate::storage::postgres::PgDriver;
@@ -285,4 +285,18 @@ fn a_damaged_root_certificate_file_is_refused_as_not_pem() {
         "-----BEGIN CERTIFICATE-----\n!!! not base64 !!!\n-----END CERTIFICATE-----\n",
     );
     assert!(said.contains("not PEM"), "{said}");
+}
+
+#[test]
+fn a_server_offering_only_tls_older_than_1_2_is_refused_saying_to_check_its_ssl_settings() {
+    let Some(s) = tls11_server() else { return };
+    let e = refused(&url(s, "localhost", "sslmode=require"));
+    let text = e.to_string();
+    // A setting to fix, not a connection to try again.
+    assert_eq!(e.db_kind(), Some(DbErrorKind::Other), "{text}");
+    assert!(
+        text.contains("ProtocolVersion")
+            && text.contains("the TLS handshake with the server failed: check its ssl settings"),
+        "{text}"
+    );
 }

@@ -213,6 +213,19 @@ pub fn tls12_server() -> Option<&'static TlsServer> {
         .as_ref()
 }
 
+/// As `tls_server`, a cluster that offers only TLS versions before 1.2, which the client does not
+/// speak (an old server's settings): every handshake fails.
+pub fn tls11_server() -> Option<&'static TlsServer> {
+    static SERVER: OnceLock<Option<TlsServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            start_tls_server(
+                " -c ssl_min_protocol_version=TLSv1 -c ssl_max_protocol_version=TLSv1.1",
+            )
+        })
+        .as_ref()
+}
+
 fn start_tls_server(options: &str) -> Option<TlsServer> {
     let Some(bin) = initdb_dir() else {
         // The same rule as `find_server`, which says why when it panics.
