@@ -29,11 +29,6 @@ impl Queue {
         self.driver.run_list(q)
     }
 
-    /// `EXPLAIN QUERY PLAN` of the statement `list_runs` runs for `q`.
-    pub fn explain_list_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
-        self.driver.run_explain_list(q)
-    }
-
     /// Delete one run; false when there was none.
     pub fn delete_run(&self, run_id: &str) -> Result<bool> {
         self.driver.run_delete(run_id)

@@ -222,7 +222,6 @@ pub trait Driver: Send + Sync {
     fn run_save(&self, run: &RunRecord) -> Result<()>;
     fn run_load(&self, run_id: &str) -> Result<Option<String>>;
     fn run_list(&self, q: &RunQuery) -> Result<Vec<String>>;
-    fn run_explain_list(&self, q: &RunQuery) -> Result<Vec<String>>;
     fn run_delete(&self, run_id: &str) -> Result<bool>;
     fn run_purge(&self, completed_before: i64) -> Result<usize>;
     fn run_start(&self, s: &StartRun) -> Result<TaskRow>;

@@ -50,6 +50,8 @@ mod read;
 mod report;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_read;
 mod write;
 
 pub use read::{inspect_legacy, parse_legacy_time};

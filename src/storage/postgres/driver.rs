@@ -281,10 +281,6 @@ impl Driver for PgDriver {
         PgDriver::list_runs(self, q)
     }
 
-    fn run_explain_list(&self, q: &RunQuery) -> Result<Vec<String>> {
-        PgDriver::explain_list_runs(self, q)
-    }
-
     fn run_delete(&self, run_id: &str) -> Result<bool> {
         PgDriver::delete_run(self, run_id)
     }

@@ -24,9 +24,22 @@ const LOST: &str = " (the connection to the server was lost: it restarted or sto
 
 /// A client or server error as the core's error.
 pub fn from_pg(e: postgres::Error) -> Error {
+    from_pg_ref(&e)
+}
+
+/// What `from_pg` says of `e`: the client's own text is only the kind of error ("db error",
+/// "error connecting to server"); this has the cause, the SQLSTATE and the hint.
+pub fn describe(e: &postgres::Error) -> String {
+    match from_pg_ref(e) {
+        Error::Db { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+fn from_pg_ref(e: &postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
+        let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             text = format!("{text}: {s}");
             source = s.source();

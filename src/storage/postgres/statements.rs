@@ -49,6 +49,25 @@ impl Conn {
     }
 }
 
+/// An error of the pool's connections, shown with its cause: r2d2 keeps only the text of the
+/// last failed attempt to connect, and the client's own text is only its kind ("db error" for a
+/// role refused, "error connecting to server" for a server down), so without this the caller
+/// would not learn why.
+#[derive(Debug)]
+pub struct PoolError(pub postgres::Error);
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::errors::describe(&self.0))
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// r2d2's manager for `Conn`: the client crate's own, plus an empty cache per connection.
 #[derive(Debug)]
 pub struct Manager<T>(pub PostgresConnectionManager<T>);
@@ -59,14 +78,14 @@ where
         r2d2::ManageConnection<Connection = Client, Error = postgres::Error>,
 {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = PoolError;
 
-    fn connect(&self) -> Result<Conn, postgres::Error> {
-        Ok(Conn::from(self.0.connect()?))
+    fn connect(&self) -> Result<Conn, PoolError> {
+        Ok(Conn::from(self.0.connect().map_err(PoolError)?))
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
-        self.0.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), PoolError> {
+        self.0.is_valid(&mut conn.client).map_err(PoolError)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {

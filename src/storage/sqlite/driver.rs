@@ -276,10 +276,6 @@ impl Driver for SqliteDriver {
         SqliteDriver::list_runs(self, q)
     }
 
-    fn run_explain_list(&self, q: &RunQuery) -> Result<Vec<String>> {
-        SqliteDriver::explain_list_runs(self, q)
-    }
-
     fn run_delete(&self, run_id: &str) -> Result<bool> {
         SqliteDriver::delete_run(self, run_id)
     }

@@ -6,6 +6,7 @@ mod changes;
 mod claims;
 mod copy;
 mod dependencies;
+mod errors;
 mod faults;
 mod limits;
 mod listen;

@@ -2,7 +2,7 @@
 //! `ssl=on` and a certificate for `localhost` only (see `util::tls_server`). Every other test's
 //! cluster has ssl off, so they all check `prefer`'s plain fallback.
 
-use super::util::{tls_server, TlsServer};
+use super::util::{tls11_server, tls12_server, tls_server, TlsServer};
 use crate::model::error::{DbErrorKind, Error};
 use crate::model::options::QueueOptions;
 use crate::storage::postgres::PgDriver;
@@ -204,4 +204,99 @@ fn require_against_a_server_without_tls_says_to_turn_it_on() {
     assert!(!encrypted(
         &open(&format!("{}&sslmode=prefer", db.url)).unwrap()
     ));
+}
+
+/// The TLS version the server's side of the driver's connection speaks.
+fn tls_version(q: &PgDriver) -> String {
+    q.read(|tx| {
+        let row = tx.query_one(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?;
+        Ok(row.get::<_, String>(0))
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_server_speaking_tls_1_2_only_connects_in_every_mode_and_is_still_checked() {
+    let Some(s) = tls12_server() else { return };
+    let ca = s.ca.to_str().unwrap();
+    // require without a root certificate (no chain check), verify-ca for an address the
+    // certificate does not name (the chain only), verify-full for its host: the handshake's
+    // TLS 1.2 signatures are checked in each.
+    for (host, params) in [
+        ("127.0.0.1", "sslmode=require".to_string()),
+        ("127.0.0.1", format!("sslmode=verify-ca&sslrootcert={ca}")),
+        ("localhost", format!("sslmode=verify-full&sslrootcert={ca}")),
+    ] {
+        let q = open(&url(s, host, &params)).unwrap_or_else(|e| panic!("{params}: {e}"));
+        assert_eq!(tls_version(&q), "TLSv1.2", "{params}");
+        assert_eq!(q.stats(None).unwrap().total, 0);
+    }
+    let other = s.other_ca.to_str().unwrap();
+    let text = refused(&url(
+        s,
+        "localhost",
+        &format!("sslmode=verify-ca&sslrootcert={other}"),
+    ))
+    .to_string();
+    assert!(
+        text.contains("signed by the CA whose certificate sslrootcert names"),
+        "{text}"
+    );
+}
+
+/// `sslrootcert=` naming a file of `text`: refused before any connection is tried.
+fn root_cert_refusal(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("root.pem");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    // Nothing listens there: the file is read, and refused, before connecting.
+    let e = refused(&format!(
+        "postgresql://app:{PASSWORD}@localhost:1/app?sslmode=verify-full&sslrootcert={path}"
+    ));
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("sslrootcert={path} in the URL")),
+        "{text}"
+    );
+    text
+}
+
+#[test]
+fn a_root_certificate_file_holding_no_certificate_is_refused_saying_what_it_must_hold() {
+    // A private key given by mistake for the CA's certificate, and a file of something else.
+    let key = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBzs2mGgWcpNHW/0QIGTJ6u9wRxMvvgCgYSBGQwlcKxC\n-----END PRIVATE KEY-----\n";
+    for text in [key, "not a certificate\n"] {
+        let said = root_cert_refusal(text);
+        assert!(
+            said.contains("holds no certificate") && said.contains("-----BEGIN CERTIFICATE-----"),
+            "{said}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_root_certificate_file_is_refused_as_not_pem() {
+    let said = root_cert_refusal(
+        "-----BEGIN CERTIFICATE-----\n!!! not base64 !!!\n-----END CERTIFICATE-----\n",
+    );
+    assert!(said.contains("not PEM"), "{said}");
+}
+
+#[test]
+fn a_server_offering_only_tls_older_than_1_2_is_refused_saying_to_check_its_ssl_settings() {
+    let Some(s) = tls11_server() else { return };
+    let e = refused(&url(s, "localhost", "sslmode=require"));
+    let text = e.to_string();
+    // A setting to fix, not a connection to try again.
+    assert_eq!(e.db_kind(), Some(DbErrorKind::Other), "{text}");
+    assert!(
+        text.contains("ProtocolVersion")
+            && text.contains("the TLS handshake with the server failed: check its ssl settings"),
+        "{text}"
+    );
 }

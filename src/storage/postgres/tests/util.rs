@@ -201,29 +201,51 @@ pub struct TlsServer {
 /// `PRISMQ_ALLOW_NO_POSTGRES=1` or `PRISMQ_TEST_POSTGRES_URL` and no initdb here.
 pub fn tls_server() -> Option<&'static TlsServer> {
     static SERVER: OnceLock<Option<TlsServer>> = OnceLock::new();
+    SERVER.get_or_init(|| start_tls_server("")).as_ref()
+}
+
+/// As `tls_server`, a cluster that speaks TLS 1.2 at most (an older server's, or a pooler's in
+/// front of it): the handshake's signatures are checked the TLS 1.2 way.
+pub fn tls12_server() -> Option<&'static TlsServer> {
+    static SERVER: OnceLock<Option<TlsServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| start_tls_server(" -c ssl_max_protocol_version=TLSv1.2"))
+        .as_ref()
+}
+
+/// As `tls_server`, a cluster that offers only TLS versions before 1.2, which the client does not
+/// speak (an old server's settings): every handshake fails.
+pub fn tls11_server() -> Option<&'static TlsServer> {
+    static SERVER: OnceLock<Option<TlsServer>> = OnceLock::new();
     SERVER
         .get_or_init(|| {
-            let Some(bin) = initdb_dir() else {
-                // The same rule as `find_server`, which says why when it panics.
-                server()?;
-                eprintln!("TLS tests skipped: they start a cluster of their own and need initdb");
-                return None;
-            };
-            let (url, dir) = start_cluster_with(&bin, make_certificates);
-            let port = url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.split('/').next())
-                .and_then(|p| p.parse().ok())
-                .expect("the cluster's port");
-            Some(TlsServer {
-                port,
-                ca: dir.join("ca.crt"),
-                other_ca: dir.join("other-ca.crt"),
-                dir,
-            })
+            start_tls_server(
+                " -c ssl_min_protocol_version=TLSv1 -c ssl_max_protocol_version=TLSv1.1",
+            )
         })
         .as_ref()
+}
+
+fn start_tls_server(options: &str) -> Option<TlsServer> {
+    let Some(bin) = initdb_dir() else {
+        // The same rule as `find_server`, which says why when it panics.
+        server()?;
+        eprintln!("TLS tests skipped: they start a cluster of their own and need initdb");
+        return None;
+    };
+    let (url, dir) = start_cluster_with(&bin, |dir| make_certificates(dir) + options);
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the cluster's port");
+    Some(TlsServer {
+        port,
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+        dir,
+    })
 }
 
 /// Two CAs and a server certificate for DNS:localhost signed by the first, in `dir`; the
