@@ -27,8 +27,9 @@ DOC = ROOT / "docs" / "coverage.md"
 REASONS = ROOT / "docs" / "coverage-reasons.toml"
 VENV = ROOT / "target" / "coverage-venv"
 TOTAL_BAR, MODULE_BAR = 80.0, 70.0
-# Not product code: dependencies, the standard library, and test files (src/**/tests/*, tests.rs).
-IGNORE = r"/\.cargo/|/rustc/|/target/|/tests/|/tests\.rs$"
+# Not product code: dependencies, the standard library, and test files (src/**/tests/*, tests.rs,
+# tests_*.rs).
+IGNORE = r"/\.cargo/|/rustc/|/target/|/tests/|/tests(_[A-Za-z0-9_]+)?\.rs$"
 BEGIN, END = "<!-- BEGIN generated table -->", "<!-- END generated table -->"
 
 Counts = dict[str, list[int]]  # path from the root -> [lines covered, lines]
