@@ -237,14 +237,16 @@ async def test_a_run_id_running_in_another_live_process_is_not_started_twice(pat
     [
         "worker-1",  # not a manager's id at all
         "otherhost-1-runs-abc",  # a manager of another host: whether it lives cannot be told here
-        f"{socket.gethostname()}-1-worker-abc",  # this host's pid 1, but not a manager's row
-        f"{socket.gethostname()}-{os.getpid()}-runs-gone",  # this process, no manager of that token
-        f"{socket.gethostname()}-{os.getpid()}-runs-",  # ... and one whose token is empty
+        "{host}-1-worker-abc",  # this host's pid 1, but not a manager's row
+        "{host}-{pid}-runs-gone",  # this process, no manager of that token
+        "{host}-{pid}-runs-",  # ... and one whose token is empty
     ],
 )
 async def test_a_run_row_is_taken_over_only_from_a_manager_known_to_be_dead(path, holder):
     """A manager takes a running run's row over only from a crashed manager process of this host;
     a row held by anything else keeps its holder, and the start fails saying it runs already."""
+    # Filled in here, not in the ids: test ids must be the same in every pytest-xdist worker.
+    holder = holder.format(host=socket.gethostname(), pid=os.getpid())
     with Queue(path) as q:
         q.start_run("held-run", "m", {}, worker_id=holder, queue="runs", lease=60)
     async with QueuedTaskManager(path, RunRegistry(path), auto_recover=False) as mgr:
