@@ -103,14 +103,18 @@ def test_ipv6_host_queues_and_verbosity_reach_the_workers(tmp_path, serving):
 
 
 @POSIX_ONLY
-def test_no_auth_on_localhost_warns_without_the_network_warning(tmp_path, serving):
+def test_no_auth_on_localhost_warns_without_the_network_warning_and_off_turns_maintenance_jobs_off(
+    tmp_path, serving
+):
     s = serving("--db", tmp_path / "q.db", "--host", "localhost", "--port", 0, "--workers", 0, "--no-auth",
-                "--handlers", "worker_handlers:REGISTRY")
+                "--handlers", "worker_handlers:REGISTRY", "--retention", "off", "--sweep-interval", "0",
+                "--analyze-interval", "never")
     s.interrupt()
     assert s.wait() == 0, s.output()
     out = s.out.text()
     assert "WARNING: authentication is OFF (--no-auth)" in out
     assert "reachable from other machines" not in out
+    assert "maintenance: sweep off; purge off; analyze off; checkpoint check every 5m" in out
 
 
 @POSIX_ONLY
