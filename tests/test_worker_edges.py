@@ -204,3 +204,39 @@ async def test_cancelling_a_worker_run_as_an_asyncio_task_drains_it_and_hands_it
         t = q.get(tid)
         assert (t.status, t.attempts) == ("queued", 0)  # handed back, the attempt not counted
         assert w.tasks_handed_back == 1 and q.workers() == []
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="another process holding SQLite's write lock is tested on POSIX; the Windows stage runs the worker "
+           "fault tests",
+)
+def test_a_worker_running_only_schedules_rides_out_a_locked_database(tmp_path, caplog):
+    from test_worker_faults import WriteLock
+
+    db = tmp_path / "q.db"
+    caplog.set_level(logging.WARNING, logger="prismq_queue")
+    with Queue(db, busy_timeout=0.2) as q:
+        q.schedule("tick", "job", every=1)
+        # No handlers: the worker claims nothing; with heartbeats a minute apart, its only writes
+        # are the scheduler's passes.
+        w = Worker(q, Registry({}), poll_interval=0.1, heartbeat_interval=60)
+        thread = threading.Thread(target=w.run, kwargs={"install_signal_handlers": False}, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: q.stats()["queued"] >= 1, what="the first periodic task")
+            lock = WriteLock(db)
+            try:
+                wait_until(lambda: "database writes are failing" in caplog.text, what="the outage noticed")
+                assert thread.is_alive()
+                enqueued = q.stats()["queued"]
+            finally:
+                lock.release()
+            wait_until(lambda: "database writes work again" in caplog.text, what="the outage's end")
+            wait_until(lambda: q.stats()["queued"] > enqueued, what="periodic tasks enqueued again")
+        finally:
+            w.stop()
+            thread.join(60)
+        assert not thread.is_alive()
+        assert "periodic tasks not enqueued" not in caplog.text  # a database error is the worker's outage
+        assert "busy" in caplog.text.split("database writes are failing", 1)[1].splitlines()[0].lower()
