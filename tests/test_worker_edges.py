@@ -16,7 +16,7 @@ import pytest
 from serve_helpers import wait_until
 from worker_handlers import Registry
 
-from prismq_queue import Queue, QueueError, Worker
+from prismq_queue import InvalidArgument, Queue, QueueError, Worker
 from prismq_queue.task_context import TaskCancelled
 
 
@@ -240,3 +240,20 @@ def test_a_worker_running_only_schedules_rides_out_a_locked_database(tmp_path, c
         assert not thread.is_alive()
         assert "periodic tasks not enqueued" not in caplog.text  # a database error is the worker's outage
         assert "busy" in caplog.text.split("database writes are failing", 1)[1].splitlines()[0].lower()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"queues": [""]}, "queues must be a non-empty string"),
+        ({"capabilities": {"gpu": object()}}, r"capabilities\['gpu'\] is not JSON-serialisable"),
+    ],
+    ids=["empty-queue-name", "capabilities-not-json"],
+)
+def test_a_worker_whose_claims_the_queue_refuses_stops_at_once_with_the_reason(queue_url, options, message):
+    with Queue(queue_url) as q:
+        tid = q.enqueue("job")
+        w = Worker(q, Registry({"job": lambda ctx: "ran"}), poll_interval=0.1, **options)
+        with pytest.raises(InvalidArgument, match=message):
+            w.run(install_signal_handlers=False)
+        assert q.get(tid).status == "queued" and q.workers() == []  # nothing claimed, no worker row left
