@@ -220,6 +220,25 @@ def test_a_damaged_database_says_to_restore_and_restore_puts_the_backup_in_its_p
         assert q.integrity_check() == []
 
 
+def test_a_target_whose_schema_page_is_damaged_is_kept_and_the_way_out_said(tmp_path):
+    db, bak = tmp_path / "q.db", tmp_path / "q.bak"
+    filled(db)
+    with Queue(db) as q:
+        q.backup(bak)
+    with open(db, "r+b") as f:  # page 1 past the file header: the schema cannot be read
+        f.seek(100)
+        f.write(b"\xa5" * 1900)
+    damaged = db.read_bytes()
+    with pytest.raises(InvalidArgument) as e:
+        Queue.restore(bak, db)
+    assert "is damaged (database disk image is malformed)" in str(e.value)
+    assert "move it aside (keep it to inspect), then restore to this path again" in str(e.value)
+    assert db.read_bytes() == damaged
+    os.replace(db, tmp_path / "q.db.damaged")
+    assert Queue.restore(bak, db)["created"] is True
+    assert len(contents(db)) == 20
+
+
 WRITE_AND_DIE = """
 import os, sys
 from prismq_queue import Queue

@@ -220,6 +220,13 @@ fn restore_into(src: &Connection, target: &str, progress: Progress) -> Result<u6
                  move it away or choose another --db",
                 target = shown(target)
             ))
+        } else if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt)) {
+            // Not known to be a queue: never overwritten, but the way out is said.
+            Error::invalid(format!(
+                "the restore target {target} is damaged ({e}): refusing to overwrite a file it cannot \
+                 identify; move it aside (keep it to inspect), then restore to this path again",
+                target = shown(target)
+            ))
         } else {
             Error::Database(format!(
                 "cannot restore into {target}: {e}",
