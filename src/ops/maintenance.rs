@@ -30,10 +30,6 @@ impl Queue {
         self.driver.checkpoint(mode)
     }
 
-    pub fn vacuum(&self) -> Result<()> {
-        self.driver.vacuum()
-    }
-
     /// `vacuum`, calling `tick()` soon after it starts and then about every 100 ms while it
     /// runs (VACUUM cannot say how far it is). An error from `tick` interrupts the VACUUM, which
     /// then changes nothing.
@@ -60,11 +56,6 @@ impl Queue {
         progress: Progress,
     ) -> Result<BackupReport> {
         self.driver.backup(dest, overwrite, progress)
-    }
-
-    /// An online copy of the database to `dest` (see `backup_with`).
-    pub fn backup(&self, dest: &str) -> Result<BackupReport> {
-        self.backup_with(dest, false, &mut |_, _| Ok(()))
     }
 
     /// Delete finished tasks older than `older_than_ms` in batches (see `purge_with`).

@@ -17,24 +17,18 @@ pub const COLUMN_COUNT: usize = 24;
 impl TaskRow {
     /// A row as stored. Never fails on what a damaged row holds: a column of the wrong type, a
     /// time outside the years 1..9999 or text that is not UTF-8 is read as well as it can be
-    /// and described in `damaged`, so one bad row never takes a listing down. (The status is
-    /// the one column read strictly: the table's CHECK constraint guards it.)
+    /// and described in `damaged`, so one bad row never takes a listing down. That holds for the
+    /// status too: the table's CHECK constraint guards it, but a row written with the checks
+    /// off (`PRAGMA ignore_check_constraints`, a stray tool) may hold any value.
     pub(crate) fn from_row(r: &Row) -> rusqlite::Result<TaskRow> {
         let mut d = Damage::default();
-        let status: String = r.get(5)?;
         let mut row = TaskRow {
             id: r.get(0)?,
             task_type: d.text(r, 1, "type")?,
             queue: d.text(r, 2, "queue")?,
             payload: d.text(r, 3, "payload")?,
             priority: d.int(r, 4, "priority")?,
-            status: Status::parse(&status).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
+            status: d.status(r, 5)?,
             attempts: d.int(r, 6, "attempts")?,
             max_attempts: d.int(r, 7, "max_attempts")?,
             run_after: d.time(r, 8, "run_after")?,
@@ -114,6 +108,23 @@ impl Damage {
                 None
             }
         })
+    }
+
+    /// The status; one that is not a status reads as `failed` (a task that needs a person's
+    /// attention; no claim, cancel or retry matches it, since those select by status in SQL).
+    fn status(&mut self, r: &Row, i: usize) -> rusqlite::Result<Status> {
+        let shown = match r.get_ref(i)? {
+            ValueRef::Text(t) => match std::str::from_utf8(t).map(Status::parse) {
+                Ok(Ok(s)) => return Ok(s),
+                _ => describe(ValueRef::Text(t)),
+            },
+            other => describe(other),
+        };
+        self.note(
+            "status",
+            format!("stored {shown} is not a status; shown as failed"),
+        );
+        Ok(Status::Failed)
     }
 
     fn int(&mut self, r: &Row, i: usize, field: &str) -> rusqlite::Result<i64> {

@@ -22,6 +22,24 @@ pub use restore::restore;
 const VACUUM_PROGRESS_OPS: i32 = 10_000;
 const VACUUM_TICK: Duration = Duration::from_millis(100);
 
+/// The rows of an integrity check (`sql`: `PRAGMA integrity_check` with its limit, if any). A
+/// check that SQLite stops on damage it cannot walk past (SQLITE_CORRUPT) has found a problem:
+/// that error is its one row, rather than an error telling the caller to run the check.
+pub(crate) fn integrity_problems(
+    c: &rusqlite::Connection,
+    sql: &str,
+) -> rusqlite::Result<Vec<String>> {
+    let rows = c
+        .prepare(sql)
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+    match rows {
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Ok(vec![e.to_string()])
+        }
+        other => other,
+    }
+}
+
 impl SqliteDriver {
     /// `mode`: passive (never waits), full, restart or truncate.
     pub fn checkpoint(&self, mode: &str) -> Result<CheckpointResult> {
@@ -96,10 +114,7 @@ impl SqliteDriver {
     /// Problems SQLite finds in the file; empty when it is healthy.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.db.read(|c| {
-            let mut stmt = c.prepare("PRAGMA integrity_check")?;
-            let rows: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let rows = integrity_problems(c, "PRAGMA integrity_check")?;
             Ok(if rows.len() == 1 && rows[0] == "ok" {
                 Vec::new()
             } else {

@@ -90,6 +90,13 @@ fn open_backup(backup: &str) -> Result<(Connection, i64)> {
                 "it is not a SQLite database, or it is damaged or encrypted",
             ))
         }
+        // A truncated or damaged file: what integrity_check reports below, said the same way.
+        Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt)) => {
+            return Err(Error::invalid(format!(
+                "the backup {backup} is damaged ({e}): restore another backup",
+                backup = shown(backup)
+            )))
+        }
         Err(e) => {
             return Err(Error::Database(format!(
                 "cannot read the backup {backup}: {e}",
@@ -109,16 +116,12 @@ fn open_backup(backup: &str) -> Result<(Connection, i64)> {
             "it is a SQLite database without the queue's tables",
         ));
     }
-    let problems: Vec<String> = conn
-        .prepare("PRAGMA integrity_check(20)")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(|e| {
-            Error::Database(format!(
-                "cannot check the backup {backup}: {e}",
-                backup = shown(backup)
-            ))
-        })?;
+    let problems = super::integrity_problems(&conn, "PRAGMA integrity_check(20)").map_err(|e| {
+        Error::Database(format!(
+            "cannot check the backup {backup}: {e}",
+            backup = shown(backup)
+        ))
+    })?;
     if problems != ["ok"] {
         return Err(Error::invalid(format!(
             "the backup {backup} is damaged (integrity_check: {}): restore another backup",
@@ -215,6 +218,13 @@ fn restore_into(src: &Connection, target: &str, progress: Progress) -> Result<u6
             Error::invalid(format!(
                 "the restore target {target} exists and is not a SQLite database: refusing to overwrite it; \
                  move it away or choose another --db",
+                target = shown(target)
+            ))
+        } else if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt)) {
+            // Not known to be a queue: never overwritten, but the way out is said.
+            Error::invalid(format!(
+                "the restore target {target} is damaged ({e}): refusing to overwrite a file it cannot \
+                 identify; move it aside (keep it to inspect), then restore to this path again",
                 target = shown(target)
             ))
         } else {
