@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from typing import Optional
 
 HOW_TO_INSTALL = (
@@ -175,6 +176,22 @@ def give_up(reason: str) -> None:
     if os.environ.get("PRISMQ_REQUIRE_POSTGRES") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def running(kind: type, *args: object) -> Iterator[Cluster]:
+    """A module fixture's body: a throwaway cluster ``kind(bin_path, *args)``, stopped at the end
+    (``give_up`` when no server is installed or it does not start)."""
+    bin_path = bin_dir()
+    if bin_path is None:
+        give_up(HOW_TO_INSTALL)
+    try:
+        c = kind(bin_path, *args)
+    except (OSError, RuntimeError) as e:
+        give_up(f"the throwaway PostgreSQL cluster ({kind.__name__}) did not start: {e}")
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 def with_schema(server_url: str, schema: Optional[str] = None) -> str:

@@ -26,17 +26,7 @@ HANDLERS = ("--handlers", "fault_handlers:registry")
 
 @pytest.fixture(scope="module")
 def cluster():
-    bin_path = pg_cluster.bin_dir()
-    if bin_path is None:
-        pg_cluster.give_up(pg_cluster.HOW_TO_INSTALL)
-    try:
-        c = pg_cluster.PasswordCluster(bin_path, PASSWORD)
-    except (OSError, RuntimeError) as e:
-        pg_cluster.give_up(f"the throwaway PostgreSQL cluster did not start: {e}")
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from pg_cluster.running(pg_cluster.PasswordCluster, PASSWORD)
 
 
 @pytest.fixture

@@ -20,17 +20,7 @@ PASSWORD = "App-secr3t-" + uuid.uuid4().hex[:8]
 
 @pytest.fixture(scope="module")
 def cluster():
-    bin_path = pg_cluster.bin_dir()
-    if bin_path is None:
-        pg_cluster.give_up(pg_cluster.HOW_TO_INSTALL)
-    try:
-        c = pg_cluster.PasswordCluster(bin_path, ADMIN_PASSWORD)
-    except (OSError, RuntimeError) as e:
-        pg_cluster.give_up(f"the throwaway PostgreSQL cluster did not start: {e}")
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from pg_cluster.running(pg_cluster.PasswordCluster, ADMIN_PASSWORD)
 
 
 def test_a_password_changed_under_an_open_handle_says_why_then_recovers(cluster):

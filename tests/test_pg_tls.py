@@ -19,17 +19,7 @@ PASSWORD = "Tls-secr3t-" + uuid.uuid4().hex[:8]
 
 @pytest.fixture(scope="module")
 def cluster():
-    bin_path = pg_cluster.bin_dir()
-    if bin_path is None:
-        pg_cluster.give_up(pg_cluster.HOW_TO_INSTALL)
-    try:
-        c = pg_cluster.TlsCluster(bin_path)
-    except (OSError, RuntimeError) as e:
-        pg_cluster.give_up(f"the throwaway PostgreSQL cluster with TLS did not start: {e}")
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from pg_cluster.running(pg_cluster.TlsCluster)
 
 
 def url(cluster, host: str, params: str) -> str:
