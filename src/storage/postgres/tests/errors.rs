@@ -8,8 +8,6 @@
 use super::util::TestDb;
 use crate::model::error::{DbErrorKind, Error};
 use crate::model::new_task::NewTask;
-use crate::model::options::QueueOptions;
-use crate::storage::postgres::PgDriver;
 use crate::storage::Driver;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Barrier;
@@ -18,14 +16,7 @@ use std::time::{Duration, Instant};
 /// A password the server (trust) ignores, that no message may show.
 const PASSWORD: &str = "Err5ecretPw";
 
-fn open(url: &str) -> crate::model::error::Result<PgDriver> {
-    PgDriver::open(
-        url,
-        QueueOptions::default(),
-        Box::new(|| {}),
-        crate::testutil::RULES,
-    )
-}
+use super::util::open_url as open;
 
 /// A fresh schema on the tests' own throwaway cluster; `None` when the tests are skipped or run
 /// on a server `PRISMQ_TEST_POSTGRES_URL` names (its roles are not ours to make).
@@ -337,13 +328,7 @@ fn a_serialization_failure_runs_the_transaction_again_and_a_full_disk_is_disk_fu
     })
     .unwrap();
     assert_eq!(calls, 2);
-    let marks: Vec<i32> = db
-        .client()
-        .query("SELECT n FROM marks", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let marks = db.marks();
     assert_eq!(marks, [2], "the failed attempt wrote nothing");
 
     // Retried a few times only: a transaction that always fails so ends with a Busy error.

@@ -5,17 +5,9 @@ use super::util::{pg_or_skip, TestDb};
 use crate::model::error::Error;
 use crate::model::options::QueueOptions;
 use crate::storage::postgres::schema::SCHEMA_VERSION;
-use crate::storage::postgres::PgDriver;
 use crate::storage::Driver;
 
-fn open(url: &str) -> crate::model::error::Result<PgDriver> {
-    PgDriver::open(
-        url,
-        QueueOptions::default(),
-        Box::new(|| {}),
-        crate::testutil::RULES,
-    )
-}
+use super::util::open_url as open;
 
 #[test]
 fn storage_open_dispatches_a_url_and_reopening_keeps_the_tasks() {

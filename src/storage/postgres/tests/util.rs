@@ -334,6 +334,16 @@ pub struct TestDb {
     pub url: String,
 }
 
+/// Open a driver on `url` with the default options and the tests' rules.
+pub fn open_url(url: &str) -> crate::model::error::Result<PgDriver> {
+    PgDriver::open(
+        url,
+        crate::model::options::QueueOptions::default(),
+        Box::new(|| {}),
+        crate::testutil::RULES,
+    )
+}
+
 impl TestDb {
     /// A fresh schema on the tests' server; `None` when the tests are skipped.
     pub fn new() -> Option<TestDb> {
@@ -366,6 +376,16 @@ impl TestDb {
     }
 
     /// A plain client on the server, with this schema first in its search path.
+    /// The numbers in the table `marks` the fault tests write (one per attempt that committed).
+    pub fn marks(&self) -> Vec<i32> {
+        self.client()
+            .query("SELECT n FROM marks ORDER BY n", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     pub fn client(&self) -> postgres::Client {
         let mut c = postgres::Client::connect(&self.server, postgres::NoTls).expect("connect");
         c.batch_execute(&format!("SET search_path TO {}", self.schema))
