@@ -38,7 +38,7 @@ fn legacy_file(dir: &Path, sql: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn task_id_of(q: &SqliteDriver, legacy_id: i64) -> Option<i64> {
+pub(super) fn task_id_of(q: &SqliteDriver, legacy_id: i64) -> Option<i64> {
     q.db.read(|c| {
         Ok(c.query_row(
             "SELECT task_id FROM legacy_imports WHERE legacy_id = ?1",

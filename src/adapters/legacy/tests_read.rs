@@ -6,7 +6,7 @@ use super::*;
 use crate::model::error::Error;
 use crate::storage::sqlite::testutil::file_driver;
 use crate::storage::sqlite::SqliteDriver;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -19,16 +19,7 @@ fn old_file(dir: &Path, name: &str, sql: &str) -> String {
 }
 
 fn task_of(q: &SqliteDriver, legacy_id: i64) -> crate::model::task::TaskRow {
-    let id: i64 =
-        q.db.read(|c| {
-            Ok(c.query_row(
-                "SELECT task_id FROM legacy_imports WHERE legacy_id = ?1",
-                [legacy_id],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-        .unwrap()
+    let id = super::tests::task_id_of(q, legacy_id)
         .unwrap_or_else(|| panic!("legacy task {legacy_id} was not imported"));
     q.get(id).unwrap()
 }
